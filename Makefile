@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh machine:
+#   make run    installs Mentor and trains the default example on this machine (no cluster)
+#   make test   installs Mentor, builds the local control plane from Go modules, runs the tests
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install control-plane run test lint
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,trainer]'
+	touch $@
+
+control-plane:
+	tests/cluster/tools/build.sh
+
+run: install
+	$(BIN)/mentor run
+
+test: install control-plane
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy

@@ -1,0 +1,98 @@
+"""The custom resource kinds: their names, their top-level rules and their printer columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mentor.api.base import ApiModel, Rule
+from mentor.api.status import JobStatus
+from mentor.api.training import TrainingJobSpec
+
+GROUP = "mentor.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# A job's name becomes its Service's name and, with a rank suffix, its pods' hostnames: both are
+# DNS-1035 labels of at most 63 characters. 52 leaves room for "-<rank>" and trial suffixes.
+MAX_NAME_LENGTH = 52
+NAME_RULE = Rule(
+    f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && "
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+    "(lower case letters, digits and '-', starting with a letter), since it names the job's "
+    "Service and pods",
+    field_path=".metadata.name",
+    reason="FieldValueInvalid",
+)
+_RUNNING = "['Pending', 'Running', 'Restarting']"
+IMMUTABLE_WHILE_ACTIVE = Rule(
+    f"!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in {_RUNNING})"
+    " || (self.spec.model == oldSelf.spec.model && self.spec.data == oldSelf.spec.data"
+    " && self.spec.optimization == oldSelf.spec.optimization"
+    " && self.spec.parallelism == oldSelf.spec.parallelism"
+    " && self.spec.output == oldSelf.spec.output)",
+    "spec.model, data, optimization, parallelism and output cannot change while the job is "
+    "active; suspend it first (spec.runPolicy.suspend: true)",
+    reason="FieldValueForbidden",
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One custom resource kind and everything its CRD needs besides the schema."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    spec: type[BaseModel]
+    rules: tuple[Rule, ...]
+    columns: tuple[dict[str, Any], ...]
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+COMMON_COLUMNS: tuple[dict[str, Any], ...] = (
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
+     "description": "The job's phase: Pending, Running, Restarting, Succeeded, Failed, Suspended."},
+    {"name": "Nodes", "type": "integer", "jsonPath": ".spec.parallelism.nodes",
+     "description": "Pods (torchrun nodes) per attempt."},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent",
+     "description": "Percent of the training steps done."},
+    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss",
+     "description": "The last training loss."},
+    {"name": "GPU-Hours", "type": "number", "jsonPath": ".status.gpuHours",
+     "description": "GPUs requested × hours held, over all attempts."},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+     "description": "Time since the job was created."},
+)
+
+TRAINING_JOB = Kind(
+    kind="TrainingJob",
+    plural="trainingjobs",
+    short_names=("mtj", "mtrain"),
+    spec=TrainingJobSpec,
+    rules=(NAME_RULE, IMMUTABLE_WHILE_ACTIVE),
+    columns=COMMON_COLUMNS,
+)
+KINDS: tuple[Kind, ...] = (TRAINING_JOB,)
+
+
+class TrainingJob(ApiModel):
+    """A whole TrainingJob object, as `kubectl apply` sends it; used by the local runner."""
+
+    api_version: str = Field(default=API_VERSION, pattern=f"^{API_VERSION}$",
+                             description="apiVersion is mentor.dev/v1alpha1.")
+    kind: str = Field(default="TrainingJob", pattern="^TrainingJob$",
+                      description="kind is TrainingJob.")
+    metadata: dict[str, Any] = Field(description="metadata is the object's metadata.")
+    spec: TrainingJobSpec = Field(description="spec is the desired job.")
+    status: JobStatus | None = Field(default=None, description="status is observed state.")

@@ -1,0 +1,135 @@
+"""The status every Mentor job reports: phase, conditions, progress, checkpoint and GPU-hours.
+
+Conditions follow the Kubernetes conventions: a list keyed by `type`, each telling what is true
+now, with `lastTransitionTime` moved only when `status` flips (see mentor.conditions).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from mentor.api.base import ApiModel
+
+
+class Phase(StrEnum):
+    """The one-word summary of a job, for `kubectl get` (conditions carry the detail)."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class ConditionType(StrEnum):
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class Reason(StrEnum):
+    """Why a condition holds. CamelCase, as `kubectl describe` shows them."""
+
+    CREATED = "JobCreated"
+    PODS_PENDING = "PodsPending"
+    UNSCHEDULABLE = "Unschedulable"
+    ALL_PODS_RUNNING = "AllPodsRunning"
+    COMPLETED = "JobCompleted"
+    EXIT_CODE = "ExitCode"
+    OOM_KILLED = "OOMKilled"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    IMAGE_PULL_BACKOFF = "ImagePullBackOff"
+    BUDGET_EXHAUSTED = "BudgetExhausted"
+    POD_FAILED = "PodFailed"
+    POD_DISRUPTED = "PodDisrupted"
+    POD_DELETED = "PodDeleted"
+    SUSPENDED = "JobSuspended"
+    RESUMED = "JobResumed"
+    INVALID_SPEC = "InvalidSpec"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+Timestamp = Annotated[str, Field(max_length=64, description="An RFC 3339 time.")]
+
+
+class Condition(ApiModel):
+    type: ConditionType = Field(
+        description="type is the aspect of the job this condition describes.")
+    status: ConditionStatus = Field(description="status is True, False or Unknown.")
+    reason: str = Field(
+        max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9]*$",
+        description="reason is a CamelCase word naming why the condition holds.",
+    )
+    message: str = Field(default="", max_length=4096,
+                         description="message explains the condition to a person.")
+    last_transition_time: Timestamp = Field(
+        description="lastTransitionTime is when status last changed (not when the message did).")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="observedGeneration is the spec generation this reflects.")
+
+
+class Progress(ApiModel):
+    """Training progress, as rank 0 of the trainer reports it."""
+
+    step: int = Field(default=0, ge=0, description="step is the last completed optimizer step.")
+    total_steps: int | None = Field(default=None, ge=0,
+                                    description="totalSteps is the step the job ends at.")
+    percent: float | None = Field(default=None, ge=0, le=100,
+                                  description="percent is step / totalSteps × 100.")
+    loss: float | None = Field(default=None, description="loss is the last training loss.")
+    eval_loss: float | None = Field(default=None,
+                                    description="evalLoss is the last validation loss.")
+    tokens_per_second: float | None = Field(
+        default=None, ge=0, description="tokensPerSecond is the training throughput.")
+    eta_seconds: int | None = Field(default=None, ge=0,
+                                    description="etaSeconds estimates the seconds left.")
+    last_update_time: Timestamp | None = Field(
+        default=None, description="lastUpdateTime is when the trainer last reported.")
+
+
+class CheckpointStatus(ApiModel):
+    step: int = Field(ge=0, description="step is the optimizer step the checkpoint holds.")
+    uri: str = Field(max_length=2048, description="uri is where the checkpoint is stored.")
+    time: Timestamp = Field(description="time is when the checkpoint became complete.")
+
+
+class JobStatus(ApiModel):
+    """The observed state of a TrainingJob or TuningJob."""
+
+    phase: Phase | None = Field(default=None, description="phase summarises the conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16,
+        description="conditions tell what is true of the job now, one per type.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    start_time: Timestamp | None = Field(default=None,
+                                         description="startTime is when all pods first ran.")
+    completion_time: Timestamp | None = Field(
+        default=None, description="completionTime is when the job succeeded or failed.")
+    restarts: int = Field(default=0, ge=0,
+                          description="restarts counts gang restarts charged to backoffLimit.")
+    progress: Progress | None = Field(default=None, description="progress of the training loop.")
+    checkpoint: CheckpointStatus | None = Field(
+        default=None, description="checkpoint is the latest complete checkpoint.")
+    gpu_hours: float = Field(
+        default=0, ge=0,
+        description="gpuHours is GPUs requested × hours held, over all attempts.")
+    retired_gpu_seconds: float = Field(
+        default=0, ge=0, alias="retiredGPUSeconds",
+        description="retiredGPUSeconds is the GPU time of pods already removed (earlier attempts, "
+                    "suspended ones); it is added before they are deleted, so nothing is lost.")
+    attempts: int = Field(default=0, ge=0,
+                          description="attempts counts the gangs of pods started, restarts "
+                                      "that do not count toward backoffLimit included.")
+    output: str | None = Field(default=None, max_length=2048,
+                               description="output is the URI of the trained model.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="observedGeneration is the last spec generation acted on.")

@@ -1,0 +1,390 @@
+"""The TrainingJob spec, and the trainer configuration that the pods receive.
+
+Every field's description starts with its wire name and says what it does and its default, so
+that `kubectl explain trainingjob.spec...` is the reference.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from mentor.api.base import ApiModel, KubeObject, ObjectName, Rule, Uri
+
+# Variables that the operator sets for torchrun. A user who sets one would break the rendezvous.
+RESERVED_ENV = (
+    "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK",
+    "MENTOR_CONFIG", "MENTOR_REPORT_URL", "MENTOR_REPORT_TOKEN",
+)
+RESERVED_ENV_PREFIXES = ("PET_", "TORCHELASTIC_")
+
+
+class Architecture(StrEnum):
+    GPT2 = "gpt2"
+    LLAMA = "llama"
+
+
+class Size(StrEnum):
+    """Named presets; the trainer maps each to layers, width and heads."""
+
+    TINY = "tiny"
+    SMALL = "small"
+    MEDIUM = "medium"
+    LARGE = "large"
+
+
+class ModelSpec(ApiModel):
+    """What is trained: a new model of an architecture and size, or one that already exists."""
+
+    cel_rules = (
+        # `from` is a CEL keyword: the API server exposes it as `__from__`.
+        Rule("has(self.size) != has(self.__from__)",
+             "set exactly one of size (from scratch) or from", reason="FieldValueInvalid"),
+    )
+
+    architecture: Architecture = Field(
+        default=Architecture.GPT2,
+        description="architecture is the model family for training from scratch: gpt2 or llama. "
+                    "Default gpt2.")
+    size: Size | None = Field(
+        default=None,
+        description="size is a named preset (tiny, small, medium, large) for training from "
+                    "scratch. Exclusive with from.")
+    from_: Uri | None = Field(
+        default=None, alias="from",
+        description="from is a pre-trained model or checkpoint to start from: a path, "
+                    "pvc://<claim>/<path>, hf://<repo-id> or s3://<bucket>/<key>.")
+    tokenizer: Literal["byte", "char", "pretrained"] | None = Field(
+        default=None,
+        description="tokenizer is byte or char for a new model on raw text (default byte), "
+                    "or pretrained to use the model's own (the default with from).")
+
+
+class DataFormat(StrEnum):
+    TEXT = "text"
+    JSONL = "jsonl"
+    HF_DISK = "hf-disk"
+
+
+class DataSpec(ApiModel):
+    """The training data, and how it is cut into sequences."""
+
+    cel_rules = (
+        Rule("self.format != 'jsonl' || has(self.field)", "jsonl data needs field",
+             field_path=".field", reason="FieldValueRequired"),
+    )
+
+    source: Uri = Field(
+        description="source is where the data is: a path, pvc://<claim>/<path>, s3://... or "
+                    "hf://<dataset> (a dataset saved with save_to_disk).")
+    format: DataFormat = Field(
+        default=DataFormat.TEXT,
+        description="format is text (raw text files), jsonl (one JSON object a line) or hf-disk. "
+                    "Default text.")
+    field: str | None = Field(
+        default=None, max_length=128,
+        description="field is the JSON key holding the text, for jsonl and hf-disk.")
+    sequence_length: int = Field(
+        default=256, ge=8, le=131072,
+        description="sequenceLength is the number of tokens in one packed sample. Default 256.")
+    validation_split: float = Field(
+        default=0.1, ge=0, le=0.5,
+        description="validationSplit is the fraction of the data held out for evaluation. "
+                    "Default 0.1.")
+
+
+class Schedule(StrEnum):
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+class Optimizer(StrEnum):
+    ADAMW = "adamw"
+    SGD = "sgd"
+
+
+class Precision(StrEnum):
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+
+class OptimizationSpec(ApiModel):
+    """How long and how fast to learn."""
+
+    cel_rules = (
+        Rule("has(self.steps) != has(self.epochs)", "set exactly one of steps or epochs",
+             reason="FieldValueInvalid"),
+        Rule("self.globalBatchSize >= self.microBatchSize",
+             "globalBatchSize must be at least microBatchSize", field_path=".globalBatchSize",
+             reason="FieldValueInvalid"),
+    )
+
+    steps: int | None = Field(default=None, ge=1, le=100_000_000,
+                              description="steps is the number of optimizer steps. "
+                                          "Exclusive with epochs.")
+    epochs: float | None = Field(default=None, gt=0, le=10_000,
+                                 description="epochs is the number of passes over the data. "
+                                             "Exclusive with steps.")
+    global_batch_size: int = Field(
+        default=32, ge=1, le=1_000_000,
+        description="globalBatchSize is the number of sequences per optimizer step over all "
+                    "ranks; gradients are accumulated to reach it. Default 32.")
+    micro_batch_size: int = Field(
+        default=8, ge=1, le=65536,
+        description="microBatchSize is the number of sequences per rank per forward pass. "
+                    "Default 8.")
+    learning_rate: float = Field(
+        default=3e-4, gt=0, le=10,
+        description="learningRate is the peak learning rate. Default 3e-4.")
+    schedule: Schedule = Field(default=Schedule.COSINE,
+                               description="schedule decays the learning rate after warmup: "
+                                           "cosine, linear or constant. Default cosine.")
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000,
+                              description="warmupSteps ramps the learning rate up linearly. "
+                                          "Default 0.")
+    weight_decay: float = Field(default=0.01, ge=0, le=10,
+                                description="weightDecay is AdamW's decoupled decay. Default 0.01.")
+    optimizer: Optimizer = Field(default=Optimizer.ADAMW,
+                                 description="optimizer is adamw or sgd. Default adamw.")
+    grad_clip: float | None = Field(default=1.0, gt=0, le=1000,
+                                    description="gradClip is the max global gradient norm. "
+                                                "Default 1.0.")
+    precision: Precision = Field(default=Precision.BF16,
+                                 description="precision is bf16 (autocast, on GPU) or fp32. "
+                                             "Default bf16; CPU runs use fp32.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1,
+                      description="seed makes the run repeatable: data order, init, dropout. "
+                                  "Default 0.")
+    eval_interval: int = Field(default=100, ge=1, le=10_000_000,
+                               description="evalInterval is the number of steps between "
+                                           "evaluations. Default 100.")
+    eval_batches: int = Field(default=20, ge=1, le=100_000,
+                              description="evalBatches is the number of batches per evaluation. "
+                                          "Default 20.")
+    compile: bool = Field(default=False, description="compile applies torch.compile. Default off.")
+
+
+class Strategy(StrEnum):
+    DDP = "ddp"
+    FSDP = "fsdp"
+
+
+class ParallelismSpec(ApiModel):
+    """How the work is spread: nodes × processes, with DDP or FSDP."""
+
+    cel_rules = (
+        Rule("!(has(self.gpusPerNode) && has(self.procsPerNode))",
+             "set gpusPerNode (GPU) or procsPerNode (CPU), not both", reason="FieldValueInvalid"),
+    )
+
+    nodes: int = Field(default=1, ge=1, le=1024,
+                       description="nodes is the number of pods; each runs one torchrun agent. "
+                                   "Default 1.")
+    gpus_per_node: int | None = Field(
+        default=None, ge=1, le=16,
+        description="gpusPerNode is the nvidia.com/gpu each pod requests; torchrun starts one "
+                    "process per GPU.")
+    procs_per_node: int | None = Field(
+        default=None, ge=1, le=256,
+        description="procsPerNode is the number of CPU processes per pod when no GPU is "
+                    "requested. Default 1.")
+    strategy: Strategy = Field(default=Strategy.DDP,
+                               description="strategy is ddp or fsdp (FSDP2 fully_shard). "
+                                           "Default ddp.")
+
+    @property
+    def procs(self) -> int:
+        """Processes per node, the value torchrun's --nproc-per-node gets."""
+        return self.gpus_per_node or self.procs_per_node or 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs
+
+
+class CheckpointSpec(ApiModel):
+    uri: Uri | None = Field(
+        default=None,
+        description="uri is where checkpoints go: a path or pvc://<claim>/<path>. Default: "
+                    "<output>/checkpoints.")
+    interval_steps: int = Field(default=500, ge=1, le=10_000_000,
+                                description="intervalSteps is the number of steps between "
+                                            "checkpoints. Default 500.")
+    keep: int = Field(default=2, ge=1, le=100,
+                      description="keep is how many complete checkpoints are kept. Default 2.")
+    resume: bool = Field(default=True,
+                         description="resume continues from the latest complete checkpoint on "
+                                     "start. Default true.")
+
+
+class OutputSpec(ApiModel):
+    uri: Uri = Field(description="uri is where the trained model is written, in Hugging Face "
+                                 "format: a path or pvc://<claim>/<path>.")
+
+
+class ExitCodePolicy(ApiModel):
+    """Which exit codes are worth a retry. By default 1-127 fail at once and 128+ are retried."""
+
+    retry: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+        default_factory=list, max_length=64,
+        description="retry lists exit codes below 128 that are retried anyway.")
+    fail: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+        default_factory=list, max_length=64,
+        description="fail lists exit codes of 128 and above that fail at once.")
+
+
+class RunPolicy(ApiModel):
+    backoff_limit: int = Field(default=3, ge=0, le=1000,
+                               description="backoffLimit is the number of gang restarts before "
+                                           "the job fails. Default 3.")
+    exit_codes: ExitCodePolicy = Field(default_factory=ExitCodePolicy,
+                                       description="exitCodes overrides which exit codes retry.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, le=31_536_000,
+        description="activeDeadlineSeconds fails the job this long after it started.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, le=31_536_000,
+        description="ttlSecondsAfterFinished deletes the finished job after this long.")
+    suspend: bool = Field(default=False,
+                          description="suspend deletes the pods and holds the job; false "
+                                      "resumes it from its checkpoint. Default false.")
+    max_gpu_hours: float | None = Field(
+        default=None, alias="maxGPUHours", gt=0, le=10_000_000,
+        description="maxGPUHours stops the job with reason BudgetExhausted when reached.")
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(default=None, max_length=316, description="key is the taint key.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None,
+                                                         description="operator: Exists or Equal.")
+    value: str | None = Field(default=None, max_length=63, description="value is the taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="effect is the taint effect to tolerate; empty means all.")
+    toleration_seconds: int | None = Field(default=None,
+                                           description="tolerationSeconds bounds NoExecute.")
+
+
+class SchedulingSpec(ApiModel):
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=32,
+        description="nodeSelector is copied to every pod.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32,
+                                          description="tolerations are copied to every pod.")
+    affinity: KubeObject | None = Field(default=None,
+                                        description="affinity is a core/v1 Affinity for every pod.")
+    priority_class_name: ObjectName | None = Field(
+        default=None, description="priorityClassName is the pods' PriorityClass.")
+    scheduler_name: ObjectName | None = Field(
+        default=None, description="schedulerName picks another scheduler (e.g. for gangs).")
+    queue_name: ObjectName | None = Field(
+        default=None,
+        description="queueName is passed to Kueue as the kueue.x-k8s.io/queue-name label.")
+
+
+class EnvVar(ApiModel):
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+                      description="name of the variable.")
+    value: str | None = Field(default=None, max_length=32768, description="value of the variable.")
+    value_from: KubeObject | None = Field(default=None,
+                                          description="valueFrom is a core/v1 EnvVarSource.")
+
+
+_reserved = ", ".join(f"'{n}'" for n in RESERVED_ENV)
+_prefixes = " || ".join(f"e.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES)
+
+
+class PodTemplate(ApiModel):
+    """Overrides for the trainer pods. The operator sets everything torchrun needs."""
+
+    image: str | None = Field(default=None, max_length=1024,
+                              description="image is the trainer image. Default: the operator's "
+                                          "configured trainer image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="imagePullPolicy of the trainer container.")
+    image_pull_secrets: list[ObjectName] = Field(default_factory=list, max_length=16,
+                                                 description="imagePullSecrets names Secrets.")
+    service_account_name: ObjectName | None = Field(
+        default=None, description="serviceAccountName runs the pods as this ServiceAccount.")
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=128,
+        description="env adds variables to the trainer; torchrun's (PET_*, MASTER_ADDR, ...) are "
+                    "reserved.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": f"self.all(e, !(e.name in [{_reserved}]) && !({_prefixes}))",
+            "message": "env may not set torchrun's variables (PET_*, TORCHELASTIC_*, "
+                       "MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, ...): the operator sets them",
+            "reason": "FieldValueForbidden",
+        }]},
+    )
+    resources: KubeObject | None = Field(
+        default=None,
+        description="resources are core/v1 ResourceRequirements; nvidia.com/gpu is set from "
+                    "parallelism.gpusPerNode.")
+    volumes: list[KubeObject] = Field(default_factory=list, max_length=64,
+                                      description="volumes are extra core/v1 Volumes.")
+    volume_mounts: list[KubeObject] = Field(default_factory=list, max_length=64,
+                                            description="volumeMounts mount them in the trainer.")
+
+
+class LoraSpec(ApiModel):
+    rank: int = Field(default=8, ge=1, le=1024, description="rank of the LoRA update. Default 8.")
+    alpha: int = Field(default=16, ge=1, le=4096,
+                         description="alpha scales the update by alpha / rank. Default 16.")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="dropout on the LoRA input.")
+    target_modules: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list, max_length=64,
+        description="targetModules names the modules adapted. Default: the architecture's "
+                    "attention projections.")
+
+
+class AdaptationSpec(ApiModel):
+    """How a pre-trained model is adapted: all its weights, or a LoRA adapter."""
+
+    method: Literal["full", "lora"] = Field(default="lora",
+                                            description="method is full or lora. Default lora.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="lora settings, for lora.")
+    merge: bool = Field(default=False,
+                        description="merge writes merged safetensors weights instead of the "
+                                    "adapter alone. Default false.")
+
+
+class TrainingSections(ApiModel):
+    """The sections that a job and the trainer share."""
+
+    model: ModelSpec = Field(description="model is what is trained.")
+    data: DataSpec = Field(description="data is what it learns from.")
+    optimization: OptimizationSpec = Field(description="optimization: how long and how fast.")
+    parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec,
+                                         description="parallelism: nodes, processes, strategy.")
+    checkpointing: CheckpointSpec = Field(default_factory=CheckpointSpec,
+                                          description="checkpointing: where, how often, resume.")
+    output: OutputSpec = Field(description="output is where the trained model goes.")
+
+
+class TrainerConfig(TrainingSections):
+    """What the trainer needs to run: the part of the spec mounted into the pods as a file.
+
+    `mentor_trainer` parses it with this same model, so the operator and the trainer cannot
+    disagree about its meaning.
+    """
+
+    adaptation: AdaptationSpec | None = Field(
+        default=None, description="adaptation tunes a pre-trained model (full or LoRA).")
+
+
+class TrainingJobSpec(TrainingSections):
+    """A TrainingJob teaches a model from data, from scratch or from a checkpoint."""
+
+    run_policy: RunPolicy = Field(default_factory=RunPolicy,
+                                  description="runPolicy: retries, deadlines, budget, suspend.")
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec,
+                                       description="scheduling: where the pods may run.")
+    template: PodTemplate = Field(default_factory=PodTemplate,
+                                  description="template overrides the trainer pods.")
+
+    def trainer_config(self) -> TrainerConfig:
+        shared = set(TrainingSections.model_fields)
+        return TrainerConfig.model_validate(self.model_dump(include=shared, by_alias=True))

@@ -1,0 +1,71 @@
+"""Names and labels of a job's children: deterministic, so an operator restart finds them again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mentor.api.kinds import API_VERSION
+
+JOB_NAME = "mentor.dev/job-name"
+JOB_KIND = "mentor.dev/job-kind"
+NODE_RANK = "mentor.dev/node-rank"
+ATTEMPT = "mentor.dev/attempt"
+QUEUE_NAME = "kueue.x-k8s.io/queue-name"
+CONFIG_MOUNT = "/etc/mentor"
+CONFIG_FILE = "config.json"
+TRAINER_CONTAINER = "trainer"
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Who owns the children: enough to label them and set their ownerReference."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+    @property
+    def service(self) -> str:
+        return self.name
+
+    @property
+    def config_map(self) -> str:
+        return f"{self.name}-config"
+
+    @property
+    def secret(self) -> str:
+        return f"{self.name}-report"
+
+    def pod(self, rank: int) -> str:
+        return f"{self.name}-{rank}"
+
+    def labels(self) -> dict[str, str]:
+        return {JOB_NAME: self.name, JOB_KIND: self.kind}
+
+    def selector(self) -> str:
+        return f"{JOB_NAME}={self.name},{JOB_KIND}={self.kind}"
+
+    def owner_reference(self) -> dict[str, object]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(self, name: str, **labels: str) -> dict[str, object]:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {**self.labels(), **labels},
+            "ownerReferences": [self.owner_reference()],
+        }
+
+    def owns(self, obj_metadata: dict[str, object]) -> bool:
+        """True only if this job (this UID) controls the object: never adopt another's child."""
+        refs = obj_metadata.get("ownerReferences") or []
+        assert isinstance(refs, list)
+        return any(r.get("controller") and r.get("uid") == self.uid for r in refs)

@@ -1,0 +1,45 @@
+"""Operator settings, each read from a `MENTOR_*` environment variable (the Helm chart sets them).
+
+One class, one place: every setting says what it changes and why its default is what it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"MENTOR_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # MENTOR_TRAINER_IMAGE: the image of the trainer pods when a job does not name one. One image
+    # serves every job, so it is set once per install.
+    trainer_image: str = field(
+        default_factory=lambda: _env("TRAINER_IMAGE", "ghcr.io/mentor-dev/mentor-trainer:0.1.0"))
+    # MENTOR_NAMESPACES: comma-separated namespaces to watch; empty watches the whole cluster.
+    namespaces: tuple[str, ...] = field(default_factory=lambda: tuple(
+        n.strip() for n in _env("NAMESPACES", "").split(",") if n.strip()))
+    # MENTOR_RENDEZVOUS_PORT: torchrun's c10d rendezvous port on rank 0's pod.
+    rendezvous_port: int = field(default_factory=lambda: int(_env("RENDEZVOUS_PORT", "29500")))
+    # MENTOR_SHM_SIZE: the size limit of the in-memory /dev/shm that data loaders and NCCL use.
+    shm_size: str = field(default_factory=lambda: _env("SHM_SIZE", "16Gi"))
+    # MENTOR_RESYNC_SECONDS: how often every active job is reconciled even without events, which
+    # bounds how late deadlines, budgets and TTLs are enforced.
+    resync_seconds: float = field(default_factory=lambda: float(_env("RESYNC_SECONDS", "10")))
+    # MENTOR_REPORT_URL: the operator's progress endpoint as the pods reach it (the chart's
+    # Service). Empty disables progress reports; training never depends on them.
+    report_url: str = field(default_factory=lambda: _env("REPORT_URL", ""))
+    # MENTOR_HTTP_PORT: the port of /metrics and of the progress endpoint.
+    http_port: int = field(default_factory=lambda: int(_env("HTTP_PORT", "8080")))
+    # MENTOR_GPU_PRICES: JSON map of nvidia.com/gpu.product to a price per GPU-hour, for
+    # status.costEstimate. Empty means no estimate.
+    gpu_prices: dict[str, float] = field(
+        default_factory=lambda: json.loads(_env("GPU_PRICES", "{}")))
+
+
+def settings() -> Settings:
+    return Settings()

@@ -1,0 +1,89 @@
+"""What the operator needs to know of a pod, read once from its manifest.
+
+Keeping this separate from the decisions means the decisions never parse Kubernetes JSON, and the
+parsing is tested against real pod objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from mentor.builders.names import ATTEMPT, NODE_RANK, TRAINER_CONTAINER
+from mentor.builders.pods import GPU_RESOURCE
+
+IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName"})
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def format_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    rank: int
+    attempt: int
+    phase: str
+    deleting: bool
+    gpus: int
+    exit_code: int | None = None
+    terminated_reason: str | None = None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    unschedulable: str | None = None
+    disruption: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    node: str | None = None
+
+    @classmethod
+    def from_pod(cls, pod: dict[str, Any]) -> PodView:
+        meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        container: dict[str, Any] = next((c for c in spec.get("containers", [])
+                          if c.get("name") == TRAINER_CONTAINER), {})
+        limits = (container.get("resources") or {}).get("limits") or {}
+        state: dict[str, Any] = {}
+        for cs in status.get("containerStatuses") or []:
+            if cs.get("name") == TRAINER_CONTAINER:
+                state = cs.get("state") or {}
+        running, terminated = state.get("running") or {}, state.get("terminated") or {}
+        waiting = state.get("waiting") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        scheduled = conditions.get("PodScheduled", {})
+        disrupted = conditions.get("DisruptionTarget", {})
+        return cls(
+            name=meta["name"],
+            rank=int(labels.get(NODE_RANK, "0")),
+            attempt=int(annotations.get(ATTEMPT, "1")),
+            phase=status.get("phase", "Pending"),
+            deleting=bool(meta.get("deletionTimestamp")),
+            gpus=int(limits.get(GPU_RESOURCE, 0)),
+            exit_code=terminated.get("exitCode"),
+            terminated_reason=terminated.get("reason"),
+            waiting_reason=waiting.get("reason"),
+            waiting_message=waiting.get("message"),
+            unschedulable=(scheduled.get("message") or "unschedulable")
+            if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+            else None,
+            disruption=(disrupted.get("reason") or "Disrupted")
+            if disrupted.get("status") == "True" else None,
+            started_at=parse_time(running.get("startedAt") or terminated.get("startedAt")),
+            finished_at=parse_time(terminated.get("finishedAt")),
+            node=spec.get("nodeName"),
+        )
+
+    def gpu_seconds(self, now: dt.datetime) -> float:
+        """GPUs requested × the time the container ran: from start to end, or to now."""
+        if not self.gpus or self.started_at is None:
+            return 0.0
+        end = self.finished_at or now
+        return self.gpus * max(0.0, (end - self.started_at).total_seconds())

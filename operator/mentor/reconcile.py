@@ -1,0 +1,245 @@
+"""The decisions of the operator, pure: a job and its pods in, a plan out.
+
+Handlers read the world, call `decide`, and carry out the plan. Because nothing here does I/O,
+every transition (success, failure by cause, gang restart, suspend, deadline, TTL) is a unit test,
+and running `decide` twice on the same world gives the same plan: handlers are idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from mentor.api.status import ConditionType, JobStatus, Phase, Reason
+from mentor.api.training import TrainingJobSpec
+from mentor.conditions import is_true, set_condition
+from mentor.podview import IMAGE_PULL_REASONS, PodView, format_time, parse_time
+
+# What the trainer's own exit codes mean (see the README); they make failure messages readable.
+TRAINER_EXIT_CODES = {2: "invalid trainer config", 3: "data not found", 4: "loss became NaN/Inf"}
+TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """What the handler must do. Status is the complete new status to write."""
+
+    status: JobStatus
+    create_ranks: list[int] = field(default_factory=list)
+    attempt: int = 0
+    delete_pods: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    delete_job: bool = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: Reason
+    message: str
+    retriable: bool
+    counted: bool = True
+
+
+def classify(pod: PodView, spec: TrainingJobSpec) -> Failure:
+    """Why a pod failed, and whether another attempt can help."""
+    policy = spec.run_policy.exit_codes
+    code = pod.exit_code
+    if pod.disruption:
+        return Failure(Reason.POD_DISRUPTED,
+                       f"pod {pod.name} was disrupted ({pod.disruption}); retried without "
+                       "counting toward backoffLimit", retriable=True, counted=False)
+    if pod.terminated_reason == "OOMKilled" and code not in policy.retry:
+        return Failure(Reason.OOM_KILLED,
+                       f"pod {pod.name} was OOMKilled (exit code {code}); raise the memory "
+                       "limit or lower microBatchSize", retriable=False)
+    if code is None:
+        return Failure(Reason.POD_FAILED, f"pod {pod.name} failed without an exit code",
+                       retriable=True)
+    meaning = TRAINER_EXIT_CODES.get(code)
+    described = f"pod {pod.name} exited with code {code}" + (f" ({meaning})" if meaning else "")
+    if code < 128:
+        return Failure(Reason.EXIT_CODE, described, retriable=code in policy.retry)
+    return Failure(Reason.EXIT_CODE, described, retriable=code not in policy.fail)
+
+
+class Decider:
+    """One reconciliation: mutates a copy of the status and collects the plan."""
+
+    def __init__(self, spec: TrainingJobSpec, status: JobStatus, pods: list[PodView],
+                 now: dt.datetime, generation: int | None = None) -> None:
+        self.spec, self.pods, self.now, self.generation = spec, pods, now, generation
+        self.plan = Plan(status=status.model_copy(deep=True))
+        self.status = self.plan.status
+        self.stamp = format_time(now)
+
+    # -- helpers
+
+    def condition(self, type_: ConditionType, value: bool, reason: Reason, message: str,
+                  warning: bool = False) -> None:
+        flipped = set_condition(self.status, type_, "True" if value else "False", reason.value,
+                                message, self.stamp, self.generation)
+        if flipped and (value or warning):
+            kind = "Warning" if warning else "Normal"
+            self.plan.events.append(Event(kind, reason.value, message))
+
+    def remove_pods(self, pods: list[PodView]) -> None:
+        """Delete pods, first moving their GPU time into the status so none of it is lost."""
+        for pod in pods:
+            if not pod.deleting:
+                self.status.retired_gpu_seconds += pod.gpu_seconds(self.now)
+                self.plan.delete_pods.append(pod.name)
+
+    def account(self, remaining: list[PodView]) -> None:
+        live = sum(p.gpu_seconds(self.now) for p in remaining if p.name not in self.plan.delete_pods
+                   and not p.deleting)
+        self.status.gpu_hours = round((self.status.retired_gpu_seconds + live) / 3600, 6)
+
+    def finish(self, success: bool, reason: Reason, message: str) -> None:
+        self.status.phase = Phase.SUCCEEDED if success else Phase.FAILED
+        self.status.completion_time = self.stamp
+        self.condition(ConditionType.RUNNING, False, reason, message)
+        self.condition(ConditionType.RESTARTING, False, reason, message)
+        self.condition(ConditionType.SUCCEEDED if success else ConditionType.FAILED, True, reason,
+                       message, warning=not success)
+        if not success:
+            self.remove_pods([p for p in self.pods if p.phase in ("Pending", "Running")])
+
+    def start_attempt(self) -> None:
+        self.status.attempts += 1
+        self.plan.attempt = self.status.attempts
+        self.plan.create_ranks = list(range(self.spec.parallelism.nodes))
+        if self.status.phase is None:
+            self.condition(ConditionType.CREATED, True, Reason.CREATED,
+                           f"created {self.spec.parallelism.nodes} pod(s) and their service")
+        if self.status.phase != Phase.RESTARTING:
+            self.status.phase = Phase.PENDING
+
+    # -- the decision
+
+    def decide(self) -> Plan:
+        self._decide()
+        self.account(self.pods)
+        self.status.observed_generation = self.generation
+        return self.plan
+
+    def _decide(self) -> None:
+        spec, status, policy = self.spec, self.status, self.spec.run_policy
+        if status.phase in TERMINAL:
+            self._after_finish()
+            return
+        active = [p for p in self.pods if not p.deleting]
+
+        if policy.suspend:
+            self.remove_pods(active)
+            status.phase = Phase.SUSPENDED
+            self.condition(ConditionType.SUSPENDED, True, Reason.SUSPENDED,
+                           "the job is suspended: its pods are deleted until it is resumed")
+            self.condition(ConditionType.RUNNING, False, Reason.SUSPENDED, "suspended")
+            return
+        if is_true(status, ConditionType.SUSPENDED):
+            self.condition(ConditionType.SUSPENDED, False, Reason.RESUMED,
+                           "the job is resumed from its latest checkpoint")
+            self.plan.events.append(Event("Normal", Reason.RESUMED.value, "job resumed"))
+
+        started = parse_time(status.start_time)
+        deadline = policy.active_deadline_seconds
+        if started and deadline and (self.now - started).total_seconds() >= deadline:
+            self.finish(False, Reason.DEADLINE_EXCEEDED,
+                        f"the job ran longer than activeDeadlineSeconds={deadline}")
+            return
+
+        if not active:
+            if any(p.deleting for p in self.pods):  # a gang is still going away: their
+                return                                 # deletion events call us back
+            self.start_attempt()
+            return
+
+        current = max(p.attempt for p in active)
+        failed = sorted((p for p in active if p.phase == "Failed"), key=lambda p: p.rank)
+        if failed:
+            self._on_failure(classify(failed[0], spec), active)
+            return
+        pulling = next((p for p in active if p.waiting_reason in IMAGE_PULL_REASONS), None)
+        if pulling:
+            self.finish(False, Reason.IMAGE_PULL_BACKOFF,
+                        f"pod {pulling.name} cannot pull its image: "
+                        f"{pulling.waiting_message or pulling.waiting_reason}")
+            return
+
+        ranks = {p.rank for p in active if p.attempt == current}
+        missing = [r for r in range(spec.parallelism.nodes) if r not in ranks]
+        if missing:
+            if status.phase == Phase.RUNNING:  # someone deleted a running pod: restart the gang
+                self._restart(active, Failure(Reason.POD_DELETED,
+                                              f"pod(s) of rank {missing} disappeared",
+                                              retriable=True, counted=False))
+            else:  # an earlier reconcile stopped halfway through creating the gang
+                self.plan.create_ranks, self.plan.attempt = missing, current
+            return
+
+        if all(p.phase == "Succeeded" for p in active):
+            self.finish(True, Reason.COMPLETED, "all pods completed successfully")
+            return
+        if all(p.phase in ("Running", "Succeeded") for p in active):
+            if status.start_time is None:
+                status.start_time = self.stamp
+            status.phase = Phase.RUNNING
+            self.condition(ConditionType.RUNNING, True, Reason.ALL_PODS_RUNNING,
+                           f"all {len(active)} pod(s) are running")
+            self.condition(ConditionType.RESTARTING, False, Reason.ALL_PODS_RUNNING,
+                           "the new attempt is running")
+            return
+        if status.phase != Phase.RESTARTING:
+            status.phase = Phase.PENDING
+        blocked = next((p for p in active if p.unschedulable), None)
+        if blocked:
+            self.condition(ConditionType.RUNNING, False, Reason.UNSCHEDULABLE,
+                           f"pod {blocked.name} cannot be scheduled: {blocked.unschedulable}",
+                           warning=True)
+        else:
+            self.condition(ConditionType.RUNNING, False, Reason.PODS_PENDING,
+                           "waiting for all pods to run")
+
+    def _on_failure(self, failure: Failure, active: list[PodView]) -> None:
+        if not failure.retriable:
+            self.finish(False, failure.reason, failure.message)
+            return
+        limit = self.spec.run_policy.backoff_limit
+        if failure.counted and self.status.restarts >= limit:
+            self.finish(False, Reason.BACKOFF_LIMIT_EXCEEDED,
+                        f"{failure.message}; backoffLimit={limit} restarts used")
+            return
+        self._restart(active, failure)
+
+    def _restart(self, active: list[PodView], failure: Failure) -> None:
+        """A gang restart: every pod of the attempt goes; the next reconcile starts a new one."""
+        if failure.counted:
+            self.status.restarts += 1
+        self.remove_pods(active)
+        self.status.phase = Phase.RESTARTING
+        self.condition(ConditionType.RUNNING, False, failure.reason, failure.message)
+        self.condition(ConditionType.RESTARTING, True, failure.reason,
+                       f"{failure.message}; restarting all pods from the latest checkpoint "
+                       f"(restart {self.status.restarts} of {self.spec.run_policy.backoff_limit})",
+                       warning=True)
+
+    def _after_finish(self) -> None:
+        if self.status.phase == Phase.FAILED:
+            self.remove_pods([p for p in self.pods if p.phase in ("Pending", "Running")])
+        ttl = self.spec.run_policy.ttl_seconds_after_finished
+        finished = parse_time(self.status.completion_time)
+        if ttl is None or finished is None:
+            return
+        self.plan.delete_job = (self.now - finished).total_seconds() >= ttl
+
+
+def decide(spec: TrainingJobSpec, status: JobStatus, pods: list[PodView], now: dt.datetime,
+           generation: int | None = None) -> Plan:
+    return Decider(spec, status, pods, now, generation).decide()

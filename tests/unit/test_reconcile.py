@@ -1,0 +1,228 @@
+"""The operator's decisions, on pods described as the API server returns them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from mentor.api.status import ConditionType, JobStatus, Phase
+from mentor.api.training import TrainingJobSpec
+from mentor.builders.names import JobRef
+from mentor.builders.pods import build_pod
+from mentor.conditions import get_condition
+from mentor.config import Settings
+from mentor.podview import PodView, format_time
+from mentor.reconcile import decide
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+JOB = JobRef(kind="TrainingJob", name="demo", namespace="ns", uid="uid-1")
+
+
+def spec(**changes: Any) -> TrainingJobSpec:
+    base: dict[str, Any] = {
+        "model": {"size": "tiny"}, "data": {"source": "/d"}, "optimization": {"steps": 10},
+        "output": {"uri": "/o"}, "parallelism": {"nodes": 2, "gpusPerNode": 4},
+    }
+    base.update(changes)
+    return TrainingJobSpec.model_validate(base)
+
+
+def pod(s: TrainingJobSpec, rank: int, phase: str, attempt: int = 1, *,
+        started: dt.datetime | None = T0, finished: dt.datetime | None = None,
+        exit_code: int | None = None, reason: str | None = None,
+        deleting: bool = False, unschedulable: str | None = None,
+        disrupted: bool = False, waiting: str | None = None) -> PodView:
+    """A pod built by the real builder, with the status a kubelet (or kwok) would write."""
+    manifest = build_pod(JOB, s, rank, attempt, Settings())
+    state: dict[str, Any] = {}
+    if waiting:
+        state = {"waiting": {"reason": waiting, "message": "back-off pulling image"}}
+    elif phase in ("Succeeded", "Failed"):
+        state = {"terminated": {"exitCode": exit_code if exit_code is not None else 0,
+                                "reason": reason or ("Completed" if phase == "Succeeded" else
+                                                     "Error"),
+                                "startedAt": format_time(started or T0),
+                                "finishedAt": format_time(finished or T0)}}
+    elif phase == "Running" and started:
+        state = {"running": {"startedAt": format_time(started)}}
+    conditions = []
+    if unschedulable:
+        conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                           "message": unschedulable})
+    if disrupted:
+        conditions.append({"type": "DisruptionTarget", "status": "True",
+                           "reason": "PreemptionByScheduler"})
+    manifest["status"] = {"phase": phase, "conditions": conditions,
+                          "containerStatuses": [{"name": "trainer", "state": state}]}
+    if deleting:
+        manifest["metadata"]["deletionTimestamp"] = format_time(T0)
+    return PodView.from_pod(manifest)
+
+
+def test_a_new_job_creates_one_pod_per_node() -> None:
+    plan = decide(spec(), JobStatus(), [], T0)
+    assert plan.create_ranks == [0, 1]
+    assert plan.attempt == 1
+    assert plan.status.phase == Phase.PENDING
+    created = get_condition(plan.status, ConditionType.CREATED)
+    assert created is not None and created.status == "True"
+    assert [e.reason for e in plan.events] == ["JobCreated"]
+
+
+def test_all_pods_running_means_running_and_sets_start_time() -> None:
+    s = spec()
+    status = decide(s, JobStatus(), [], T0).status
+    plan = decide(s, status, [pod(s, 0, "Running"), pod(s, 1, "Running")], T0)
+    assert plan.status.phase == Phase.RUNNING
+    assert plan.status.start_time == format_time(T0)
+    assert not plan.create_ranks and not plan.delete_pods
+
+
+def test_last_transition_time_moves_only_when_status_flips() -> None:
+    s = spec()
+    running = [pod(s, 0, "Running"), pod(s, 1, "Running")]
+    first = decide(s, decide(s, JobStatus(), [], T0).status, running, T0).status
+    later = decide(s, first, running, T0 + dt.timedelta(minutes=5)).status
+    cond = get_condition(later, ConditionType.RUNNING)
+    assert cond is not None and cond.last_transition_time == format_time(T0)
+
+
+def test_success_when_every_pod_succeeds() -> None:
+    s = spec()
+    plan = decide(s, JobStatus(phase=Phase.RUNNING),
+                  [pod(s, 0, "Succeeded"), pod(s, 1, "Succeeded")], T0)
+    assert plan.status.phase == Phase.SUCCEEDED
+    assert plan.status.completion_time == format_time(T0)
+
+
+def test_exit_code_below_128_fails_at_once_with_its_meaning() -> None:
+    s = spec()
+    plan = decide(s, JobStatus(phase=Phase.RUNNING),
+                  [pod(s, 0, "Failed", exit_code=4), pod(s, 1, "Running")], T0)
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert plan.status.phase == Phase.FAILED
+    assert failed is not None and failed.reason == "ExitCode"
+    assert "code 4 (loss became NaN/Inf)" in failed.message
+    assert plan.delete_pods == ["demo-1"], "the surviving pod frees its GPUs"
+
+
+def test_exit_code_policy_can_retry_a_low_code() -> None:
+    s = spec(runPolicy={"exitCodes": {"retry": [1]}})
+    plan = decide(s, JobStatus(phase=Phase.RUNNING),
+                  [pod(s, 0, "Failed", exit_code=1), pod(s, 1, "Running")], T0)
+    assert plan.status.phase == Phase.RESTARTING
+
+
+def test_signal_exit_is_a_gang_restart_counted_toward_the_limit() -> None:
+    s = spec()
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1),
+                  [pod(s, 0, "Running"), pod(s, 1, "Failed", exit_code=137)], T0)
+    assert plan.status.phase == Phase.RESTARTING
+    assert plan.status.restarts == 1
+    assert sorted(plan.delete_pods) == ["demo-0", "demo-1"]
+    restarting = get_condition(plan.status, ConditionType.RESTARTING)
+    assert restarting is not None and restarting.status == "True"
+
+
+def test_the_next_attempt_starts_once_the_old_gang_is_gone() -> None:
+    s = spec()
+    status = JobStatus(phase=Phase.RESTARTING, attempts=1, restarts=1)
+    waiting = decide(s, status, [pod(s, 0, "Running", deleting=True)], T0)
+    assert not waiting.create_ranks
+    plan = decide(s, status, [], T0)
+    assert plan.create_ranks == [0, 1] and plan.attempt == 2
+    assert plan.status.phase == Phase.RESTARTING
+
+
+def test_backoff_limit_exhausted_fails() -> None:
+    s = spec(runPolicy={"backoffLimit": 1})
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, restarts=1, attempts=2),
+                  [pod(s, 0, "Failed", attempt=2, exit_code=139), pod(s, 1, "Running", 2)], T0)
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "BackoffLimitExceeded"
+
+
+def test_disruption_is_retried_without_counting() -> None:
+    s = spec(runPolicy={"backoffLimit": 0})
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1),
+                  [pod(s, 0, "Failed", exit_code=143, disrupted=True), pod(s, 1, "Running")], T0)
+    assert plan.status.phase == Phase.RESTARTING
+    assert plan.status.restarts == 0
+
+
+def test_oom_killed_fails_with_its_reason() -> None:
+    s = spec()
+    plan = decide(s, JobStatus(phase=Phase.RUNNING),
+                  [pod(s, 0, "Failed", exit_code=137, reason="OOMKilled"), pod(s, 1, "Running")],
+                  T0)
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "OOMKilled"
+
+
+def test_image_pull_backoff_fails() -> None:
+    s = spec()
+    plan = decide(s, JobStatus(phase=Phase.PENDING),
+                  [pod(s, 0, "Pending", waiting="ImagePullBackOff"), pod(s, 1, "Pending")], T0)
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "ImagePullBackOff"
+
+
+def test_unschedulable_stays_pending_and_says_why() -> None:
+    s = spec()
+    why = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+    plan = decide(s, JobStatus(phase=Phase.PENDING),
+                  [pod(s, 0, "Pending", started=None, unschedulable=why),
+                   pod(s, 1, "Pending", started=None)], T0)
+    running = get_condition(plan.status, ConditionType.RUNNING)
+    assert plan.status.phase == Phase.PENDING
+    assert running is not None and running.reason == "Unschedulable" and why in running.message
+    assert plan.events and plan.events[0].type == "Warning"
+
+
+def test_suspend_deletes_pods_and_resume_recreates_them() -> None:
+    s = spec(runPolicy={"suspend": True})
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1),
+                  [pod(s, 0, "Running"), pod(s, 1, "Running")], T0)
+    assert plan.status.phase == Phase.SUSPENDED
+    assert sorted(plan.delete_pods) == ["demo-0", "demo-1"]
+    resumed = decide(spec(), plan.status, [], T0)
+    assert resumed.create_ranks == [0, 1] and resumed.attempt == 2
+    suspended = get_condition(resumed.status, ConditionType.SUSPENDED)
+    assert suspended is not None and suspended.status == "False"
+    assert resumed.status.restarts == 0
+
+
+def test_deadline_fails_and_removes_pods() -> None:
+    s = spec(runPolicy={"activeDeadlineSeconds": 60})
+    status = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0), attempts=1)
+    plan = decide(s, status, [pod(s, 0, "Running"), pod(s, 1, "Running")],
+                  T0 + dt.timedelta(seconds=61))
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "DeadlineExceeded"
+    assert sorted(plan.delete_pods) == ["demo-0", "demo-1"]
+
+
+def test_ttl_deletes_the_finished_job_only_when_due() -> None:
+    s = spec(runPolicy={"ttlSecondsAfterFinished": 30})
+    done = JobStatus(phase=Phase.SUCCEEDED, completion_time=format_time(T0))
+    assert not decide(s, done, [], T0 + dt.timedelta(seconds=29)).delete_job
+    assert decide(s, done, [], T0 + dt.timedelta(seconds=30)).delete_job
+
+
+def test_gpu_hours_survive_a_gang_restart() -> None:
+    s = spec()
+    hour = dt.timedelta(hours=1)
+    pods = [pod(s, 0, "Running"), pod(s, 1, "Failed", exit_code=137, finished=T0 + hour)]
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1), pods, T0 + hour)
+    # two pods × 4 GPUs × 1 hour, moved into the status before the pods are deleted
+    assert plan.status.retired_gpu_seconds == 8 * 3600
+    assert plan.status.gpu_hours == 8
+    after = decide(s, plan.status, [], T0 + 2 * hour)
+    assert after.status.gpu_hours == 8, "time between attempts is not counted"
+
+
+def test_a_partly_created_gang_is_completed_not_duplicated() -> None:
+    s = spec()
+    plan = decide(s, JobStatus(phase=Phase.PENDING, attempts=1),
+                  [pod(s, 0, "Pending", started=None)], T0)
+    assert plan.create_ranks == [1] and plan.attempt == 1

@@ -1,0 +1,1 @@
+"""The program that runs inside every Mentor pod, as `torchrun -m mentor_trainer --config FILE`."""

@@ -1,0 +1,73 @@
+"""`torchrun ... -m mentor_trainer --config FILE`: parse the config, build, train.
+
+Every failure ends in a documented exit code (mentor_trainer.errors) and one line on stderr that
+says why, which the operator turns into the job's condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from mentor.api.training import TrainerConfig
+from mentor_trainer import dist
+from mentor_trainer.errors import EXIT_CRASH, EXIT_OK, EXIT_SIGTERM, BadConfig, TrainerError
+
+
+def load_config(path: str) -> TrainerConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise BadConfig(f"cannot read config {path}: {e.strerror}") from e
+    try:
+        return TrainerConfig.model_validate(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise BadConfig(f"config {path} is not JSON: {e}") from e
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadConfig(f"config {path}: {where}: {first['msg']}") from e
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mentor_trainer", description=__doc__)
+    parser.add_argument("--config", default=os.environ.get("MENTOR_CONFIG"),
+                        help="the trainer config (JSON), as the operator mounts it")
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(message)s", stream=sys.stderr)
+    from mentor_trainer.trainer import Stopped, Trainer, check_world
+
+    try:
+        if not args.config:
+            raise BadConfig("no config: pass --config FILE or set MENTOR_CONFIG")
+        config = load_config(args.config)
+        world = dist.init()
+        check_world(config, world)
+        result = Trainer(config, world).train()
+        if world.is_main:
+            logging.getLogger("mentor_trainer").info("done: %s", json.dumps(result))
+        return EXIT_OK
+    except Stopped as e:
+        print(f"mentor_trainer: {e}", file=sys.stderr)
+        return EXIT_SIGTERM
+    except TrainerError as e:
+        print(f"mentor_trainer: {type(e).__name__}: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # a crash: retriable, with the traceback for the logs
+        logging.getLogger("mentor_trainer").exception("crashed")
+        print(f"mentor_trainer: crashed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        return EXIT_CRASH
+    finally:
+        dist.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

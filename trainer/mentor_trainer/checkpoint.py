@@ -1,0 +1,73 @@
+"""Checkpoints with torch.distributed.checkpoint: one code path for DDP and FSDP.
+
+A checkpoint is written to a hidden `.step-N.partial` directory and renamed to `step-N` by rank 0
+only after every rank finished writing: a directory named `step-N` is always complete, so resume
+never reads half a checkpoint. The oldest are pruned to keep the last K.
+
+With several nodes the checkpoint directory must be shared (a ReadWriteMany volume or object
+storage mounted at the same path), since each rank writes its own shards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
+from mentor_trainer.dist import World, barrier
+
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def complete(directory: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir()
+             if (m := STEP_DIR.match(p.name)) and (p / ".metadata").exists()]
+    return sorted(found)
+
+
+def latest(directory: Path) -> tuple[int, Path] | None:
+    found = complete(directory)
+    return found[-1] if found else None
+
+
+def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+         world: World, keep: int, info: dict[str, Any]) -> Path:
+    final = directory / f"step-{step:08d}"
+    partial = directory / f".step-{step:08d}.partial"
+    if world.is_main:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    barrier(world)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp_save({"model": model_state, "optim": optim_state}, checkpoint_id=str(partial))
+    barrier(world)
+    if world.is_main:
+        (partial / "trainer.json").write_text(json.dumps(
+            {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info},
+            indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+        for _, old in complete(directory)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier(world)
+    return final
+
+
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state: dict[str, Any] = {"model": model_state, "optim": optim_state}
+    dcp_load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optim"])

@@ -1,0 +1,155 @@
+"""Data: read, tokenize, split, pack into sequences, and order them deterministically.
+
+Which samples make up step s is a pure function of (seed, step, global batch), so a resumed run
+sees exactly the data an uninterrupted one would, and one process sees the same global batch as
+many. Each rank takes its contiguous share of the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mentor.api.training import DataFormat, DataSpec
+from mentor_trainer.errors import BadConfig, DataNotFound
+from mentor_trainer.tokenizer import Tokenizer
+
+TEXT_SUFFIXES = (".txt", ".text", ".md")
+JSONL_SUFFIXES = (".jsonl", ".json")
+
+
+def _files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes)
+        if found:
+            return found
+    raise DataNotFound(f"no data at {path} (looked for {', '.join(suffixes)} files)")
+
+
+def _read(uri: str) -> list[tuple[str, str]]:
+    """(name, content) of every file behind a URI: a local path, or s3:// and others via fsspec."""
+    if "://" not in uri:
+        return [(str(p), p.read_text(encoding="utf-8", errors="replace"))
+                for p in _files(Path(uri), TEXT_SUFFIXES + JSONL_SUFFIXES)]
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(uri)
+        paths = [root] if fs.isfile(root) else sorted(fs.find(root))
+    except (FileNotFoundError, ImportError, ValueError) as e:
+        raise DataNotFound(f"cannot read {uri}: {e}") from e
+    if not paths:
+        raise DataNotFound(f"no data at {uri}")
+    return [(p, fs.cat_file(p).decode("utf-8", errors="replace")) for p in paths]
+
+
+def read_texts(spec: DataSpec) -> list[str]:
+    """The documents of the data source, in a stable order."""
+    if spec.format == DataFormat.HF_DISK:
+        try:
+            from datasets import load_from_disk
+        except ImportError as e:
+            raise BadConfig("format hf-disk needs the `datasets` package in the image") from e
+        path = spec.source.removeprefix("hf://")
+        if not Path(path).exists():
+            raise DataNotFound(f"no dataset saved at {path}")
+        ds = load_from_disk(path)
+        if hasattr(ds, "keys"):  # a DatasetDict: take its train split
+            ds = ds["train"]
+        key = spec.field or "text"
+        if key not in ds.column_names:
+            raise BadConfig(f"dataset at {path} has no column {key!r} ({ds.column_names})")
+        return [str(t) for t in ds[key]]
+    files = _read(spec.source)
+    if spec.format == DataFormat.TEXT:
+        return [content for _, content in files]
+    texts = []
+    for name, content in files:
+        for n, line in enumerate(content.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                texts.append(str(json.loads(line)[spec.field]))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise BadConfig(f"{name}:{n}: not a JSON object with field {spec.field!r}") from e
+    return texts
+
+
+def encode(texts: list[str], tokenizer: Tokenizer, separator: list[int]) -> torch.Tensor:
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer.encode(text))
+        ids.extend(separator)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+@dataclass
+class Packed:
+    """Non-overlapping windows of seq_len + 1 tokens (inputs and shifted targets)."""
+
+    tokens: torch.Tensor
+    seq_len: int
+
+    def __len__(self) -> int:
+        return max(0, (len(self.tokens) - 1) // self.seq_len)
+
+    def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.stack([self.tokens[i * self.seq_len: i * self.seq_len + self.seq_len + 1]
+                            for i in indices])
+        return rows[:, :-1], rows[:, 1:]
+
+
+def split(tokens: torch.Tensor, fraction: float, seq_len: int) -> tuple[Packed, Packed]:
+    """The last `fraction` of the tokens is held out: contiguous, so no window straddles both."""
+    cut = len(tokens) - int(len(tokens) * fraction)
+    train, val = Packed(tokens[:cut], seq_len), Packed(tokens[cut:], seq_len)
+    if len(train) == 0:
+        raise BadConfig(f"the data holds {len(tokens)} tokens: too few for one sequence of "
+                        f"{seq_len}; lower data.sequenceLength")
+    return train, val
+
+
+@dataclass
+class Schedule:
+    """Which samples each rank reads at each step: a pure function of (seed, step)."""
+
+    samples: int
+    global_batch: int
+    micro_batch: int
+    world_size: int
+    rank: int
+    seed: int
+    _perms: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        per_rank, rest = divmod(self.global_batch, self.world_size)
+        if rest or per_rank % self.micro_batch:
+            raise BadConfig(
+                f"globalBatchSize {self.global_batch} must be a multiple of world size "
+                f"{self.world_size} × microBatchSize {self.micro_batch}")
+        self.per_rank = per_rank
+        self.accumulation = per_rank // self.micro_batch
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._perms = {epoch: torch.randperm(self.samples, generator=g)}
+        return self._perms[epoch]
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """This rank's micro-batches of sample indices for optimizer step `step` (0-based)."""
+        start = step * self.global_batch + self.rank * self.per_rank
+        indices = []
+        for p in range(start, start + self.per_rank):
+            epoch, offset = divmod(p, self.samples)
+            indices.append(int(self._perm(epoch)[offset]))
+        m = self.micro_batch
+        return [indices[i:i + m] for i in range(0, len(indices), m)]
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.global_batch / self.samples

@@ -1,0 +1,32 @@
+"""Exit codes, the trainer's contract with the operator (and the README's table).
+
+Codes below 128 are permanent: retrying the same config cannot help. 128 and above are retried:
+signals (128 + N, as the shell reports them) and unexpected crashes.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BAD_CONFIG = 2
+EXIT_DATA_NOT_FOUND = 3
+EXIT_NON_FINITE_LOSS = 4
+EXIT_CRASH = 128  # an unexpected exception: worth a retry from the latest checkpoint
+EXIT_SIGTERM = 143  # stopped by SIGTERM after a checkpoint: resume will continue
+
+
+class TrainerError(Exception):
+    """A failure with a documented exit code and a one-line reason."""
+
+    exit_code = EXIT_CRASH
+
+
+class BadConfig(TrainerError):
+    exit_code = EXIT_BAD_CONFIG
+
+
+class DataNotFound(TrainerError):
+    exit_code = EXIT_DATA_NOT_FOUND
+
+
+class NonFiniteLoss(TrainerError):
+    exit_code = EXIT_NON_FINITE_LOSS

@@ -1,0 +1,95 @@
+"""Models: Hugging Face architectures, new from a size preset or loaded pre-trained."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mentor.api.training import Architecture, ModelSpec, Size
+from mentor_trainer.errors import BadConfig, DataNotFound
+
+# layers, heads, width. tiny is for tests; small is nanoGPT's Shakespeare model; medium and large
+# are GPT-2 small and medium.
+PRESETS: dict[Size, tuple[int, int, int]] = {
+    Size.TINY: (2, 4, 128),
+    Size.SMALL: (6, 6, 384),
+    Size.MEDIUM: (12, 12, 768),
+    Size.LARGE: (24, 16, 1024),
+}
+
+
+def new_config(spec: ModelSpec, vocab_size: int, seq_len: int) -> Any:
+    assert spec.size is not None
+    layers, heads, width = PRESETS[spec.size]
+    if spec.architecture == Architecture.GPT2:
+        from transformers import GPT2Config
+
+        return GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=width,
+                          n_layer=layers, n_head=heads, resid_pdrop=0.0, embd_pdrop=0.0,
+                          attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    from transformers import LlamaConfig
+
+    intermediate = 64 * round(width * 8 / 3 / 64)
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=intermediate,
+                       num_hidden_layers=layers, num_attention_heads=heads,
+                       num_key_value_heads=heads, max_position_embeddings=seq_len,
+                       tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
+
+
+def new_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int) -> torch.nn.Module:
+    """A freshly initialised model; the seed makes every rank (and every rerun) start equal."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = new_config(spec, vocab_size, seq_len)
+    model: torch.nn.Module = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        config, attn_implementation="sdpa")
+    return model
+
+
+def resolve(uri: str) -> str:
+    """A local directory (or a hub id) that from_pretrained can read.
+
+    hf://<id> honours HF_HUB_OFFLINE (transformers reads it); s3:// and other fsspec URIs are
+    copied to a local directory first.
+    """
+    if uri.startswith("hf://"):
+        return uri.removeprefix("hf://")
+    if "://" in uri:
+        import fsspec
+
+        local = tempfile.mkdtemp(prefix="mentor-model-")
+        fs, root = fsspec.core.url_to_fs(uri)
+        fs.get(root.rstrip("/") + "/", local, recursive=True)
+        return local
+    if not Path(uri).exists():
+        raise DataNotFound(f"no model at {uri}")
+    return uri
+
+
+def load_pretrained(uri: str) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    source = resolve(uri)
+    try:
+        model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
+            source, torch_dtype=torch.float32, attn_implementation="sdpa")
+    except OSError as e:
+        raise DataNotFound(f"cannot load a model from {uri}: {e}".splitlines()[0]) from e
+    return model
+
+
+def block_classes(model: torch.nn.Module) -> tuple[type[torch.nn.Module], ...]:
+    """The transformer blocks, the unit that FSDP shards and wraps."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    classes = {type(m) for m in model.modules() if type(m).__name__ in names}
+    if not classes:
+        raise BadConfig(f"do not know how to shard {type(model).__name__} with FSDP")
+    return tuple(classes)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,113 @@
+"""What rank 0 tells the world: a log line, a metrics log, Prometheus, and the operator.
+
+The operator's endpoint is best effort: reports go through a small queue to a background thread,
+and when the endpoint is slow or down they are dropped, never waited for. Training must not
+depend on the control plane being reachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mentor_trainer")
+
+
+class OperatorReporter:
+    """POSTs progress to MENTOR_REPORT_URL with the per-job MENTOR_REPORT_TOKEN."""
+
+    def __init__(self, url: str, token: str, job: dict[str, str]) -> None:
+        self.url, self.token, self.job = url, token, job
+        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=16)
+        self.thread = threading.Thread(target=self._run, name="mentor-report", daemon=True)
+        self.thread.start()
+
+    def send(self, payload: dict[str, Any]) -> None:
+        with contextlib.suppress(queue.Full):  # the newest report will carry the news
+            self.queue.put_nowait({**self.job, **payload})
+
+    def _run(self) -> None:
+        while True:
+            payload = self.queue.get()
+            request = urllib.request.Request(
+                self.url, data=json.dumps(payload).encode(), method="POST",
+                headers={"Content-Type": "application/json",
+                         "Authorization": f"Bearer {self.token}"})
+            try:
+                urllib.request.urlopen(request, timeout=3).close()
+            except OSError as e:
+                log.debug("progress report dropped: %s", e)
+
+
+class Metrics:
+    """The trainer's own /metrics, for direct scraping (a PodMonitor)."""
+
+    def __init__(self, port: int, job: dict[str, str]) -> None:
+        from prometheus_client import Gauge, start_http_server
+
+        labels = ["namespace", "kind", "job"]
+        values = [job.get("namespace", ""), job.get("kind", ""), job.get("name", "")]
+
+        def gauge(name: str, doc: str) -> Any:
+            return Gauge(f"mentor_trainer_{name}", doc, labels).labels(*values)
+
+        self.step = gauge("step", "The last completed optimizer step.")
+        self.loss = gauge("loss", "The training loss at the last step.")
+        self.eval_loss = gauge("eval_loss", "The last validation loss.")
+        self.tokens_per_second = gauge("tokens_per_second", "Training throughput, all ranks.")
+        self.learning_rate = gauge("learning_rate", "The learning rate at the last step.")
+        self.mfu = gauge("mfu_ratio", "Model FLOPs utilisation estimate (0-1), GPU only.")
+        start_http_server(port)
+
+    def update(self, record: dict[str, Any]) -> None:
+        for key in ("step", "loss", "eval_loss", "tokens_per_second", "learning_rate", "mfu"):
+            if record.get(key) is not None:
+                getattr(self, key if key != "mfu" else "mfu").set(record[key])
+
+
+class Reporter:
+    """Fans one record out to the log, metrics.jsonl, Prometheus and the operator (rank 0)."""
+
+    def __init__(self, output_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.log_path = output_dir / "metrics.jsonl"
+        job = {"name": os.environ.get("MENTOR_JOB_NAME", ""),
+               "namespace": os.environ.get("MENTOR_JOB_NAMESPACE", ""),
+               "kind": os.environ.get("MENTOR_JOB_KIND", "")}
+        self.operator: OperatorReporter | None = None
+        self.metrics: Metrics | None = None
+        if not enabled:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        url, token = os.environ.get("MENTOR_REPORT_URL"), os.environ.get("MENTOR_REPORT_TOKEN")
+        if url and token:
+            self.operator = OperatorReporter(url, token, job)
+        port = int(os.environ.get("MENTOR_METRICS_PORT", "0"))
+        if port:
+            self.metrics = Metrics(port, job)
+
+    def record(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"time": time.time(), **record}
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.metrics:
+            self.metrics.update(record)
+        if self.operator:
+            self.operator.send(record)
+        if "loss" in record:
+            log.info("step %d/%d loss %.4f lr %.2e grad %.3f tok/s %.0f%s", record["step"],
+                     record["total_steps"], record["loss"], record["learning_rate"],
+                     record.get("grad_norm") or 0.0, record["tokens_per_second"],
+                     f" mfu {record['mfu']:.1%}" if record.get("mfu") else "")
+        elif "eval_loss" in record:
+            log.info("step %d eval loss %.4f", record["step"], record["eval_loss"])

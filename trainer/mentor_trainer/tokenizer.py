@@ -1,0 +1,90 @@
+"""Tokenizers for models trained from scratch on raw text: bytes or characters.
+
+They are saved beside the model (mentor_tokenizer.json), so a later job that starts `from` that
+output reads text exactly as training did.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+FILE = "mentor_tokenizer.json"
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def save(self, directory: Path) -> None: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes: 256 tokens, nothing to learn, any text."""
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+    def save(self, directory: Path) -> None:
+        (directory / FILE).write_text(json.dumps({"type": "byte"}))
+
+
+class CharTokenizer:
+    """One token per distinct character of the training text (as nanoGPT's char model)."""
+
+    def __init__(self, chars: list[str]) -> None:
+        self.chars = chars
+        self.index = {c: i for i, c in enumerate(chars)}
+        self.vocab_size = len(chars)
+
+    @classmethod
+    def fit(cls, text: str) -> CharTokenizer:
+        return cls(sorted(set(text)))
+
+    def encode(self, text: str) -> list[int]:
+        unknown = 0
+        return [self.index.get(c, unknown) for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def save(self, directory: Path) -> None:
+        (directory / FILE).write_text(json.dumps({"type": "char", "chars": self.chars}))
+
+
+class HFTokenizer:
+    """A pre-trained model's own tokenizer, through transformers."""
+
+    def __init__(self, source: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.inner = AutoTokenizer.from_pretrained(source)
+        self.vocab_size = len(self.inner)
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = self.inner(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.inner.decode(ids))
+
+    def save(self, directory: Path) -> None:
+        self.inner.save_pretrained(directory)
+
+
+def load_saved(directory: Path) -> Tokenizer | None:
+    """The tokenizer a Mentor run saved in `directory`, if it saved one of its own."""
+    path = directory / FILE
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if saved["type"] == "byte":
+        return ByteTokenizer()
+    return CharTokenizer(saved["chars"])

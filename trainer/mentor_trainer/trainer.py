@@ -1,0 +1,339 @@
+"""The training loop. `Trainer.train()` reads top to bottom: resume, then step, evaluate and
+checkpoint until the last step, then write the model.
+
+Repeatability: the data of step s and the random state of step s are functions of (seed, step,
+rank), and the learning rate is a function of the step, so a run resumed from a checkpoint
+computes the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+from mentor.api.training import (
+    Optimizer,
+    Precision,
+    Schedule,
+    Strategy,
+    TrainerConfig,
+)
+from mentor_trainer import checkpoint, data
+from mentor_trainer.dist import World, all_reduce_max
+from mentor_trainer.errors import BadConfig, NonFiniteLoss
+from mentor_trainer.models import block_classes, load_pretrained, new_model, parameter_count
+from mentor_trainer.report import Reporter
+from mentor_trainer.tokenizer import (
+    ByteTokenizer,
+    CharTokenizer,
+    HFTokenizer,
+    Tokenizer,
+    load_saved,
+)
+
+log = logging.getLogger("mentor_trainer")
+
+# Dense bf16 peak FLOP/s per GPU, for the MFU estimate.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+
+
+class Stopped(Exception):
+    """SIGTERM arrived; a checkpoint was written."""
+
+
+def lr_at(step: int, total: int, config: TrainerConfig) -> float:
+    """The learning rate of 0-based step `step`: linear warmup, then the chosen decay to 10%."""
+    opt = config.optimization
+    peak, warmup = opt.learning_rate, opt.warmup_steps
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if opt.schedule == Schedule.CONSTANT or total <= warmup:
+        return peak
+    progress = (step - warmup) / max(1, total - warmup)
+    floor = 0.1 * peak
+    if opt.schedule == Schedule.LINEAR:
+        return floor + (peak - floor) * (1 - progress)
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+class Trainer:
+    def __init__(self, config: TrainerConfig, world: World) -> None:
+        self.config, self.world = config, world
+        self.output = Path(config.output.uri)
+        self.checkpoints = Path(config.checkpointing.uri or self.output / "checkpoints")
+        self.reporter = Reporter(self.output, enabled=world.is_main)
+        self.stop_requested = False
+        self.autocast = (world.device.type == "cuda"
+                         and config.optimization.precision == Precision.BF16)
+        self._build()
+
+    # -- setup
+
+    def _tokenizer(self, texts: list[str]) -> Tokenizer:
+        model = self.config.model
+        if model.from_:
+            saved = load_saved(Path(model.from_)) if "://" not in model.from_ else None
+            if saved is not None:
+                return saved
+            if model.tokenizer in (None, "pretrained"):
+                from mentor_trainer.models import resolve
+
+                return HFTokenizer(resolve(model.from_))
+        if model.tokenizer == "char":
+            return CharTokenizer.fit("".join(texts))
+        return ByteTokenizer()
+
+    def _build(self) -> None:
+        cfg, world = self.config, self.world
+        texts = data.read_texts(cfg.data)
+        self.tokenizer = self._tokenizer(texts)
+        eos = getattr(getattr(self.tokenizer, "inner", None), "eos_token_id", None)
+        tokens = data.encode(texts, self.tokenizer, [eos] if eos is not None else [])
+        self.train_data, self.val_data = data.split(tokens, cfg.data.validation_split,
+                                                    cfg.data.sequence_length)
+        opt = cfg.optimization
+        self.schedule = data.Schedule(len(self.train_data), opt.global_batch_size,
+                                      opt.micro_batch_size, world.size, world.rank, opt.seed)
+        if opt.steps:
+            self.total_steps = opt.steps
+        else:
+            assert opt.epochs is not None
+            self.total_steps = max(1, math.ceil(opt.epochs * len(self.train_data)
+                                                / opt.global_batch_size))
+
+        if cfg.model.from_:
+            model = load_pretrained(cfg.model.from_)
+        else:
+            model = new_model(cfg.model, self.tokenizer.vocab_size, cfg.data.sequence_length,
+                              opt.seed)
+        if cfg.adaptation and cfg.adaptation.method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = cfg.adaptation.lora
+            model = get_peft_model(model, LoraConfig(
+                r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=lora.target_modules or None, task_type="CAUSAL_LM"))
+        self.base = model.to(world.device)
+        self.params = parameter_count(self.base)
+        self.model = self._wrap(self.base)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if opt.optimizer == Optimizer.ADAMW:
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                trainable, lr=opt.learning_rate, weight_decay=opt.weight_decay,
+                betas=(0.9, 0.95), fused=world.device.type == "cuda")
+        else:
+            self.optimizer = torch.optim.SGD(trainable, lr=opt.learning_rate, momentum=0.9,
+                                             weight_decay=opt.weight_decay)
+        if opt.compile:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        strategy = self.config.parallelism.strategy
+        if strategy == Strategy.FSDP:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+            mesh = init_device_mesh(self.world.device.type, (self.world.size,))
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+                if self.autocast else MixedPrecisionPolicy()
+            blocks = block_classes(model)
+            for module in model.modules():
+                if isinstance(module, blocks):
+                    fully_shard(module, mesh=mesh, mp_policy=mp)
+            fully_shard(model, mesh=mesh, mp_policy=mp)
+            return model
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.world.local_rank] if self.world.device.type == "cuda" else None
+            return DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    # -- the loop
+
+    def train(self) -> dict[str, Any]:
+        step = self._resume()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        loss = eval_loss = float("nan")
+        tokens_per_step = self.config.optimization.global_batch_size * \
+            self.config.data.sequence_length
+        tick, started, trained_tokens = time.perf_counter(), time.perf_counter(), 0
+        try:
+            while step < self.total_steps:
+                if all_reduce_max(self.world, float(self.stop_requested)):
+                    self._checkpoint(step)
+                    raise Stopped(f"stopped by SIGTERM at step {step}; checkpoint written")
+                loss, grad_norm, lr = self._step(step)
+                step += 1
+                now = time.perf_counter()
+                tps = tokens_per_step / (now - tick)
+                tick = now
+                trained_tokens += tokens_per_step
+                self.reporter.record({
+                    "step": step, "total_steps": self.total_steps, "loss": loss,
+                    "learning_rate": lr, "grad_norm": grad_norm, "tokens_per_second": tps,
+                    "mfu": self._mfu(tps), "epoch": self.schedule.epoch_of(step),
+                })
+                if step % self.config.optimization.eval_interval == 0 or step == self.total_steps:
+                    eval_loss = self.evaluate()
+                    if not math.isnan(eval_loss):
+                        self.reporter.record({"step": step, "eval_loss": eval_loss})
+                interval = self.config.checkpointing.interval_steps
+                if step % interval == 0 or step == self.total_steps:
+                    self._checkpoint(step)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        self.export()
+        elapsed = time.perf_counter() - started
+        return {"step": step, "loss": loss, "eval_loss": eval_loss,
+                "tokens_per_second": trained_tokens / elapsed if elapsed else 0.0}
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.stop_requested = True
+
+    def _resume(self) -> int:
+        if not self.config.checkpointing.resume:
+            return 0
+        found = checkpoint.latest(self.checkpoints)
+        if found is None:
+            return 0
+        step, path = found
+        checkpoint.load(path, self.model, self.optimizer)
+        log.info("resumed from %s (step %d)", path, step)
+        return step
+
+    def _checkpoint(self, step: int) -> None:
+        path = checkpoint.save(self.checkpoints, step, self.model, self.optimizer, self.world,
+                               self.config.checkpointing.keep, {"total_steps": self.total_steps})
+        self.reporter.record({"step": step, "checkpoint": str(path)})
+
+    def _forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast \
+            else contextlib.nullcontext()
+        with ctx:
+            logits = self.model(input_ids=inputs).logits
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+    def _step(self, step: int) -> tuple[float, float | None, float]:
+        cfg, world = self.config, self.world
+        self.model.train()
+        torch.manual_seed((cfg.optimization.seed * 1_000_003 + step) * 4099 + world.rank)
+        micro = self.schedule.micro_batches(step)
+        total = torch.zeros((), device=world.device)
+        for i, indices in enumerate(micro):
+            inputs, targets = (t.to(world.device, non_blocking=True)
+                               for t in self.train_data.batch(indices))
+            last = i == len(micro) - 1
+            with self._sync(last):
+                loss = self._forward_loss(inputs, targets)
+                (loss / len(micro)).backward()  # type: ignore[no-untyped-call]
+            total += loss.detach()
+        mean = total / len(micro)
+        if world.size > 1:
+            import torch.distributed as td
+
+            td.all_reduce(mean, op=td.ReduceOp.AVG)
+        value = float(mean.item())
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"loss is {value} at step {step + 1}")
+        grad_norm = None
+        if cfg.optimization.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad],
+                cfg.optimization.grad_clip)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        lr = lr_at(step, self.total_steps, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value, grad_norm, lr
+
+    def _sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        no_sync: Any = getattr(self.model, "no_sync", None)  # DDP
+        if no_sync is not None and not sync:
+            return no_sync()  # type: ignore[no-any-return]
+        set_sync: Any = getattr(self.model, "set_requires_gradient_sync", None)  # FSDP2
+        if set_sync is not None:
+            set_sync(sync)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        if len(self.val_data) == 0:
+            return float("nan")
+        self.model.eval()
+        m = self.config.optimization.micro_batch_size
+        batches = [list(range(i, min(i + m, len(self.val_data))))
+                   for i in range(0, len(self.val_data), m)][:self.config.optimization.eval_batches]
+        # Every rank runs the same number of forwards (FSDP gathers weights in each): whole rounds
+        # of world-size batches, or, with fewer batches than ranks, each rank one of them.
+        world = self.world.size
+        if len(batches) >= world:
+            batches = batches[:len(batches) - len(batches) % world]
+            mine = batches[self.world.rank::world]
+        else:
+            mine = [batches[self.world.rank % len(batches)]]
+        totals = torch.zeros(2, device=self.world.device, dtype=torch.float64)
+        for indices in mine:
+            inputs, targets = (t.to(self.world.device) for t in self.val_data.batch(indices))
+            totals[0] += self._forward_loss(inputs, targets).double() * len(indices)
+            totals[1] += len(indices)
+        if world > 1:
+            import torch.distributed as td
+
+            td.all_reduce(totals)
+        return float(totals[0] / totals[1]) if totals[1] else float("nan")
+
+    def _mfu(self, tokens_per_second: float) -> float | None:
+        peak = peak_flops(self.world.device)
+        if peak is None:
+            return None
+        flops_per_token = 6 * self.params
+        return flops_per_token * tokens_per_second / (peak * self.world.size)
+
+    # -- the result
+
+    def export(self) -> None:
+        """Write the model in Hugging Face format (all ranks join the gather, rank 0 writes)."""
+        full = get_model_state_dict(self.model, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True))
+        if not self.world.is_main:
+            return
+        self.output.mkdir(parents=True, exist_ok=True)
+        adaptation = self.config.adaptation
+        base: Any = self.base
+        if adaptation and adaptation.method == "lora":
+            if adaptation.merge:
+                base.load_state_dict(full)
+                base.merge_and_unload().save_pretrained(self.output, safe_serialization=True)
+            else:
+                base.save_pretrained(self.output, state_dict=full, safe_serialization=True)
+        else:
+            base.save_pretrained(self.output, state_dict=full, safe_serialization=True)
+        self.tokenizer.save(self.output)
+        log.info("model written to %s", self.output)
+
+
+def check_world(config: TrainerConfig, world: World) -> None:
+    expected = config.parallelism.world_size
+    if world.size != expected:
+        raise BadConfig(f"parallelism asks for {expected} processes but torchrun started "
+                        f"{world.size}")
