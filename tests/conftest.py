@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
-
 from controlplane import ControlPlane, build_binaries
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
 @pytest.fixture(scope="session")

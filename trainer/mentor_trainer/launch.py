@@ -14,11 +14,16 @@ from mentor_trainer.errors import EXIT_CRASH
 
 
 def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
     try:
         torchrun(argv if argv is not None else sys.argv[1:])
+    except SignalException as e:
+        # torchrun was told to stop (SIGTERM on preemption): it passed the signal on to the
+        # workers and gave them time to checkpoint. Report it as the signal it was.
+        return 128 + int(e.sigval)
     except ChildFailedError as e:
         if not e.failures:
             return EXIT_CRASH

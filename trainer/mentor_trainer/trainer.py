@@ -28,7 +28,7 @@ from mentor.api.training import (
     TrainerConfig,
 )
 from mentor_trainer import checkpoint, data
-from mentor_trainer.dist import World, all_reduce_max
+from mentor_trainer.dist import World, all_reduce_max, barrier
 from mentor_trainer.errors import BadConfig, NonFiniteLoss
 from mentor_trainer.models import block_classes, load_pretrained, new_model, parameter_count
 from mentor_trainer.report import Reporter
@@ -315,8 +315,11 @@ class Trainer:
         """Write the model in Hugging Face format (all ranks join the gather, rank 0 writes)."""
         full = get_model_state_dict(self.model, options=StateDictOptions(
             full_state_dict=True, cpu_offload=True))
-        if not self.world.is_main:
-            return
+        if self.world.is_main:
+            self._write(full)
+        barrier(self.world)  # no rank tears the group down while rank 0 still writes
+
+    def _write(self, full: dict[str, Any]) -> None:
         self.output.mkdir(parents=True, exist_ok=True)
         adaptation = self.config.adaptation
         base: Any = self.base

@@ -1,0 +1,67 @@
+"""Bad configs end with their documented exit code and one line on stderr saying why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from runner import config, launch, run
+
+from mentor_trainer.errors import EXIT_BAD_CONFIG, EXIT_DATA_NOT_FOUND, EXIT_NON_FINITE_LOSS
+
+pytestmark = pytest.mark.trainer
+
+
+def reason(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("mentor_trainer: ")]
+    assert len(lines) >= 1, output[-2000:]
+    return lines[0]
+
+
+def test_invalid_config_exits_2(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "out", optimization={"steps": 0}, parallelism={"procsPerNode": 1})
+    out = run(cfg, tmp_path, expect=EXIT_BAD_CONFIG)
+    assert "BadConfig" in reason(out) and "optimization.steps" in reason(out)
+
+
+def test_batch_that_does_not_divide_exits_2(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "out", optimization={"globalBatchSize": 12, "microBatchSize": 8})
+    out = run(cfg, tmp_path, expect=EXIT_BAD_CONFIG)
+    assert "multiple of world size" in reason(out)
+
+
+def test_missing_data_exits_3(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "out", data={"source": str(tmp_path / "nowhere.txt")},
+                 parallelism={"procsPerNode": 1})
+    out = run(cfg, tmp_path, expect=EXIT_DATA_NOT_FOUND)
+    assert "nowhere.txt" in reason(out)
+
+
+def test_nan_loss_exits_4(tmp_path: Path) -> None:
+    # Plain SGD at the largest learning rate the schema allows, with no clipping, diverges.
+    cfg = config(tmp_path / "out", parallelism={"procsPerNode": 1},
+                 optimization={"steps": 50, "learningRate": 10, "optimizer": "sgd",
+                               "gradClip": None, "weightDecay": 0})
+    out = run(cfg, tmp_path, expect=EXIT_NON_FINITE_LOSS)
+    assert "NonFiniteLoss" in reason(out)
+
+
+def test_a_crashed_rank_is_reported_with_its_signal(tmp_path: Path) -> None:
+    """torchrun alone would exit 1; mentor-torchrun keeps 128 + signal, which means retry."""
+    import signal
+    import time
+
+    out_dir = tmp_path / "out"
+    proc = launch(config(out_dir, optimization={"steps": 100_000}), tmp_path)
+    deadline = time.monotonic() + 300
+    while not (out_dir / "metrics.jsonl").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    import psutil
+
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+               if "mentor_trainer" in " ".join(c.cmdline())]
+    assert workers
+    workers[-1].send_signal(signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGKILL
