@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
 from controlplane import ControlPlane, build_binaries
-
 
 
 @pytest.fixture(scope="session")
