@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mentor.api.kinds import GROUP, KINDS, VERSION, Kind
+from mentor.api.kinds import GROUP, KINDS, MAX_NAME_LENGTH, NAME_PATTERN, VERSION, Kind
 from mentor.api.status import JobStatus
 
 # Keys copied as they are; the values were already checked by pydantic's schema generation.
@@ -111,7 +111,9 @@ def crd(kind: Kind) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "apiVersion is mentor.dev/v1alpha1."},
             "kind": {"type": "string", "description": f"kind is {kind.kind}."},
-            "metadata": {"type": "object", "description": "metadata is the object's metadata."},
+            # The API server allows a CRD to constrain only metadata.name (and generateName).
+            "metadata": {"type": "object", "properties": {"name": {
+                "type": "string", "maxLength": MAX_NAME_LENGTH, "pattern": NAME_PATTERN}}},
             "spec": spec,
             "status": status,
         },

@@ -5,6 +5,7 @@ It only registers handlers and startup options; the work is in mentor.handlers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +19,6 @@ from mentor.config import Settings
 from mentor.handlers import training
 
 SETTINGS = Settings()
-FINALIZER = f"{GROUP}/finalizer"
 
 
 @kopf.on.startup()
@@ -27,7 +27,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
-    settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
@@ -44,11 +43,26 @@ def on_job(name: str, namespace: str | None, **_: Any) -> None:
     training.reconcile(namespace or "", name, SETTINGS)
 
 
-@kopf.timer(GROUP, VERSION, TRAINING_JOB.plural, interval=SETTINGS.resync_seconds,
-            initial_delay=SETTINGS.resync_seconds)
-def resync(name: str, namespace: str | None, **_: Any) -> None:
-    """Deadlines, TTLs and GPU-hours advance with time, not with events."""
-    training.reconcile(namespace or "", name, SETTINGS)
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    """Deadlines, TTLs and GPU-hours advance with time, not with events: one loop lists the jobs
+    every MENTOR_RESYNC_SECONDS and reconciles each (one list call, not a timer per job)."""
+    memo["resync"] = asyncio.create_task(_resync_forever())
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo["resync"].cancel()
+
+
+async def _resync_forever() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(SETTINGS.resync_seconds)
+        try:
+            await loop.run_in_executor(None, training.resync_all, SETTINGS)
+        except Exception:  # the loop must outlive any one failure (the API server restarting)
+            logging.getLogger(__name__).exception("resync failed; retrying")
 
 
 @kopf.on.event("", "v1", "pods", labels={JOB_KIND: TRAINING_JOB.kind, JOB_NAME: kopf.PRESENT})

@@ -73,8 +73,10 @@ class Decider:
     """One reconciliation: mutates a copy of the status and collects the plan."""
 
     def __init__(self, spec: TrainingJobSpec, status: JobStatus, pods: list[PodView],
-                 now: dt.datetime, generation: int | None = None) -> None:
+                 now: dt.datetime, generation: int | None = None,
+                 taken: tuple[str, ...] = ()) -> None:
         self.spec, self.pods, self.now, self.generation = spec, pods, now, generation
+        self.taken = taken
         self.plan = Plan(status=status.model_copy(deep=True))
         self.status = self.plan.status
         self.stamp = format_time(now)
@@ -158,6 +160,13 @@ class Decider:
         if not active:
             if any(p.deleting for p in self.pods):  # a gang is still going away: their
                 return                                 # deletion events call us back
+            if self.taken:
+                status.phase = status.phase or Phase.PENDING
+                self.condition(ConditionType.CREATED, False, Reason.CHILD_NAME_TAKEN,
+                               f"{', '.join(self.taken)} already exist(s) and belong(s) to "
+                               "another owner; Mentor never adopts them: delete or rename them",
+                               warning=True)
+                return
             self.start_attempt()
             return
 
@@ -241,5 +250,6 @@ class Decider:
 
 
 def decide(spec: TrainingJobSpec, status: JobStatus, pods: list[PodView], now: dt.datetime,
-           generation: int | None = None) -> Plan:
-    return Decider(spec, status, pods, now, generation).decide()
+           generation: int | None = None, taken: tuple[str, ...] = ()) -> Plan:
+    """`taken` names children (config, service) that exist under another owner."""
+    return Decider(spec, status, pods, now, generation, taken).decide()

@@ -21,7 +21,7 @@ from mentor.crd import crd
 # Identifiers that CEL reserves; the API server exposes such properties as __name__.
 CEL_KEYWORDS = frozenset({
     "as", "break", "const", "continue", "else", "for", "function", "if", "import", "let", "loop",
-    "package", "namespace", "return", "var", "void", "while", "in", "true", "false", "null", "from",
+    "package", "namespace", "return", "var", "void", "while", "in", "true", "false", "null",
 })
 
 
@@ -129,7 +129,7 @@ def validate(obj: dict[str, Any]) -> TrainingJob:
         job = TrainingJob.model_validate(obj)
     except ValidationError as e:
         raise InvalidJob(_pydantic_errors(e)) from None
-    errors = cel_errors(kind, {**obj, "spec": job.spec.wire(), "metadata": job.metadata})
+    errors = cel_errors(kind, {**obj, "spec": job.spec.wire()})
     if errors:
         raise InvalidJob(errors)
     return job

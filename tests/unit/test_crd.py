@@ -36,7 +36,8 @@ def test_committed_crds_match_the_models(kind: Any) -> None:
 
 
 def test_every_field_is_described_and_no_ref_is_left() -> None:
-    nodes = walk(schema())
+    nodes = [(p, n) for p, n in walk(schema()) if not p.startswith(".metadata")]  # the API
+    # server's own, which a CRD may constrain but not describe
     assert len(nodes) > 80
     for path, node in nodes:
         assert "$ref" not in node and "anyOf" not in node and "allOf" not in node, path

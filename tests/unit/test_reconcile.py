@@ -226,3 +226,12 @@ def test_a_partly_created_gang_is_completed_not_duplicated() -> None:
     plan = decide(s, JobStatus(phase=Phase.PENDING, attempts=1),
                   [pod(s, 0, "Pending", started=None)], T0)
     assert plan.create_ranks == [1] and plan.attempt == 1
+
+
+def test_a_child_name_held_by_another_owner_blocks_creation_and_says_so() -> None:
+    plan = decide(spec(), JobStatus(), [], T0, taken=("configmap/demo-config",))
+    assert not plan.create_ranks
+    created = get_condition(plan.status, ConditionType.CREATED)
+    assert created is not None and created.status == "False"
+    assert created.reason == "ChildNameTaken" and "configmap/demo-config" in created.message
+    assert plan.status.phase == Phase.PENDING

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mentor.api.base import ApiModel, Rule
 from mentor.api.status import JobStatus
@@ -18,15 +18,19 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # A job's name becomes its Service's name and, with a rank suffix, its pods' hostnames: both are
 # DNS-1035 labels of at most 63 characters. 52 leaves room for "-<rank>" and trial suffixes.
 MAX_NAME_LENGTH = 52
-NAME_RULE = Rule(
-    f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && "
-    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-    f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
-    "(lower case letters, digits and '-', starting with a letter), since it names the job's "
-    "Service and pods",
-    field_path=".metadata.name",
-    reason="FieldValueInvalid",
-)
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata that the CRD constrains: the name, since it names the pods."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(
+        max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN,
+        description="name must be a DNS-1035 label (lower case letters, digits and '-', "
+                    f"starting with a letter) of at most {MAX_NAME_LENGTH} characters.")
+
+
 _RUNNING = "['Pending', 'Running', 'Restarting']"
 IMMUTABLE_WHILE_ACTIVE = Rule(
     f"!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in {_RUNNING})"
@@ -80,7 +84,7 @@ TRAINING_JOB = Kind(
     plural="trainingjobs",
     short_names=("mtj", "mtrain"),
     spec=TrainingJobSpec,
-    rules=(NAME_RULE, IMMUTABLE_WHILE_ACTIVE),
+    rules=(IMMUTABLE_WHILE_ACTIVE,),
     columns=COMMON_COLUMNS,
 )
 KINDS: tuple[Kind, ...] = (TRAINING_JOB,)
@@ -93,6 +97,6 @@ class TrainingJob(ApiModel):
                              description="apiVersion is mentor.dev/v1alpha1.")
     kind: str = Field(default="TrainingJob", pattern="^TrainingJob$",
                       description="kind is TrainingJob.")
-    metadata: dict[str, Any] = Field(description="metadata is the object's metadata.")
+    metadata: ObjectMeta = Field(description="metadata is the object's metadata.")
     spec: TrainingJobSpec = Field(description="spec is the desired job.")
     status: JobStatus | None = Field(default=None, description="status is observed state.")

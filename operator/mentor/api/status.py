@@ -54,6 +54,7 @@ class Reason(StrEnum):
     SUSPENDED = "JobSuspended"
     RESUMED = "JobResumed"
     INVALID_SPEC = "InvalidSpec"
+    CHILD_NAME_TAKEN = "ChildNameTaken"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -39,8 +39,7 @@ class ModelSpec(ApiModel):
     """What is trained: a new model of an architecture and size, or one that already exists."""
 
     cel_rules = (
-        # `from` is a CEL keyword: the API server exposes it as `__from__`.
-        Rule("has(self.size) != has(self.__from__)",
+        Rule("has(self.size) != has(self.from)",
              "set exactly one of size (from scratch) or from", reason="FieldValueInvalid"),
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
 import threading
 from collections import defaultdict
 from typing import Any, cast
@@ -23,7 +24,7 @@ from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
 from mentor.builders.pods import build_config_map, build_pod, build_service, build_trainer_config
 from mentor.config import Settings
-from mentor.podview import PodView
+from mentor.podview import PodView, format_time
 from mentor.reconcile import Event, Plan, decide
 
 log = logging.getLogger(__name__)
@@ -47,25 +48,41 @@ def _get_job(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
+def _core() -> Any:
+    return client.CoreV1Api()
+
+
+def _read_child(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    read = {"Service": _core().read_namespaced_service,
+            "ConfigMap": _core().read_namespaced_config_map}[kind]
+    try:
+        api: Any = client.ApiClient()
+        return cast(dict[str, Any], api.sanitize_for_serialization(read(name, namespace)))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def _taken(job: JobRef) -> tuple[str, ...]:
+    """Children's names that another owner holds: they are never adopted."""
+    taken = []
+    for kind, name in (("ConfigMap", job.config_map), ("Service", job.service)):
+        existing = _read_child(kind, name, job.namespace)
+        if existing is not None and not job.owns(existing["metadata"]):
+            taken.append(f"{kind.lower()}/{name}")
+    return tuple(taken)
+
+
 def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> None:
-    """Create a child; if the name is taken, accept it only when this job owns it."""
-    core: Any = client.CoreV1Api()
-    create: Any = {"Pod": core.create_namespaced_pod, "Service": core.create_namespaced_service,
-              "ConfigMap": core.create_namespaced_config_map}[kind]
-    read: Any = {"Pod": core.read_namespaced_pod, "Service": core.read_namespaced_service,
-            "ConfigMap": core.read_namespaced_config_map}[kind]
-    name = manifest["metadata"]["name"]
+    """Create a child; an existing one is fine only if this job owns it (a retried reconcile)."""
+    create = {"Pod": _core().create_namespaced_pod, "Service": _core().create_namespaced_service,
+              "ConfigMap": _core().create_namespaced_config_map}[kind]
     try:
         create(job.namespace, manifest)
     except ApiException as e:
         if e.status != 409:
             raise
-        existing = read(name, job.namespace).to_dict()
-        owners = existing["metadata"].get("owner_references") or []
-        if not any(o.get("controller") and o.get("uid") == job.uid for o in owners):
-            raise kopf.TemporaryError(
-                f"{kind} {name} exists and is not owned by this job; it is never adopted",
-                delay=30) from e
 
 
 def _list_pods(job: JobRef) -> list[PodView]:
@@ -80,13 +97,30 @@ def _list_pods(job: JobRef) -> list[PodView]:
 
 
 def _post(body: dict[str, Any], events: list[Event]) -> None:
+    """Record Kubernetes Events on the job. Best effort: a lost event never fails a reconcile."""
+    meta = body["metadata"]
+    now = format_time(dt.datetime.now(dt.UTC))
     for e in events:
-        kopf.event(cast(kopf.Body, body), type=e.type, reason=e.reason, message=e.message)
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": body["apiVersion"], "kind": body["kind"],
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta["uid"]},
+            "type": e.type, "reason": e.reason, "message": e.message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": "mentor-operator"},
+            "reportingComponent": "mentor.dev/operator", "reportingInstance": socket.gethostname(),
+        }
+        try:
+            _core().create_namespaced_event(meta["namespace"], event)
+        except ApiException as error:
+            log.warning("could not record event %s on %s: %s", e.reason, meta["name"],
+                        error.reason)
 
 
 def _apply(body: dict[str, Any], job: JobRef, spec: TrainingJobSpec, plan: Plan,
            settings: Settings) -> None:
-    core = client.CoreV1Api()
+    core = _core()
     if plan.create_ranks:
         _create("ConfigMap", build_config_map(job, build_trainer_config(spec)), job)
         _create("Service", build_service(job, settings), job)
@@ -109,15 +143,51 @@ def _apply(body: dict[str, Any], job: JobRef, spec: TrainingJobSpec, plan: Plan,
             body=client.V1DeleteOptions(propagation_policy="Background"))
 
 
+def _reconcile(namespace: str, name: str, settings: Settings) -> None:
+    body = _get_job(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    job = job_ref(body)
+    spec = TrainingJobSpec.model_validate(body["spec"])
+    status = JobStatus.model_validate(body.get("status") or {})
+    pods = _list_pods(job)
+    taken = _taken(job) if not pods else ()
+    plan = decide(spec, status, pods, dt.datetime.now(dt.UTC),
+                  body["metadata"].get("generation"), taken)
+    _apply(body, job, spec, plan, settings)
+
+
 def reconcile(namespace: str, name: str, settings: Settings) -> None:
-    """Bring one TrainingJob one step closer to its spec."""
+    """Bring one TrainingJob one step closer to its spec.
+
+    API errors become one-line temporary errors that Kopf retries; a namespace being deleted
+    is not an error at all (its jobs are going away with it).
+    """
     with _locks[f"{namespace}/{name}"]:
-        body = _get_job(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        job = job_ref(body)
-        spec = TrainingJobSpec.model_validate(body["spec"])
-        status = JobStatus.model_validate(body.get("status") or {})
-        plan = decide(spec, status, _list_pods(job), dt.datetime.now(dt.UTC),
-                      body["metadata"].get("generation"))
-        _apply(body, job, spec, plan, settings)
+        try:
+            _reconcile(namespace, name, settings)
+        except ApiException as e:
+            if e.status == 404 or (e.status == 403 and "NamespaceTerminating" in str(e.body)):
+                return
+            raise kopf.TemporaryError(f"API error {e.status} {e.reason}: "
+                                      f"{str(e.body)[:300]}", delay=5) from None
+
+
+def resync_all(settings: Settings) -> None:
+    """Reconcile every unfinished job, or finished one with a TTL, once (the periodic resync)."""
+    api: Any = client.CustomObjectsApi()
+    if settings.namespaces:
+        jobs = [j for ns in settings.namespaces for j in api.list_namespaced_custom_object(
+            GROUP, VERSION, ns, TRAINING_JOB.plural)["items"]]
+    else:
+        jobs = api.list_cluster_custom_object(GROUP, VERSION, TRAINING_JOB.plural)["items"]
+    for body in jobs:
+        phase = (body.get("status") or {}).get("phase")
+        ttl = (body["spec"].get("runPolicy") or {}).get("ttlSecondsAfterFinished")
+        if phase in ("Succeeded", "Failed") and ttl is None:
+            continue
+        meta = body["metadata"]
+        try:
+            reconcile(meta["namespace"], meta["name"], settings)
+        except kopf.TemporaryError as e:
+            log.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], e)

@@ -1,0 +1,109 @@
+"""Helpers of the cluster tests: the operator as a subprocess, kubectl in one namespace, jobs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from controlplane import ControlPlane, free_port
+
+
+class Operator:
+    """`mentor operator` as a subprocess: exactly how it runs in a cluster, minus the image."""
+
+    def __init__(self, cp: ControlPlane, log: Path, **env: str) -> None:
+        self.cp, self.log_path, self.port = cp, log, free_port()
+        self.env = {**cp.env(), "MENTOR_RESYNC_SECONDS": "1", **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mentor.cli", "operator", "--standalone",
+             f"--liveness=http://127.0.0.1:{self.port}/healthz"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(self.log_path.read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def errors(self) -> list[str]:
+        """Tracebacks in the operator's log: handlers must never crash."""
+        text = self.log_path.read_text(errors="replace")
+        return [line for line in text.splitlines() if "Traceback" in line]
+
+
+class Kube:
+    """Small helpers over kubectl for one namespace."""
+
+    def __init__(self, cp: ControlPlane, namespace: str) -> None:
+        self.cp, self.ns = cp, namespace
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.cp.kubectl("-n", self.ns, *args, input=input, check=check)
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self("apply", "-f", "-", input=json.dumps(obj))
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return dict(json.loads(self("get", kind, name, "-o", "json")))
+
+    def pods(self, job: str) -> list[dict[str, Any]]:
+        out = self("get", "pods", "-l", f"mentor.dev/job-name={job}", "-o", "json")
+        return sorted(json.loads(out)["items"], key=lambda p: p["metadata"]["name"])
+
+    def wait(self, target: str, condition: str, timeout: int = 60) -> None:
+        self("wait", f"--for={condition}", f"--timeout={timeout}s", target)
+
+    def condition(self, job: str, type_: str) -> dict[str, Any]:
+        status = self.get("trainingjob", job).get("status", {})
+        return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = self("get", "events", "-o", "json", "--field-selector",
+                   f"involvedObject.name={name}")
+        return list(json.loads(out)["items"])
+
+    def end_pods(self, job: str, result: str, exit_code: int | None = None,
+                 reason: str | None = None, count: int | None = None) -> None:
+        """Make kwok end the job's current pods, as the kubelet would report it."""
+        pods = [p for p in self.pods(job) if not p["metadata"].get("deletionTimestamp")]
+        for pod in pods[:count]:
+            notes = [f"sim.mentor.dev/result={result}", "sim.mentor.dev/delay=0s"]
+            if exit_code is not None:
+                notes.append(f"sim.mentor.dev/exit-code={exit_code}")
+            if reason:
+                notes.append(f"sim.mentor.dev/reason={reason}")
+            self("annotate", "pod", pod["metadata"]["name"], *notes, "--overwrite")
+
+
+def training_job(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": {"size": "tiny"},
+        "data": {"source": "/data/shakespeare.txt"},
+        "optimization": {"steps": 100},
+        "output": {"uri": "/models/" + name},
+        "parallelism": {"nodes": 2, "gpusPerNode": 4},
+    }
+    body.update(spec)
+    return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": name}, "spec": body}

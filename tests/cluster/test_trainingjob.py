@@ -1,0 +1,218 @@
+"""The TrainingJob operator on the real control plane, with kwok GPU nodes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from harness import Kube, training_job
+
+from invalid_specs import INVALID, with_changes
+
+pytestmark = pytest.mark.cluster
+
+
+def reasons(kube: Kube, job: str) -> list[str]:
+    return [e["reason"] for e in kube.events(job)]
+
+
+def test_pods_and_service_have_the_contracted_shape(kube: Kube) -> None:
+    kube.apply(training_job("shape"))
+    kube.wait("trainingjob/shape", "jsonpath={.status.phase}=Running")
+    pods = kube.pods("shape")
+    assert [p["metadata"]["name"] for p in pods] == ["shape-0", "shape-1"]
+    job = kube.get("trainingjob", "shape")
+    for rank, pod in enumerate(pods):
+        meta, spec = pod["metadata"], pod["spec"]
+        assert meta["labels"]["mentor.dev/node-rank"] == str(rank)
+        assert meta["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+        assert spec["hostname"] == f"shape-{rank}" and spec["subdomain"] == "shape"
+        container = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["PET_NNODES"] == "2" and env["PET_NODE_RANK"] == str(rank)
+        assert env["PET_MASTER_ADDR"] == "shape-0.shape"
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+        assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in spec["volumes"])
+    service = kube.get("service", "shape")
+    assert service["spec"]["clusterIP"] == "None"
+    config = json.loads(kube.get("configmap", "shape-config")["data"]["config.json"])
+    assert config["data"]["source"] == "/data/shakespeare.txt"
+    assert job["status"]["startTime"]
+    created = kube.condition("shape", "Created")
+    assert created["status"] == "True"
+
+
+def test_success_and_kubectl_wait(kube: Kube) -> None:
+    kube.apply(training_job("ok"))
+    kube.wait("trainingjob/ok", "condition=Running")
+    kube.end_pods("ok", "succeed")
+    kube.wait("trainingjob/ok", "condition=Succeeded")
+    job = kube.get("trainingjob", "ok")
+    assert job["status"]["phase"] == "Succeeded"
+    assert job["status"]["completionTime"]
+    assert {"JobCreated", "AllPodsRunning", "JobCompleted"} <= set(reasons(kube, "ok"))
+
+
+def test_permanent_failure_names_its_exit_code(kube: Kube) -> None:
+    kube.apply(training_job("bad"))
+    kube.wait("trainingjob/bad", "condition=Running")
+    kube.end_pods("bad", "fail", exit_code=2, count=1)
+    kube.wait("trainingjob/bad", "condition=Failed")
+    failed = kube.condition("bad", "Failed")
+    assert failed["reason"] == "ExitCode"
+    assert "exited with code 2 (invalid trainer config)" in failed["message"]
+    kube.wait("pod/bad-1", "delete")  # the surviving rank does not hold its GPUs
+    assert kube.get("trainingjob", "bad")["status"]["restarts"] == 0
+
+
+def test_oom_killed_is_named(kube: Kube) -> None:
+    kube.apply(training_job("oom"))
+    kube.wait("trainingjob/oom", "condition=Running")
+    kube.end_pods("oom", "fail", exit_code=137, reason="OOMKilled", count=1)
+    kube.wait("trainingjob/oom", "condition=Failed")
+    assert kube.condition("oom", "Failed")["reason"] == "OOMKilled"
+
+
+def test_retry_then_success_is_a_gang_restart(kube: Kube) -> None:
+    kube.apply(training_job("retry"))
+    kube.wait("trainingjob/retry", "condition=Running")
+    first = {p["metadata"]["uid"] for p in kube.pods("retry")}
+    kube.end_pods("retry", "fail", exit_code=137, count=1)
+    kube.wait("trainingjob/retry", "jsonpath={.status.restarts}=1")
+    kube.wait("trainingjob/retry", "condition=Running")
+    pods = kube.pods("retry")
+    assert len(pods) == 2 and not first & {p["metadata"]["uid"] for p in pods}, \
+        "every pod of the attempt was replaced"
+    assert all(p["metadata"]["annotations"]["mentor.dev/attempt"] == "2" for p in pods)
+    kube.end_pods("retry", "succeed")
+    kube.wait("trainingjob/retry", "condition=Succeeded")
+    assert "ExitCode" in reasons(kube, "retry")
+
+
+def test_backoff_limit_exhausted(kube: Kube) -> None:
+    kube.apply(training_job("flaky", runPolicy={"backoffLimit": 1}))
+    for restarts in (1, 2):
+        kube.wait("trainingjob/flaky", "condition=Running")
+        kube.end_pods("flaky", "fail", exit_code=139, count=1)
+        if restarts == 1:
+            kube.wait("trainingjob/flaky", "jsonpath={.status.restarts}=1")
+    kube.wait("trainingjob/flaky", "condition=Failed")
+    failed = kube.condition("flaky", "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert "code 139" in failed["message"]
+
+
+def test_suspend_and_resume(kube: Kube) -> None:
+    kube.apply(training_job("pause"))
+    kube.wait("trainingjob/pause", "condition=Running")
+    kube("patch", "trainingjob", "pause", "--type=merge", "-p",
+         '{"spec":{"runPolicy":{"suspend":true}}}')
+    kube.wait("trainingjob/pause", "condition=Suspended")
+    kube.wait("pod/pause-0", "delete")
+    assert kube.get("trainingjob", "pause")["status"]["phase"] == "Suspended"
+    kube("patch", "trainingjob", "pause", "--type=merge", "-p",
+         '{"spec":{"runPolicy":{"suspend":false}}}')
+    kube.wait("trainingjob/pause", "condition=Running")
+    assert kube.condition("pause", "Suspended")["status"] == "False"
+    assert kube.get("trainingjob", "pause")["status"]["restarts"] == 0
+
+
+def test_deadline_fails_and_removes_pods(kube: Kube) -> None:
+    kube.apply(training_job("late", runPolicy={"activeDeadlineSeconds": 2}))
+    kube.wait("trainingjob/late", "condition=Failed")
+    assert kube.condition("late", "Failed")["reason"] == "DeadlineExceeded"
+    kube.wait("pod/late-0", "delete")
+
+
+def test_ttl_deletes_the_finished_job(kube: Kube) -> None:
+    kube.apply(training_job("brief", runPolicy={"ttlSecondsAfterFinished": 1}))
+    kube.wait("trainingjob/brief", "condition=Running")
+    kube.end_pods("brief", "succeed")
+    kube.wait("trainingjob/brief", "delete")
+
+
+def test_deleting_the_job_collects_its_children(kube: Kube) -> None:
+    kube.apply(training_job("gone"))
+    kube.wait("trainingjob/gone", "condition=Running")
+    kube("delete", "trainingjob", "gone")
+    kube.wait("pod/gone-0", "delete")
+    kube.wait("service/gone", "delete")
+    kube.wait("configmap/gone-config", "delete")
+
+
+def test_too_few_gpus_stays_pending_and_says_why(kube: Kube) -> None:
+    kube.apply(training_job("huge", parallelism={"nodes": 1, "gpusPerNode": 16}))
+    kube.wait("trainingjob/huge", "jsonpath={.status.conditions[?(@.type=='Running')].reason}"
+              "=Unschedulable")
+    running = kube.condition("huge", "Running")
+    assert "Insufficient nvidia.com/gpu" in running["message"]
+    assert kube.get("trainingjob", "huge")["status"]["phase"] == "Pending"
+    assert "Unschedulable" in reasons(kube, "huge")
+
+
+def test_a_child_of_another_owner_is_never_adopted(kube: Kube) -> None:
+    kube("create", "configmap", "squat-config", "--from-literal=config.json={}")
+    kube.apply(training_job("squat"))
+    kube.wait("trainingjob/squat", "jsonpath={.status.phase}=Pending")
+    config = kube.get("configmap", "squat-config")
+    assert "ownerReferences" not in config["metadata"]
+    assert config["data"]["config.json"] == "{}"
+    assert kube.pods("squat") == []
+    created = kube.condition("squat", "Created")
+    assert created["status"] == "False" and created["reason"] == "ChildNameTaken"
+    assert "configmap/squat-config" in created["message"]
+
+
+def test_immutable_fields_are_rejected_while_running_and_mutable_ones_apply(kube: Kube) -> None:
+    kube.apply(training_job("fixed"))
+    kube.wait("trainingjob/fixed", "condition=Running")
+    out = kube("patch", "trainingjob", "fixed", "--type=merge", "-p",
+               '{"spec":{"parallelism":{"nodes":3}}}', check=False)
+    job = kube.get("trainingjob", "fixed")
+    assert job["spec"]["parallelism"]["nodes"] == 2, out
+    with pytest.raises(RuntimeError, match="cannot change while the job is active"):
+        kube("patch", "trainingjob", "fixed", "--type=merge", "-p",
+             '{"spec":{"parallelism":{"nodes":3}}}')
+    kube("patch", "trainingjob", "fixed", "--type=merge", "-p",
+         '{"spec":{"runPolicy":{"activeDeadlineSeconds":1}}}')
+    kube.wait("trainingjob/fixed", "condition=Failed")
+    assert kube.condition("fixed", "Failed")["reason"] == "DeadlineExceeded"
+
+
+def test_kubectl_get_by_short_name_shows_the_columns(kube: Kube) -> None:
+    kube.apply(training_job("cols"))
+    kube.wait("trainingjob/cols", "condition=Running")
+    table = kube("get", "mtj", "cols")
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "NODES", "PROGRESS", "LOSS", "GPU-HOURS", "AGE"]
+    assert row.split()[:3] == ["cols", "Running", "2"]
+    assert "cols" in kube("get", "mentor")  # the category
+
+
+def test_kubectl_explain_shows_field_descriptions(kube: Kube) -> None:
+    out = kube("explain", "trainingjob.spec.optimization.globalBatchSize")
+    assert "sequences per optimizer step over all" in out
+    assert "ranks" in out
+
+
+@pytest.mark.parametrize(("name", "changes", "path", "words"), INVALID,
+                         ids=[case[0] for case in INVALID])
+def test_invalid_specs_are_rejected_by_the_api_server_with_the_field_path(
+    kube: Kube, name: str, changes: dict[str, Any], path: str, words: str
+) -> None:
+    obj = with_changes(changes)
+    obj["metadata"] = {"name": name}
+    with pytest.raises(RuntimeError) as rejected:
+        kube.apply(obj)
+    message = str(rejected.value)
+    assert f"{path}:" in message, message
+    assert words in message, message
+    assert kube("get", "trainingjob", name, check=False) == ""
+
+
+def test_a_bad_name_is_rejected_by_the_api_server(kube: Kube) -> None:
+    obj = with_changes({})
+    obj["metadata"] = {"name": "x" * 53}
+    with pytest.raises(RuntimeError, match=r"metadata\.name: Too long"):
+        kube.apply(obj)

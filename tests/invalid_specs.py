@@ -1,0 +1,55 @@
+"""Invalid TrainingJob specs, each with the field path an error must name.
+
+Shared by the unit tests (mentor.validation, for `mentor run`) and the cluster tests (the API
+server), so that both sides are held to the same cases.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+BASE: dict[str, Any] = {
+    "apiVersion": "mentor.dev/v1alpha1",
+    "kind": "TrainingJob",
+    "metadata": {"name": "demo"},
+    "spec": {
+        "model": {"size": "tiny"},
+        "data": {"source": "/data/input.txt"},
+        "optimization": {"steps": 10},
+        "output": {"uri": "/out"},
+    },
+}
+
+# (what is changed, the path the error names, a word of the message); shared with the cluster test
+INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+    ("steps-and-epochs", {"optimization": {"steps": 10, "epochs": 1}}, "spec.optimization",
+     "exactly one of steps or epochs"),
+    ("zero-steps", {"optimization": {"steps": 0}}, "spec.optimization.steps", "1"),
+    ("zero-nodes", {"parallelism": {"nodes": 0}}, "spec.parallelism.nodes", "1"),
+    ("reserved-env", {"template": {"env": [{"name": "PET_NNODES", "value": "4"}]}},
+     "spec.template.env", "torchrun"),
+    ("master-addr-env", {"template": {"env": [{"name": "MASTER_ADDR", "value": "x"}]}},
+     "spec.template.env", "torchrun"),
+    ("size-and-from", {"model": {"size": "tiny", "from": "hf://gpt2"}}, "spec.model",
+     "exactly one of size"),
+    ("unknown-strategy", {"parallelism": {"strategy": "zero3"}}, "spec.parallelism.strategy",
+     "ddp"),
+    ("jsonl-without-field", {"data": {"source": "/d.jsonl", "format": "jsonl"}},
+     "spec.data.field", "jsonl data needs field"),
+    ("gpus-and-procs", {"parallelism": {"gpusPerNode": 8, "procsPerNode": 2}},
+     "spec.parallelism", "not both"),
+    ("micro-above-global", {"optimization": {"steps": 1, "globalBatchSize": 4,
+                                             "microBatchSize": 8}},
+     "spec.optimization.globalBatchSize", "at least microBatchSize"),
+    ("validation-split", {"data": {"source": "/d", "validationSplit": 0.9}},
+     "spec.data.validationSplit", "0.5"),
+    ("negative-budget", {"runPolicy": {"maxGPUHours": -1}}, "spec.runPolicy.maxGPUHours", "0"),
+    ("too-many-gpus", {"parallelism": {"gpusPerNode": 17}}, "spec.parallelism.gpusPerNode", "16"),
+]
+
+
+def with_changes(changes: dict[str, Any], base: dict[str, Any] = BASE) -> dict[str, Any]:
+    obj = copy.deepcopy(base)
+    obj["spec"].update(copy.deepcopy(changes))
+    return obj
