@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 
 
@@ -33,8 +34,17 @@ class Settings:
     # MENTOR_REPORT_URL: the operator's progress endpoint as the pods reach it (the chart's
     # Service). Empty disables progress reports; training never depends on them.
     report_url: str = field(default_factory=lambda: _env("REPORT_URL", ""))
-    # MENTOR_HTTP_PORT: the port of /metrics and of the progress endpoint.
+    # MENTOR_HTTP_HOST / MENTOR_HTTP_PORT: where /metrics and the progress endpoint listen.
+    http_host: str = field(default_factory=lambda: _env("HTTP_HOST", "0.0.0.0"))
     http_port: int = field(default_factory=lambda: int(_env("HTTP_PORT", "8080")))
+    # MENTOR_REPORT_KEY: the secret from which each job's report token is derived (HMAC of the
+    # job's UID). The chart keeps it in a Secret; unset, a random key lives as long as the
+    # process, and jobs that outlive an operator restart stop reporting progress.
+    report_key: bytes = field(default_factory=lambda: (
+        _env("REPORT_KEY", "").encode() or secrets.token_bytes(32)))
+    # MENTOR_PROGRESS_INTERVAL: the shortest time between two progress patches of one job.
+    progress_interval: float = field(
+        default_factory=lambda: float(_env("PROGRESS_INTERVAL", "2")))
     # MENTOR_GPU_PRICES: JSON map of nvidia.com/gpu.product to a price per GPU-hour, for
     # status.costEstimate. Empty means no estimate.
     gpu_prices: dict[str, float] = field(

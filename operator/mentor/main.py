@@ -13,10 +13,13 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
+from mentor import server
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
 from mentor.builders.names import JOB_KIND, JOB_NAME
 from mentor.config import Settings
 from mentor.handlers import training
+from mentor.metrics import METRICS
+from mentor.server import ProgressBook
 
 SETTINGS = Settings()
 
@@ -50,9 +53,22 @@ async def start_resync(memo: kopf.Memo, **_: Any) -> None:
     memo["resync"] = asyncio.create_task(_resync_forever())
 
 
+@kopf.on.startup()
+async def start_server(memo: kopf.Memo, **_: Any) -> None:
+    """Progress reports in, /metrics out (mentor.server)."""
+    memo["server"] = asyncio.create_task(server.serve(SETTINGS, ProgressBook(), METRICS))
+
+
 @kopf.on.cleanup()
-async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+async def stop_background(memo: kopf.Memo, **_: Any) -> None:
     memo["resync"].cancel()
+    memo["server"].cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, TRAINING_JOB.plural, optional=True)
+def on_job_deleted(name: str, namespace: str | None, **_: Any) -> None:
+    """A deleted job's series go with it (optional: no finalizer holds the deletion)."""
+    METRICS.forget(namespace or "", TRAINING_JOB.kind, name)
 
 
 async def _resync_forever() -> None:

@@ -20,6 +20,7 @@ class Operator:
         self.cp, self.log_path, self.port = cp, log, free_port()
         self.env = {**cp.env(), "MENTOR_RESYNC_SECONDS": "1", **env}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.http = ""
 
     def start(self) -> None:
         log = self.log_path.open("ab")

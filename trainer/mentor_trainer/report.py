@@ -89,7 +89,8 @@ class Reporter:
         output_dir.mkdir(parents=True, exist_ok=True)
         url, token = os.environ.get("MENTOR_REPORT_URL"), os.environ.get("MENTOR_REPORT_TOKEN")
         if url and token:
-            self.operator = OperatorReporter(url, token, job)
+            endpoint = f"{url.rstrip('/')}/v1/progress/{job['namespace']}/{job['name']}"
+            self.operator = OperatorReporter(endpoint, token, job)
         port = int(os.environ.get("MENTOR_METRICS_PORT", "0"))
         if port:
             self.metrics = Metrics(port, job)

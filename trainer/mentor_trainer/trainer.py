@@ -182,13 +182,14 @@ class Trainer:
                 loss, grad_norm, lr = self._step(step)
                 step += 1
                 now = time.perf_counter()
-                tps = tokens_per_step / (now - tick)
-                tick = now
+                seconds_per_step, tick = now - tick, now
+                tps = tokens_per_step / seconds_per_step
                 trained_tokens += tokens_per_step
                 self.reporter.record({
                     "step": step, "total_steps": self.total_steps, "loss": loss,
                     "learning_rate": lr, "grad_norm": grad_norm, "tokens_per_second": tps,
                     "mfu": self._mfu(tps), "epoch": self.schedule.epoch_of(step),
+                    "seconds_per_step": seconds_per_step,
                 })
                 if step % self.config.optimization.eval_interval == 0 or step == self.total_steps:
                     eval_loss = self.evaluate()

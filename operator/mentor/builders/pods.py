@@ -68,6 +68,17 @@ def build_service(job: JobRef, settings: Settings) -> dict[str, Any]:
     }
 
 
+def build_report_secret(job: JobRef, token: str) -> dict[str, Any]:
+    """The job's progress token, for rank 0 to authenticate its reports."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": job.metadata(job.secret),
+        "type": "Opaque",
+        "stringData": {"token": token},
+    }
+
+
 def _resources(spec: TrainingJobSpec) -> dict[str, Any]:
     resources: dict[str, Any] = json.loads(json.dumps(spec.template.resources or {}))
     gpus = spec.parallelism.gpus_per_node

@@ -22,9 +22,17 @@ from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
 from mentor.api.status import JobStatus
 from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
-from mentor.builders.pods import build_config_map, build_pod, build_service, build_trainer_config
+from mentor.builders.pods import (
+    build_config_map,
+    build_pod,
+    build_report_secret,
+    build_service,
+    build_trainer_config,
+)
 from mentor.config import Settings
+from mentor.metrics import METRICS
 from mentor.podview import PodView, format_time
+from mentor.progress import token_for
 from mentor.reconcile import Event, Plan, decide
 
 log = logging.getLogger(__name__)
@@ -76,8 +84,10 @@ def _taken(job: JobRef) -> tuple[str, ...]:
 
 def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> None:
     """Create a child; an existing one is fine only if this job owns it (a retried reconcile)."""
-    create = {"Pod": _core().create_namespaced_pod, "Service": _core().create_namespaced_service,
-              "ConfigMap": _core().create_namespaced_config_map}[kind]
+    core = _core()
+    create = {"Pod": core.create_namespaced_pod, "Service": core.create_namespaced_service,
+              "ConfigMap": core.create_namespaced_config_map,
+              "Secret": core.create_namespaced_secret}[kind]
     try:
         create(job.namespace, manifest)
     except ApiException as e:
@@ -124,6 +134,9 @@ def _apply(body: dict[str, Any], job: JobRef, spec: TrainingJobSpec, plan: Plan,
     if plan.create_ranks:
         _create("ConfigMap", build_config_map(job, build_trainer_config(spec)), job)
         _create("Service", build_service(job, settings), job)
+        if settings.report_url:
+            _create("Secret", build_report_secret(job, token_for(settings.report_key, job.uid)),
+                    job)
         for rank in plan.create_ranks:
             _create("Pod", build_pod(job, spec, rank, plan.attempt, settings), job)
     for name in plan.delete_pods:
@@ -132,8 +145,13 @@ def _apply(body: dict[str, Any], job: JobRef, spec: TrainingJobSpec, plan: Plan,
         except ApiException as e:
             if e.status != 404:
                 raise
-    new_status = plan.status.wire()
-    if new_status != (body.get("status") or {}):
+    # progress and checkpoint belong to the trainers' reports (mentor.server): leaving them out
+    # of this merge patch means a reconcile never overwrites a newer report with an older one.
+    new_status = plan.status.model_dump(by_alias=True, exclude_none=True, mode="json",
+                                        exclude={"progress", "checkpoint"})
+    old_status = {k: v for k, v in (body.get("status") or {}).items()
+                  if k not in ("progress", "checkpoint")}
+    if new_status != old_status:
         client.CustomObjectsApi().patch_namespaced_custom_object_status(
             GROUP, VERSION, job.namespace, TRAINING_JOB.plural, job.name, {"status": new_status})
     _post(body, plan.events)
@@ -155,6 +173,8 @@ def _reconcile(namespace: str, name: str, settings: Settings) -> None:
     plan = decide(spec, status, pods, dt.datetime.now(dt.UTC),
                   body["metadata"].get("generation"), taken)
     _apply(body, job, spec, plan, settings)
+    if not plan.delete_job:
+        METRICS.observe_status(namespace, job.kind, name, plan.status)
 
 
 def reconcile(namespace: str, name: str, settings: Settings) -> None:
@@ -163,12 +183,14 @@ def reconcile(namespace: str, name: str, settings: Settings) -> None:
     API errors become one-line temporary errors that Kopf retries; a namespace being deleted
     is not an error at all (its jobs are going away with it).
     """
-    with _locks[f"{namespace}/{name}"]:
+    kind = TRAINING_JOB.kind
+    with _locks[f"{namespace}/{name}"], METRICS.reconcile_seconds.labels(kind).time():
         try:
             _reconcile(namespace, name, settings)
         except ApiException as e:
             if e.status == 404 or (e.status == 403 and "NamespaceTerminating" in str(e.body)):
                 return
+            METRICS.reconcile_errors.labels(kind).inc()
             raise kopf.TemporaryError(f"API error {e.status} {e.reason}: "
                                       f"{str(e.body)[:300]}", delay=5) from None
 

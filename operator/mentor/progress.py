@@ -1,0 +1,51 @@
+"""Progress reports from the trainers: who may send them, and what they change in the status.
+
+A job's report token is an HMAC of its UID under the operator's key, so the operator can check a
+report without storing or reading any per-job secret; the token reaches the pods through the
+job's own Secret. Everything here is pure; mentor.server does the I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from typing import Any
+
+from mentor.api.status import CheckpointStatus, Progress
+from mentor.podview import format_time
+
+
+def token_for(key: bytes, uid: str) -> str:
+    return hmac.new(key, uid.encode(), hashlib.sha256).hexdigest()
+
+
+def authorized(key: bytes, uid: str, header: str | None) -> bool:
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(token_for(key, uid), header.removeprefix("Bearer ").strip())
+
+
+def apply_report(report: dict[str, Any], progress: Progress | None,
+                 checkpoint: CheckpointStatus | None,
+                 now: dt.datetime) -> tuple[Progress | None, CheckpointStatus | None]:
+    """Fold one trainer report (a metrics record) into the status' progress and checkpoint."""
+    stamp = format_time(now)
+    if "checkpoint" in report:
+        return progress, CheckpointStatus(step=int(report["step"]), uri=str(report["checkpoint"]),
+                                          time=stamp)
+    current = progress.model_copy() if progress else Progress()
+    if "eval_loss" in report:
+        current.eval_loss = float(report["eval_loss"])
+    if "loss" in report:
+        step, total = int(report["step"]), int(report["total_steps"])
+        tokens_per_second = float(report["tokens_per_second"])
+        current.step, current.total_steps = step, total
+        current.percent = round(100 * step / total, 1) if total else None
+        current.loss = float(report["loss"])
+        current.tokens_per_second = round(tokens_per_second, 1)
+        seconds_per_step = report.get("seconds_per_step")
+        if seconds_per_step:
+            current.eta_seconds = int((total - step) * float(seconds_per_step))
+    current.last_update_time = stamp
+    return current, checkpoint

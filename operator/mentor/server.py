@@ -1,0 +1,134 @@
+"""The operator's HTTP endpoint: progress reports from the trainers, and /metrics.
+
+Reports are accepted at once and folded into memory; a flusher writes each job's progress to its
+status at most once per MENTOR_PROGRESS_INTERVAL, so a chatty trainer costs the API server one
+patch per interval, not one per step. The reconciler never writes progress or checkpoint: the two
+writers own disjoint parts of the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
+from mentor.api.status import CheckpointStatus, Progress
+from mentor.config import Settings
+from mentor.progress import apply_report, authorized
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024
+
+
+@dataclass
+class JobProgress:
+    uid: str
+    progress: Progress | None = None
+    checkpoint: CheckpointStatus | None = None
+    dirty: bool = False
+
+
+@dataclass
+class ProgressBook:
+    """The latest progress of every reporting job, waiting to be written."""
+
+    jobs: dict[tuple[str, str], JobProgress] = field(default_factory=dict)
+
+
+def _job_uid(namespace: str, name: str) -> str | None:
+    try:
+        job = client.CustomObjectsApi().get_namespaced_custom_object(
+            GROUP, VERSION, namespace, TRAINING_JOB.plural, name)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return str(job["metadata"]["uid"])  # type: ignore[index]
+
+
+def build_app(settings: Settings, book: ProgressBook, metrics: Any) -> web.Application:
+    key = settings.report_key
+
+    async def report(request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        entry = book.jobs.get((namespace, name))
+        if entry is None:
+            uid = await asyncio.get_running_loop().run_in_executor(None, _job_uid, namespace,
+                                                                   name)
+            if uid is None:
+                return web.json_response({"error": "no such job"}, status=404)
+            entry = JobProgress(uid=uid)
+        if not authorized(key, entry.uid, request.headers.get("Authorization")):
+            return web.json_response({"error": "bad token"}, status=403)
+        if request.content_length and request.content_length > MAX_BODY:
+            return web.json_response({"error": "too large"}, status=413)
+        try:
+            body = await request.json()
+            entry.progress, entry.checkpoint = apply_report(
+                body, entry.progress, entry.checkpoint, dt.datetime.now(dt.UTC))
+        except (ValueError, KeyError, TypeError) as e:
+            return web.json_response({"error": f"bad report: {e}"}, status=400)
+        entry.dirty = True
+        book.jobs[(namespace, name)] = entry
+        metrics.observe_report(namespace, TRAINING_JOB.kind, name, body)
+        return web.json_response({"ok": True}, status=202)
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        body, content_type = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_post("/v1/progress/{namespace}/{name}", report)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def flush(book: ProgressBook) -> None:
+    """Write the progress of every job that reported since the last flush."""
+    api = client.CustomObjectsApi()
+    for (namespace, name), entry in list(book.jobs.items()):
+        if not entry.dirty:
+            continue
+        entry.dirty = False
+        status: dict[str, Any] = {}
+        if entry.progress:
+            status["progress"] = entry.progress.wire()
+        if entry.checkpoint:
+            status["checkpoint"] = entry.checkpoint.wire()
+        try:
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, TRAINING_JOB.plural, name, {"status": status})
+        except ApiException as e:
+            if e.status == 404:
+                del book.jobs[(namespace, name)]
+            else:
+                entry.dirty = True
+                log.warning("progress of %s/%s not written: %s", namespace, name, e.reason)
+
+
+async def serve(settings: Settings, book: ProgressBook, metrics: Any) -> None:
+    """Run the endpoint and the flusher until cancelled."""
+    runner = web.AppRunner(build_app(settings, book, metrics), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            await asyncio.sleep(settings.progress_interval)
+            try:
+                await loop.run_in_executor(None, flush, book)
+            except Exception:
+                log.exception("progress flush failed; retrying")
+    finally:
+        await runner.cleanup()
