@@ -45,6 +45,13 @@ class Metrics:
         self.job_pending = Gauge(
             "mentor_job_pending", "1 while the job waits for its pods to run, by reason.",
             [*JOB_LABELS, "reason"], registry=r)
+        self.job_running = Gauge("mentor_job_running", "1 while all of the job's pods run.",
+                                 JOB_LABELS, registry=r)
+        self.job_failed = Gauge("mentor_job_failed", "1 once the job failed, by reason.",
+                                [*JOB_LABELS, "reason"], registry=r)
+        self.job_max_gpu_seconds = Gauge("mentor_job_max_gpu_seconds",
+                                         "The job's GPU budget (spec.runPolicy.maxGPUHours).",
+                                         JOB_LABELS, registry=r)
         self.reconcile_seconds = Histogram("mentor_reconcile_duration_seconds",
                                            "Time to reconcile one job.", ["kind"], registry=r)
         self.reconcile_errors = Counter("mentor_reconcile_errors_total",
@@ -55,7 +62,8 @@ class Metrics:
         self._phases: dict[tuple[str, str, str], str] = {}
         self._pending: dict[tuple[str, str, str], str] = {}
 
-    def observe_status(self, namespace: str, kind: str, job: str, status: JobStatus) -> None:
+    def observe_status(self, namespace: str, kind: str, job: str, status: JobStatus,
+                       max_gpu_hours: float | None = None) -> None:
         key = (namespace, kind, job)
         seconds = status.gpu_hours * 3600
         with self._lock:
@@ -77,6 +85,12 @@ class Metrics:
                 self.job_pending.labels(*key, reason).set(1)
         self.job_gpu_seconds.labels(*key).set(seconds)
         self.job_restarts.labels(*key).set(status.restarts)
+        self.job_running.labels(*key).set(1 if status.phase == Phase.RUNNING else 0)
+        if status.phase == Phase.FAILED:
+            failed = next((c for c in status.conditions if c.type == "Failed"), None)
+            self.job_failed.labels(*key, failed.reason if failed else "Unknown").set(1)
+        if max_gpu_hours:
+            self.job_max_gpu_seconds.labels(*key).set(max_gpu_hours * 3600)
 
     def observe_report(self, namespace: str, kind: str, job: str, report: dict[str, Any]) -> None:
         key = (namespace, kind, job)
@@ -98,9 +112,13 @@ class Metrics:
             if reason:
                 self.job_pending.remove(*key, reason)
         for gauge in (self.job_gpu_seconds, self.job_loss, self.job_eval_loss, self.job_tokens,
-                      self.job_step, self.job_restarts):
+                      self.job_step, self.job_restarts, self.job_running,
+                      self.job_max_gpu_seconds):
             with contextlib.suppress(KeyError):
                 gauge.remove(*key)
+        for labels in list(self.job_failed._metrics):
+            if labels[:3] == key:
+                self.job_failed.remove(*labels)
 
     def _set_jobs_by_phase(self) -> None:
         counts: dict[tuple[str, str], int] = {}

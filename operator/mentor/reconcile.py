@@ -17,6 +17,7 @@ from mentor.podview import IMAGE_PULL_REASONS, PodView, format_time, parse_time
 
 # What the trainer's own exit codes mean (see the README); they make failure messages readable.
 TRAINER_EXIT_CODES = {2: "invalid trainer config", 3: "data not found", 4: "loss became NaN/Inf"}
+NON_FINITE_LOSS_EXIT = 4
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
 
@@ -65,7 +66,8 @@ def classify(pod: PodView, spec: TrainingJobSpec) -> Failure:
     meaning = TRAINER_EXIT_CODES.get(code)
     described = f"pod {pod.name} exited with code {code}" + (f" ({meaning})" if meaning else "")
     if code < 128:
-        return Failure(Reason.EXIT_CODE, described, retriable=code in policy.retry)
+        reason = Reason.NON_FINITE_LOSS if code == NON_FINITE_LOSS_EXIT else Reason.EXIT_CODE
+        return Failure(reason, described, retriable=code in policy.retry)
     return Failure(Reason.EXIT_CODE, described, retriable=code not in policy.fail)
 
 

@@ -101,7 +101,7 @@ def test_exit_code_below_128_fails_at_once_with_its_meaning() -> None:
                   [pod(s, 0, "Failed", exit_code=4), pod(s, 1, "Running")], T0)
     failed = get_condition(plan.status, ConditionType.FAILED)
     assert plan.status.phase == Phase.FAILED
-    assert failed is not None and failed.reason == "ExitCode"
+    assert failed is not None and failed.reason == "NonFiniteLoss"
     assert "code 4 (loss became NaN/Inf)" in failed.message
     assert plan.delete_pods == ["demo-1"], "the surviving pod frees its GPUs"
 

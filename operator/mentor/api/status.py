@@ -43,6 +43,7 @@ class Reason(StrEnum):
     ALL_PODS_RUNNING = "AllPodsRunning"
     COMPLETED = "JobCompleted"
     EXIT_CODE = "ExitCode"
+    NON_FINITE_LOSS = "NonFiniteLoss"
     OOM_KILLED = "OOMKilled"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"

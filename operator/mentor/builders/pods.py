@@ -23,6 +23,7 @@ from mentor.builders.storage import Mounts, localize
 from mentor.config import Settings
 
 GPU_RESOURCE = "nvidia.com/gpu"
+TRAINER_METRICS_PORT = 9090  # rank 0's own /metrics, for a PodMonitor
 RUN_AS = 1000  # the trainer image's non-root user
 
 
@@ -102,6 +103,7 @@ def _env(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
         {"name": "MENTOR_JOB_NAMESPACE", "value": job.namespace},
         {"name": "MENTOR_JOB_KIND", "value": job.kind},
         {"name": "MENTOR_ATTEMPT", "value": str(attempt)},
+        {"name": "MENTOR_METRICS_PORT", "value": str(TRAINER_METRICS_PORT)},
     ]
     if settings.report_url:
         env.append({"name": "MENTOR_REPORT_URL", "value": settings.report_url})
@@ -128,7 +130,8 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
         "command": trainer_command(f"{CONFIG_MOUNT}/{CONFIG_FILE}"),
         "env": _env(job, spec, rank, attempt, settings),
         "resources": _resources(spec),
-        "ports": [{"name": "rendezvous", "containerPort": settings.rendezvous_port}],
+        "ports": [{"name": "rendezvous", "containerPort": settings.rendezvous_port},
+                  {"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},

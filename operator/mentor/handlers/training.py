@@ -174,7 +174,8 @@ def _reconcile(namespace: str, name: str, settings: Settings) -> None:
                   body["metadata"].get("generation"), taken)
     _apply(body, job, spec, plan, settings)
     if not plan.delete_job:
-        METRICS.observe_status(namespace, job.kind, name, plan.status)
+        METRICS.observe_status(namespace, job.kind, name, plan.status,
+                               spec.run_policy.max_gpu_hours)
 
 
 def reconcile(namespace: str, name: str, settings: Settings) -> None:

@@ -1,0 +1,40 @@
+"""The Dockerfile, checked statically: no image builder runs on the CI machines (see README)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+DOCKERFILE = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+
+
+def stage(name: str) -> str:
+    match = re.search(rf"^FROM \S+ AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.M | re.S)
+    assert match, f"no stage {name}"
+    return match.group(1)
+
+
+def test_base_images_are_pinned_to_exact_tags() -> None:
+    for image in re.findall(r"^ARG \w+_IMAGE=(\S+)$", DOCKERFILE, re.M):
+        name, _, tag = image.rpartition(":")
+        assert name and re.search(r"\d+\.\d+", tag), f"{image} is not pinned"
+        assert tag != "latest"
+
+
+def test_operator_and_trainer_targets_run_as_non_root() -> None:
+    for name, entrypoint in (("operator", '["mentor"]'), ("trainer", '["mentor-torchrun"]')):
+        body = stage(name)
+        user = re.search(r"^USER (\d+):(\d+)$", body, re.M)
+        assert user and int(user.group(1)) != 0, f"{name} runs as root"
+        assert f"ENTRYPOINT {entrypoint}" in body
+
+
+def test_the_trainer_uid_matches_the_pods_security_context() -> None:
+    from mentor.builders.pods import RUN_AS
+
+    assert re.search(rf"^USER {RUN_AS}:{RUN_AS}$", stage("trainer"), re.M)
+
+
+def test_the_operator_image_has_no_torch() -> None:
+    assert "[trainer]" not in stage("operator")
+    assert "torch" not in stage("operator").lower()
