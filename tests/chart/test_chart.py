@@ -168,8 +168,8 @@ def operator_as_its_service_account(installed: ControlPlane,
     kubeconfig = work / "kubeconfig"
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": {"server": installed.server,
-                                               "certificate-authority": str(installed.pki.ca_crt)}}],
+        "clusters": [{"name": "c", "cluster": {
+            "server": installed.server, "certificate-authority": str(installed.pki.ca_crt)}}],
         "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
     }))
