@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install control-plane run test lint
+.PHONY: install control-plane prometheus run test lint
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -17,11 +17,17 @@ $(VENV)/.installed: pyproject.toml
 control-plane:
 	tests/cluster/tools/build.sh
 
+# The observability tests scrape the operator with a real Prometheus (Debian's package).
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
 run: install
 	$(BIN)/mentor data shakespeare
 	$(BIN)/mentor run
 
-test: install control-plane
+test: install control-plane prometheus
 	$(BIN)/pytest
 
 lint: install

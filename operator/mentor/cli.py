@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("file", nargs="?", type=Path,
                      help="the job's YAML (default: the embedded quickstart)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    report = sub.add_parser("report", help="summarise a job and plot its loss and GPU-hours")
+    report.add_argument("target", type=Path,
+                        help="the job's output directory (with metrics.jsonl) or its YAML")
+    report.add_argument("--png", type=Path, help="where to write the picture "
+                        "(default: <output>/report.png)")
     data = sub.add_parser("data", help="fetch public sample data")
     data.add_argument("dataset", choices=["shakespeare"])
     data.add_argument("--to", type=Path, help="target directory (default: the local "
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_operator(args.liveness, args.standalone)
     elif args.command == "run":
         return run_locally(args.file, not args.no_progress)
+    elif args.command == "report":
+        return report_job(args.target, args.png)
     elif args.command == "data":
         from mentor.local import local_path
         from mentor.sample_data import fetch_shakespeare
@@ -60,6 +67,24 @@ def main(argv: list[str] | None = None) -> int:
         files = fetch_shakespeare(target)
         size = sum(f.stat().st_size for f in files)
         print(f"{len(files)} plays ({size / 1e6:.1f} MB) in {target}")
+    return 0
+
+
+def report_job(target: Path, png: Path | None) -> int:
+    from mentor import local, report
+
+    output, name = target, target.name
+    if target.is_file():
+        job = local.load(target)
+        output, name = Path(local.local_path(job.spec.output.uri) or "."), job.metadata.name
+    log = output / "metrics.jsonl"
+    if not log.exists():
+        print(f"no metrics log at {log}", file=sys.stderr)
+        return 1
+    history = report.read_history(log)
+    print(report.summary(name, history))
+    if history.steps:
+        print(f"  picture       {report.plot(name, history, png or output / 'report.png')}")
     return 0
 
 

@@ -65,10 +65,12 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
     memo["server"].cancel()
 
 
-@kopf.on.delete(GROUP, VERSION, TRAINING_JOB.plural, optional=True)
-def on_job_deleted(name: str, namespace: str | None, **_: Any) -> None:
-    """A deleted job's series go with it (optional: no finalizer holds the deletion)."""
-    METRICS.forget(namespace or "", TRAINING_JOB.kind, name)
+@kopf.on.event(GROUP, VERSION, TRAINING_JOB.plural)
+def on_job_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
+    """A deleted job's series go with it. Watching the DELETED event needs no finalizer, so
+    nothing ever holds a job's deletion back."""
+    if type == "DELETED":
+        METRICS.forget(namespace or "", TRAINING_JOB.kind, name)
 
 
 async def _resync_forever() -> None:

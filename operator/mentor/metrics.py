@@ -17,7 +17,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mentor.api.status import JobStatus, Phase
 
-JOB_LABELS = ("namespace", "kind", "job")
+# "job" is Prometheus' own target label, so the job's name is "job_name".
+JOB_LABELS = ("namespace", "kind", "job_name")
 
 
 class Metrics:

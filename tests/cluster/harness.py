@@ -85,11 +85,12 @@ class Kube:
         return list(json.loads(out)["items"])
 
     def end_pods(self, job: str, result: str, exit_code: int | None = None,
-                 reason: str | None = None, count: int | None = None) -> None:
+                 reason: str | None = None, count: int | None = None,
+                 delay: str = "0s") -> None:
         """Make kwok end the job's current pods, as the kubelet would report it."""
         pods = [p for p in self.pods(job) if not p["metadata"].get("deletionTimestamp")]
         for pod in pods[:count]:
-            notes = [f"sim.mentor.dev/result={result}", "sim.mentor.dev/delay=0s"]
+            notes = [f"sim.mentor.dev/result={result}", f"sim.mentor.dev/delay={delay}"]
             if exit_code is not None:
                 notes.append(f"sim.mentor.dev/exit-code={exit_code}")
             if reason:

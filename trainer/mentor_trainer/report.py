@@ -53,7 +53,7 @@ class Metrics:
     def __init__(self, port: int, job: dict[str, str]) -> None:
         from prometheus_client import Gauge, start_http_server
 
-        labels = ["namespace", "kind", "job"]
+        labels = ["namespace", "kind", "job_name"]
         values = [job.get("namespace", ""), job.get("kind", ""), job.get("name", "")]
 
         def gauge(name: str, doc: str) -> Any:

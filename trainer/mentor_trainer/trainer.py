@@ -79,6 +79,7 @@ class Trainer:
         self.checkpoints = Path(config.checkpointing.uri or self.output / "checkpoints")
         self.reporter = Reporter(self.output, enabled=world.is_main)
         self.stop_requested = False
+        self.gpus = world.size if world.device.type == "cuda" else 0
         self.autocast = (world.device.type == "cuda"
                          and config.optimization.precision == Precision.BF16)
         self._build()
@@ -189,7 +190,7 @@ class Trainer:
                     "step": step, "total_steps": self.total_steps, "loss": loss,
                     "learning_rate": lr, "grad_norm": grad_norm, "tokens_per_second": tps,
                     "mfu": self._mfu(tps), "epoch": self.schedule.epoch_of(step),
-                    "seconds_per_step": seconds_per_step,
+                    "seconds_per_step": seconds_per_step, "gpus": self.gpus,
                 })
                 if step % self.config.optimization.eval_interval == 0 or step == self.total_steps:
                     eval_loss = self.evaluate()

@@ -1,0 +1,103 @@
+"""`mentor report`: a job's history as a summary and a picture.
+
+The history is the metrics log (metrics.jsonl) that rank 0 writes beside the model: it exists
+wherever the job ran, on a laptop or on a cluster volume, and needs no Prometheus. GPU-hours over
+time are the GPUs the trainer used × the time its steps took, summed across restarts (the gaps
+between attempts hold no GPU and are not counted).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class History:
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+    hours: list[float] = field(default_factory=list)  # wall-clock hours since the first step
+    gpu_hours: list[float] = field(default_factory=list)
+    tokens_per_second: list[float] = field(default_factory=list)
+    checkpoints: list[int] = field(default_factory=list)
+    total_steps: int | None = None
+
+
+def read_history(metrics_log: Path) -> History:
+    """Parse the log; a step logged twice (before a crash and after the resume) keeps the last."""
+    records = [json.loads(line) for line in metrics_log.read_text().splitlines() if line.strip()]
+    by_step: dict[int, dict[str, Any]] = {}
+    evals: dict[int, float] = {}
+    h = History()
+    gpu_seconds, previous_time = 0.0, None
+    for r in records:
+        if "loss" in r:
+            step_seconds = float(r.get("seconds_per_step") or 0.0)
+            gpu_seconds += int(r.get("gpus") or 0) * step_seconds
+            by_step[r["step"]] = {**r, "gpu_hours": gpu_seconds / 3600}
+            h.total_steps = r.get("total_steps", h.total_steps)
+            previous_time = r["time"]
+        elif "eval_loss" in r:
+            evals[r["step"]] = r["eval_loss"]
+        elif "checkpoint" in r:
+            h.checkpoints.append(r["step"])
+    start = min((r["time"] for r in by_step.values()), default=previous_time or 0.0)
+    for step in sorted(by_step):
+        r = by_step[step]
+        h.steps.append(step)
+        h.losses.append(r["loss"])
+        h.hours.append((r["time"] - start) / 3600)
+        h.gpu_hours.append(r["gpu_hours"])
+        h.tokens_per_second.append(r["tokens_per_second"])
+    h.eval_steps = sorted(evals)
+    h.eval_losses = [evals[s] for s in h.eval_steps]
+    return h
+
+
+def summary(name: str, h: History) -> str:
+    if not h.steps:
+        return f"{name}: no steps logged yet"
+    lines = [f"{name}: step {h.steps[-1]}/{h.total_steps}",
+             f"  loss          {h.losses[0]:.4f} -> {h.losses[-1]:.4f}"]
+    if h.eval_losses:
+        lines.append(f"  eval loss     {h.eval_losses[0]:.4f} -> {h.eval_losses[-1]:.4f} "
+                     f"(best {min(h.eval_losses):.4f})")
+    mean_tps = sum(h.tokens_per_second) / len(h.tokens_per_second)
+    lines.append(f"  tokens/s      {mean_tps:.0f} (mean)")
+    lines.append(f"  GPU-hours     {h.gpu_hours[-1]:.4f}")
+    if h.checkpoints:
+        lines.append(f"  checkpoints   {len(h.checkpoints)} (last at step {h.checkpoints[-1]})")
+    return "\n".join(lines)
+
+
+def plot(name: str, h: History, path: Path) -> Path:
+    """Loss and eval loss by step, and GPU-hours over wall time, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    left.plot(h.steps, h.losses, label="training loss", color="#4C72B0", linewidth=1)
+    if h.eval_losses:
+        left.plot(h.eval_steps, h.eval_losses, "o-", label="eval loss", color="#DD8452")
+    left.set_xlabel("step")
+    left.set_ylabel("loss (nats per token)")
+    left.set_title(f"{name}: loss")
+    left.grid(alpha=0.3)
+    left.legend()
+    right.plot([x * 60 for x in h.hours], h.gpu_hours, color="#55A868")
+    right.set_xlabel("wall time (minutes)")
+    right.set_ylabel("GPU-hours")
+    right.set_title("GPU-hours (GPUs × time held)" if h.gpu_hours and h.gpu_hours[-1] else
+                    "GPU-hours: none (the run used no GPU)")
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
