@@ -216,3 +216,13 @@ def test_a_bad_name_is_rejected_by_the_api_server(kube: Kube) -> None:
     obj["metadata"] = {"name": "x" * 53}
     with pytest.raises(RuntimeError, match=r"metadata\.name: Too long"):
         kube.apply(obj)
+
+
+def test_every_example_is_accepted_by_the_api_server(kube: Kube) -> None:
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+    for path in examples:
+        kube("apply", "-f", str(path))
+    names = kube("get", "trainingjobs", "-o", "jsonpath={.items[*].metadata.name}").split()
+    assert sorted(names) == ["finetune", "llama-fsdp", "quickstart"]

@@ -33,3 +33,14 @@ def test_bad_name_is_rejected_with_its_path() -> None:
     obj["metadata"]["name"] = "Not_A_Label"
     with pytest.raises(InvalidJob, match=r"metadata\.name: String should match pattern"):
         validate(obj)
+
+
+def test_every_example_is_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+    assert len(examples) >= 3
+    for path in examples:
+        validate(yaml.safe_load(path.read_text()))

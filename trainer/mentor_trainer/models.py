@@ -12,12 +12,13 @@ from mentor.api.training import Architecture, ModelSpec, Size
 from mentor_trainer.errors import BadConfig, DataNotFound
 
 # layers, heads, width. tiny is for tests; small is nanoGPT's Shakespeare model; medium and large
-# are GPT-2 small and medium.
+# are GPT-2 small and medium; xlarge is about 0.7B parameters as Llama.
 PRESETS: dict[Size, tuple[int, int, int]] = {
     Size.TINY: (2, 4, 128),
     Size.SMALL: (6, 6, 384),
     Size.MEDIUM: (12, 12, 768),
     Size.LARGE: (24, 16, 1024),
+    Size.XLARGE: (24, 16, 1536),
 }
 
 

@@ -33,6 +33,7 @@ class Size(StrEnum):
     SMALL = "small"
     MEDIUM = "medium"
     LARGE = "large"
+    XLARGE = "xlarge"
 
 
 class ModelSpec(ApiModel):
@@ -49,8 +50,8 @@ class ModelSpec(ApiModel):
                     "Default gpt2.")
     size: Size | None = Field(
         default=None,
-        description="size is a named preset (tiny, small, medium, large) for training from "
-                    "scratch. Exclusive with from.")
+        description="size is a named preset (tiny, small, medium, large, xlarge) for training "
+                    "from scratch. Exclusive with from.")
     from_: Uri | None = Field(
         default=None, alias="from",
         description="from is a pre-trained model or checkpoint to start from: a path, "
