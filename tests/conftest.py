@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from controlplane import ControlPlane, build_binaries, free_port
-from harness import Kube, Operator
+from controlplane import GPU_PRODUCT, ControlPlane, build_binaries, free_port
+from harness import PRICE, REPORT_KEY, Kube, Operator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,8 @@ def operator(control_plane: ControlPlane, crds: None,
     op = Operator(control_plane, tmp_path_factory.mktemp("operator") / "operator.log",
                   MENTOR_HTTP_HOST="127.0.0.1", MENTOR_HTTP_PORT=str(port),
                   MENTOR_REPORT_URL=f"http://127.0.0.1:{port}",
-                  MENTOR_REPORT_KEY="test-key")
+                  MENTOR_REPORT_KEY=REPORT_KEY, MENTOR_PROGRESS_INTERVAL="0.5",
+                  MENTOR_GPU_PRICES=json.dumps({GPU_PRODUCT: PRICE}))
     op.http = f"http://127.0.0.1:{port}"
     op.start()
     yield op

@@ -43,6 +43,7 @@ class PodView:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     node: str | None = None
+    price: float | None = None  # per GPU-hour, from the node's GPU product (None: unpriced)
 
     @classmethod
     def from_pod(cls, pod: dict[str, Any]) -> PodView:
@@ -80,6 +81,9 @@ class PodView:
             finished_at=parse_time(terminated.get("finishedAt")),
             node=spec.get("nodeName"),
         )
+
+    def cost(self, now: dt.datetime) -> float:
+        return self.gpu_seconds(now) / 3600 * (self.price or 0.0)
 
     def gpu_seconds(self, now: dt.datetime) -> float:
         """GPUs requested × the time the container ran: from start to end, or to now."""

@@ -79,6 +79,7 @@ class Decider:
                  taken: tuple[str, ...] = ()) -> None:
         self.spec, self.pods, self.now, self.generation = spec, pods, now, generation
         self.taken = taken
+        self.priced = any(p.price is not None for p in pods)
         self.plan = Plan(status=status.model_copy(deep=True))
         self.status = self.plan.status
         self.stamp = format_time(now)
@@ -96,14 +97,23 @@ class Decider:
     def remove_pods(self, pods: list[PodView]) -> None:
         """Delete pods, first moving their GPU time into the status so none of it is lost."""
         for pod in pods:
-            if not pod.deleting:
+            if not pod.deleting and pod.name not in self.plan.delete_pods:
                 self.status.retired_gpu_seconds += pod.gpu_seconds(self.now)
+                self.status.retired_cost += pod.cost(self.now)
                 self.plan.delete_pods.append(pod.name)
 
-    def account(self, remaining: list[PodView]) -> None:
-        live = sum(p.gpu_seconds(self.now) for p in remaining if p.name not in self.plan.delete_pods
-                   and not p.deleting)
-        self.status.gpu_hours = round((self.status.retired_gpu_seconds + live) / 3600, 6)
+    def live(self) -> list[PodView]:
+        return [p for p in self.pods if p.name not in self.plan.delete_pods and not p.deleting]
+
+    def gpu_hours(self) -> float:
+        live = sum(p.gpu_seconds(self.now) for p in self.live())
+        return (self.status.retired_gpu_seconds + live) / 3600
+
+    def account(self) -> None:
+        self.status.gpu_hours = round(self.gpu_hours(), 6)
+        if self.priced or self.status.retired_cost:
+            cost = self.status.retired_cost + sum(p.cost(self.now) for p in self.live())
+            self.status.cost_estimate = round(cost, 4)
 
     def finish(self, success: bool, reason: Reason, message: str) -> None:
         self.status.phase = Phase.SUCCEEDED if success else Phase.FAILED
@@ -128,8 +138,10 @@ class Decider:
     # -- the decision
 
     def decide(self) -> Plan:
+        finished = self.status.phase in TERMINAL
         self._decide()
-        self.account(self.pods)
+        if not finished:  # a finished job's GPU-hours and cost are final, whatever its pods do
+            self.account()
         self.status.observed_generation = self.generation
         return self.plan
 
@@ -157,6 +169,12 @@ class Decider:
         if started and deadline and (self.now - started).total_seconds() >= deadline:
             self.finish(False, Reason.DEADLINE_EXCEEDED,
                         f"the job ran longer than activeDeadlineSeconds={deadline}")
+            return
+        budget = policy.max_gpu_hours
+        if budget and self.gpu_hours() >= budget:
+            self.finish(False, Reason.BUDGET_EXHAUSTED,
+                        f"the job used {self.gpu_hours():.2f} GPU-hours of its "
+                        f"maxGPUHours={budget:g}")
             return
 
         if not active:

@@ -12,6 +12,9 @@ from typing import Any
 
 from controlplane import ControlPlane, free_port
 
+REPORT_KEY = "test-key"  # the operator's key for the jobs' progress tokens, in the tests
+PRICE = 2.5  # per GPU-hour of the fake nodes' GPU product
+
 
 class Operator:
     """`mentor operator` as a subprocess: exactly how it runs in a cluster, minus the image."""

@@ -125,6 +125,16 @@ def test_deadline_fails_and_removes_pods(kube: Kube) -> None:
     kube.wait("pod/late-0", "delete")
 
 
+def test_budget_exhausted_stops_the_job(kube: Kube) -> None:
+    kube.apply(training_job("thrifty", runPolicy={"maxGPUHours": 0.002}))  # 8 GPUs: ~1 s
+    kube.wait("trainingjob/thrifty", "condition=Failed")
+    failed = kube.condition("thrifty", "Failed")
+    assert failed["reason"] == "BudgetExhausted"
+    assert "maxGPUHours=0.002" in failed["message"]
+    kube.wait("pod/thrifty-0", "delete")
+    assert kube.get("trainingjob", "thrifty")["status"]["gpuHours"] >= 0.002
+
+
 def test_ttl_deletes_the_finished_job(kube: Kube) -> None:
     kube.apply(training_job("brief", runPolicy={"ttlSecondsAfterFinished": 1}))
     kube.wait("trainingjob/brief", "condition=Running")

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from controlplane import ControlPlane, free_port
-from harness import Kube, Operator, training_job
+from controlplane import ControlPlane
+from harness import PRICE, Kube, Operator, training_job
+from harness import REPORT_KEY as KEY
 from prometheus import Prometheus
 
 from mentor.podview import format_time
@@ -29,22 +30,13 @@ from mentor_trainer.report import OperatorReporter
 pytestmark = pytest.mark.cluster
 
 CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "mentor" / "files"
-KEY = "observability-key"
 ALERT_TIMING = {"PENDING_FOR": "2s", "NO_PROGRESS_FOR": "1m", "BUDGET_RATIO": "0.9"}
 
 
 @pytest.fixture(scope="module")
-def op(control_plane: ControlPlane, crds: None,
-       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    port = free_port()
-    operator = Operator(control_plane, tmp_path_factory.mktemp("obs-op") / "operator.log",
-                        MENTOR_HTTP_HOST="127.0.0.1", MENTOR_HTTP_PORT=str(port),
-                        MENTOR_REPORT_URL=f"http://127.0.0.1:{port}", MENTOR_REPORT_KEY=KEY,
-                        MENTOR_PROGRESS_INTERVAL="0.5")
-    operator.http = f"http://127.0.0.1:{port}"
-    operator.start()
-    yield operator
-    operator.stop()
+def op(operator: Operator) -> Operator:
+    """The session's operator: a second one would race it for the same jobs."""
+    return operator
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +136,10 @@ def test_gpu_hours_match_the_pods_across_an_operator_restart_and_a_job_restart(
 
     truth = watcher.gpu_seconds()
     assert truth > 8 * 2 * 30, "two attempts of 8 GPUs, each over 30 s"
-    status_seconds = kube.get("trainingjob", "acct")["status"]["gpuHours"] * 3600
+    status = kube.get("trainingjob", "acct")["status"]
+    status_seconds = status["gpuHours"] * 3600
     assert status_seconds == pytest.approx(truth, rel=0.01)
+    assert status["costEstimate"] == pytest.approx(status["gpuHours"] * PRICE, rel=1e-3)
     result = prom.wait_for(
         f'mentor_job_gpu_seconds{{namespace="{kube.ns}",job_name="acct"}}',
         lambda r: r and abs(float(r[0]["value"][1]) - status_seconds) < 1)

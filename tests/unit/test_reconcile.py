@@ -235,3 +235,31 @@ def test_a_child_name_held_by_another_owner_blocks_creation_and_says_so() -> Non
     assert created is not None and created.status == "False"
     assert created.reason == "ChildNameTaken" and "configmap/demo-config" in created.message
     assert plan.status.phase == Phase.PENDING
+
+
+def test_budget_exhausted_stops_the_job() -> None:
+    s = spec(runPolicy={"maxGPUHours": 8})
+    hour = dt.timedelta(hours=1)
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1, start_time=format_time(T0)),
+                  [pod(s, 0, "Running"), pod(s, 1, "Running")], T0 + hour)
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "BudgetExhausted"
+    assert sorted(plan.delete_pods) == ["demo-0", "demo-1"]
+    assert plan.status.gpu_hours == 8
+
+
+def test_cost_estimate_prices_each_pod_by_its_gpu_product() -> None:
+    import dataclasses
+
+    s = spec()
+    hour = dt.timedelta(hours=1)
+    pods = [dataclasses.replace(pod(s, 0, "Running"), price=2.0),
+            dataclasses.replace(pod(s, 1, "Running"), price=3.0)]
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1), pods, T0 + hour)
+    assert plan.status.cost_estimate == 4 * 2.0 + 4 * 3.0
+
+
+def test_a_finished_jobs_gpu_hours_are_final() -> None:
+    s = spec()
+    done = JobStatus(phase=Phase.SUCCEEDED, completion_time=format_time(T0), gpu_hours=5)
+    assert decide(s, done, [], T0 + dt.timedelta(days=1)).status.gpu_hours == 5

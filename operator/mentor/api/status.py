@@ -128,6 +128,12 @@ class JobStatus(ApiModel):
         default=0, ge=0, alias="retiredGPUSeconds",
         description="retiredGPUSeconds is the GPU time of pods already removed (earlier attempts, "
                     "suspended ones); it is added before they are deleted, so nothing is lost.")
+    cost_estimate: float | None = Field(
+        default=None, ge=0,
+        description="costEstimate is the GPU time priced by the operator's GPU price table "
+                    "(by the nodes' nvidia.com/gpu.product), in the table's currency.")
+    retired_cost: float = Field(default=0, ge=0,
+                                description="retiredCost is the cost of pods already removed.")
     attempts: int = Field(default=0, ge=0,
                           description="attempts counts the gangs of pods started, restarts "
                                       "that do not count toward backoffLimit included.")

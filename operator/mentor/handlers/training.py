@@ -7,6 +7,7 @@ cannot double-count a restart or create a pod twice.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import socket
@@ -95,14 +96,32 @@ def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> None:
             raise
 
 
-def _list_pods(job: JobRef) -> list[PodView]:
+_products: dict[str, str | None] = {}
+
+
+def _price(node: str | None, settings: Settings) -> float | None:
+    """The price per GPU-hour of a node's GPU product (nodes do not change product: cached)."""
+    if not settings.gpu_prices or node is None:
+        return None
+    if node not in _products:
+        try:
+            labels = _core().read_node(node).metadata.labels or {}
+        except ApiException:
+            return None
+        _products[node] = labels.get("nvidia.com/gpu.product")
+    product = _products[node]
+    return settings.gpu_prices.get(product) if product else None
+
+
+def _list_pods(job: JobRef, settings: Settings) -> list[PodView]:
     pods = client.CoreV1Api().list_namespaced_pod(job.namespace, label_selector=job.selector())
     api: Any = client.ApiClient()
     views = []
     for pod in pods.items:
         raw = api.sanitize_for_serialization(pod)
         if job.owns(raw["metadata"]):
-            views.append(PodView.from_pod(raw))
+            view = PodView.from_pod(raw)
+            views.append(dataclasses.replace(view, price=_price(view.node, settings)))
     return views
 
 
@@ -168,7 +187,7 @@ def _reconcile(namespace: str, name: str, settings: Settings) -> None:
     job = job_ref(body)
     spec = TrainingJobSpec.model_validate(body["spec"])
     status = JobStatus.model_validate(body.get("status") or {})
-    pods = _list_pods(job)
+    pods = _list_pods(job, settings)
     taken = _taken(job) if not pods else ()
     plan = decide(spec, status, pods, dt.datetime.now(dt.UTC),
                   body["metadata"].get("generation"), taken)
