@@ -31,21 +31,23 @@ def config(out: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def launch(cfg: dict[str, Any], work: Path, **popen: Any) -> subprocess.Popen[str]:
+def launch(cfg: dict[str, Any], work: Path, env: dict[str, str] | None = None,
+           **popen: Any) -> subprocess.Popen[str]:
     """Start torchrun with as many processes as the config asks for."""
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"config-{len(list(work.glob('config-*.json')))}.json"
     path.write_text(json.dumps(cfg))
     nproc = cfg["parallelism"].get("procsPerNode", 1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(
         [LAUNCHER, "--standalone", f"--nproc-per-node={nproc}", "-m", "mentor_trainer",
          "--config", str(path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def run(cfg: dict[str, Any], work: Path, expect: int = 0) -> str:
-    proc = launch(cfg, work)
+def run(cfg: dict[str, Any], work: Path, expect: int = 0,
+        env: dict[str, str] | None = None) -> str:
+    proc = launch(cfg, work, env)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == expect, f"exit {proc.returncode}, expected {expect}:\n{out[-3000:]}"
     return out

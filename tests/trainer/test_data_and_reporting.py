@@ -1,0 +1,62 @@
+"""Data formats, the trainer's own /metrics, and training that does not need the operator."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from controlplane import free_port
+from runner import SHAKESPEARE, config, launch, losses, run
+
+pytestmark = pytest.mark.trainer
+
+
+def test_jsonl_with_a_field(tmp_path: Path) -> None:
+    lines = SHAKESPEARE.read_text().split("\n\n")[:400]
+    source = tmp_path / "lines.jsonl"
+    source.write_text("\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(lines)))
+    out = tmp_path / "out"
+    run(config(out, data={"source": str(source), "format": "jsonl", "field": "text"},
+               optimization={"steps": 3, "evalInterval": 3}, parallelism={"procsPerNode": 1}),
+        tmp_path)
+    assert len(losses(out)) == 3
+
+
+def test_a_dataset_saved_to_disk(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    paragraphs = SHAKESPEARE.read_text().split("\n\n")[:400]
+    Dataset.from_dict({"content": paragraphs}).save_to_disk(str(tmp_path / "ds"))
+    out = tmp_path / "out"
+    run(config(out, data={"source": str(tmp_path / "ds"), "format": "hf-disk",
+                          "field": "content"},
+               optimization={"steps": 3, "evalInterval": 3}, parallelism={"procsPerNode": 1}),
+        tmp_path)
+    assert len(losses(out)) == 3
+
+
+def test_rank0_serves_metrics_and_an_unreachable_operator_does_not_matter(
+    tmp_path: Path,
+) -> None:
+    out, port = tmp_path / "out", free_port()
+    env = {"MENTOR_METRICS_PORT": str(port), "MENTOR_JOB_NAME": "m", "MENTOR_JOB_NAMESPACE": "ns",
+           "MENTOR_JOB_KIND": "TrainingJob",
+           # nothing listens there: every report fails, training must not notice
+           "MENTOR_REPORT_URL": f"http://127.0.0.1:{free_port()}", "MENTOR_REPORT_TOKEN": "t"}
+    proc = launch(config(out, optimization={"steps": 100_000}), tmp_path, env)
+    deadline = time.monotonic() + 300
+    while not (out / "metrics.jsonl").exists() or len(losses(out)) < 3:
+        assert time.monotonic() < deadline and proc.poll() is None, "training stalled"
+        time.sleep(0.2)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        page = r.read().decode()
+    proc.terminate()
+    proc.communicate(timeout=120)
+    labels = '{job_name="m",kind="TrainingJob",namespace="ns"}'
+    step = next(float(line.split()[-1]) for line in page.splitlines()
+                if line.startswith(f"mentor_trainer_step{labels}"))
+    assert step >= 3
+    assert f"mentor_trainer_loss{labels}" in page
