@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
 
 from mentor import server
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
@@ -79,7 +80,10 @@ async def _resync_forever() -> None:
         await asyncio.sleep(SETTINGS.resync_seconds)
         try:
             await loop.run_in_executor(None, training.resync_all, SETTINGS)
-        except Exception:  # the loop must outlive any one failure (the API server restarting)
+        except ApiException as e:  # the API server restarting, RBAC being changed: try again
+            logging.getLogger(__name__).warning("resync failed (%s %s); retrying", e.status,
+                                                e.reason)
+        except Exception:  # the loop must outlive any one failure
             logging.getLogger(__name__).exception("resync failed; retrying")
 
 

@@ -212,7 +212,9 @@ def test_service_account_has_least_privilege(installed: ControlPlane) -> None:
                              "team", f"--as={SERVICE_ACCOUNT}", check=False).strip() == "no"
 
 
-def test_upgrade_with_a_changed_value_and_uninstall_keeps_crds(installed: ControlPlane) -> None:
+def test_upgrade_with_a_changed_value_and_uninstall_keeps_crds(
+    installed: ControlPlane, operator_as_its_service_account: Operator
+) -> None:
     helm(installed.bin_dir, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE,
          "--set", "trainer.image=registry.local/trainer:2", env=installed.env())
     deployment = json.loads(installed.kubectl("get", "deployment", RELEASE, "-n", NAMESPACE,
@@ -222,6 +224,7 @@ def test_upgrade_with_a_changed_value_and_uninstall_keeps_crds(installed: Contro
     assert env["MENTOR_TRAINER_IMAGE"] == "registry.local/trainer:2"
     assert deployment["metadata"]["generation"] >= 2
 
+    operator_as_its_service_account.stop()  # its rights go with the release
     helm(installed.bin_dir, "uninstall", RELEASE, "--namespace", NAMESPACE, env=installed.env())
     installed.kubectl("get", "crd", "trainingjobs.mentor.dev")  # kept: jobs are not lost
     assert installed.kubectl("get", "deployment", "-n", NAMESPACE, "-o", "name") == ""
