@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +71,31 @@ class Outcome:
         return self.gpus * self.wall_seconds / 3600
 
 
-def _records(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    if not path.exists():
-        return [], offset
-    with path.open() as f:
-        f.seek(offset)
-        lines = f.readlines()
-        complete = [ln for ln in lines if ln.endswith("\n")]
-        offset += sum(len(ln.encode()) for ln in complete)
-    return [json.loads(ln) for ln in complete], offset
+@dataclass
+class Follower:
+    """Reads the records the trainer appends to its metrics log, keeping the latest ones."""
+
+    path: Path
+    offset: int = 0
+    last: dict[str, Any] = field(default_factory=dict)
+    eval_loss: float | None = None
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The new training-step records (complete lines only) since the last poll."""
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            f.seek(self.offset)
+            complete = [ln for ln in f.readlines() if ln.endswith("\n")]
+        self.offset += sum(len(ln.encode()) for ln in complete)
+        steps = []
+        for record in map(json.loads, complete):
+            if "eval_loss" in record:
+                self.eval_loss = record["eval_loss"]
+            if "loss" in record:
+                self.last = record
+                steps.append(record)
+        return steps
 
 
 def run(job: TrainingJob, progress: bool = True) -> Outcome:
@@ -108,25 +124,18 @@ def run(job: TrainingJob, progress: bool = True) -> Outcome:
     command[0] = str(Path(sys.executable).with_name("mentor-torchrun"))
     log_path = state / "trainer.log"
     metrics_path = output / "metrics.jsonl"
-    offset = metrics_path.stat().st_size if metrics_path.exists() else 0
+    follower = Follower(metrics_path, metrics_path.stat().st_size if metrics_path.exists() else 0)
 
     started = time.monotonic()
     with log_path.open("ab") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        last: dict[str, Any] = {}
-        eval_loss: float | None = None
         bar = _bar(progress)
         try:
             while proc.poll() is None:
                 time.sleep(0.5)
-                records, offset = _records(metrics_path, offset)
-                for r in records:
-                    if "eval_loss" in r:
-                        eval_loss = r["eval_loss"]
-                    if "loss" in r:
-                        last = r
-                        bar(r, eval_loss)
+                for record in follower.poll():
+                    bar(record, follower.eval_loss)
         except KeyboardInterrupt:
             print("\nstopping: asking the trainer to checkpoint (Ctrl-C again to kill)...",
                   file=sys.stderr)
@@ -136,15 +145,11 @@ def run(job: TrainingJob, progress: bool = True) -> Outcome:
             except KeyboardInterrupt:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        records, offset = _records(metrics_path, offset)
-        for r in records:
-            if "eval_loss" in r:
-                eval_loss = r["eval_loss"]
-            if "loss" in r:
-                last = r
-        bar(None, eval_loss)
+        follower.poll()
+        bar(None, follower.eval_loss)
     gpus = (parallelism.gpus_per_node or 0) * parallelism.nodes
-    return Outcome(proc.returncode, time.monotonic() - started, last, eval_loss, gpus, log_path)
+    return Outcome(proc.returncode, time.monotonic() - started, follower.last,
+                   follower.eval_loss, gpus, log_path)
 
 
 def _free_port() -> int:
