@@ -49,8 +49,11 @@ cat > "$work/config.json" <<'JSON'
  "output": {"uri": "/tmp/job/out"}}
 JSON
 buildah copy --chown 1000:1000 "$c" "$work/input.txt" "$work/config.json" /tmp/job/
-buildah run --isolation chroot "$c" -- env PET_NNODES=1 PET_NPROC_PER_NODE=1 \
-  mentor-torchrun --standalone -m mentor_trainer --config /tmp/job/config.json
+# The static rendezvous of the pods (PET_* variables), on loopback: --standalone would look up
+# the build container's hostname, which nothing resolves.
+buildah run --isolation chroot "$c" -- env PET_NNODES=1 PET_NPROC_PER_NODE=1 PET_NODE_RANK=0 \
+  PET_MASTER_ADDR=127.0.0.1 PET_MASTER_PORT=29517 \
+  mentor-torchrun -m mentor_trainer --config /tmp/job/config.json
 test "$(buildah run --isolation chroot "$c" -- id -u)" = 1000
 buildah run --isolation chroot "$c" -- ls /tmp/job/out/model.safetensors
 buildah rm "$c" >/dev/null
