@@ -50,10 +50,10 @@ def _escape(value: Any) -> Any:
     return value
 
 
-def _rules(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """Yield (path, rule, json-pointer-ish location) for every CEL rule in a CRD schema."""
+def _rules(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (dotted path with [*] for list items, rule) for every CEL rule in a CRD schema."""
     for rule in schema.get("x-kubernetes-validations", []):
-        yield path, rule, path
+        yield path, rule
     for name, sub in schema.get("properties", {}).items():
         yield from _rules(sub, f"{path}.{name}" if path else name)
     if "items" in schema:
@@ -96,7 +96,7 @@ def cel_errors(kind: Kind, obj: dict[str, Any]) -> list[FieldError]:
     need the old object are skipped: there is no old object outside a cluster."""
     schema = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     errors = []
-    for path, rule, _ in _rules(schema, ""):
+    for path, rule in _rules(schema, ""):
         if "oldSelf" in rule["rule"]:
             continue
         for concrete, value in _values_at(obj, path):

@@ -51,7 +51,6 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         json_schema_extra=_add_rules,
-        use_attribute_docstrings=False,
     )
     cel_rules: ClassVar[tuple[Rule, ...]] = ()
 

@@ -54,7 +54,6 @@ class Reason(StrEnum):
     POD_DELETED = "PodDeleted"
     SUSPENDED = "JobSuspended"
     RESUMED = "JobResumed"
-    INVALID_SPEC = "InvalidSpec"
     CHILD_NAME_TAKEN = "ChildNameTaken"
 
 

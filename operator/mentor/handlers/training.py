@@ -181,6 +181,8 @@ def _apply(body: dict[str, Any], job: JobRef, spec: TrainingJobSpec, plan: Plan,
 
 
 def _reconcile(namespace: str, name: str, settings: Settings) -> None:
+    # The job and its pods are read fresh, under the job's lock, on every trigger (the resync's
+    # list is not reused): a stale view of a failed pod would charge its restart twice.
     body = _get_job(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
