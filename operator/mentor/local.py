@@ -147,6 +147,9 @@ def run(job: TrainingJob, progress: bool = True) -> Outcome:
                 proc.wait()
         follower.poll()
         bar(None, follower.eval_loss)
+    if not follower.last:  # nothing new: it resumed at its last step; report the earlier run
+        follower = Follower(metrics_path)
+        follower.poll()
     gpus = (parallelism.gpus_per_node or 0) * parallelism.nodes
     return Outcome(proc.returncode, time.monotonic() - started, follower.last,
                    follower.eval_loss, gpus, log_path)
