@@ -23,7 +23,7 @@ import yaml
 from mentor.api.kinds import TrainingJob
 from mentor.api.training import TrainerConfig
 from mentor.builders.pods import torchrun_env, trainer_command
-from mentor.builders.storage import PVC_SCHEME, split_pvc
+from mentor.builders.storage import map_claims, resolve_pvc
 from mentor.validation import validate
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
@@ -34,12 +34,14 @@ def pvc_root() -> Path:
     return Path(os.environ.get("MENTOR_PVC_ROOT", Path.home() / ".cache" / "mentor" / "pvc"))
 
 
+def claim_dir(claim: str) -> str:
+    """Where a claim lives on this machine: $MENTOR_PVC_ROOT/<claim>."""
+    return str(pvc_root() / claim)
+
+
 def local_path(uri: str | None) -> str | None:
     """pvc://claim/path -> $MENTOR_PVC_ROOT/claim/path; anything else is left as it is."""
-    if uri is None or not uri.startswith(PVC_SCHEME):
-        return uri
-    claim, path = split_pvc(uri)
-    return str(pvc_root() / claim / path)
+    return resolve_pvc(uri, claim_dir)
 
 
 def load(path: Path | None) -> TrainingJob:
@@ -49,12 +51,7 @@ def load(path: Path | None) -> TrainingJob:
 
 
 def local_config(job: TrainingJob) -> TrainerConfig:
-    wire: dict[str, Any] = job.spec.trainer_config().model_dump(by_alias=True, exclude_none=True)
-    wire["model"]["from"] = local_path(wire["model"].get("from"))
-    wire["data"]["source"] = local_path(wire["data"]["source"])
-    wire["output"]["uri"] = local_path(wire["output"]["uri"])
-    wire["checkpointing"]["uri"] = local_path(wire["checkpointing"].get("uri"))
-    return TrainerConfig.model_validate(wire)
+    return map_claims(job.spec.trainer_config(), claim_dir)
 
 
 @dataclass

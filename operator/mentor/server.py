@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
 from mentor.api.status import CheckpointStatus, Progress
 from mentor.config import Settings
+from mentor.metrics import Metrics
 from mentor.progress import apply_report, authorized
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def _job_uid(namespace: str, name: str) -> str | None:
     return str(job["metadata"]["uid"])  # type: ignore[index]
 
 
-def build_app(settings: Settings, book: ProgressBook, metrics: Any) -> web.Application:
+def build_app(settings: Settings, book: ProgressBook, metrics: Metrics) -> web.Application:
     key = settings.report_key
 
     async def report(request: web.Request) -> web.Response:
@@ -117,7 +118,7 @@ def flush(book: ProgressBook) -> None:
                 log.warning("progress of %s/%s not written: %s", namespace, name, e.reason)
 
 
-async def serve(settings: Settings, book: ProgressBook, metrics: Any) -> None:
+async def serve(settings: Settings, book: ProgressBook, metrics: Metrics) -> None:
     """Run the endpoint and the flusher until cancelled."""
     runner = web.AppRunner(build_app(settings, book, metrics), access_log=None)
     await runner.setup()

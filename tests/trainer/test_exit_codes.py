@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from runner import config, launch, run
 
@@ -48,17 +51,12 @@ def test_nan_loss_exits_4(tmp_path: Path) -> None:
 
 def test_a_crashed_rank_is_reported_with_its_signal(tmp_path: Path) -> None:
     """torchrun alone would exit 1; mentor-torchrun keeps 128 + signal, which means retry."""
-    import signal
-    import time
-
     out_dir = tmp_path / "out"
     proc = launch(config(out_dir, optimization={"steps": 100_000}), tmp_path)
     deadline = time.monotonic() + 300
     while not (out_dir / "metrics.jsonl").exists():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
-    import psutil
-
     workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
                if "mentor_trainer" in " ".join(c.cmdline())]
     assert workers

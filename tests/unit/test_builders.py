@@ -7,7 +7,12 @@ from typing import Any
 
 from mentor.api.training import TrainerConfig, TrainingJobSpec
 from mentor.builders.names import JobRef
-from mentor.builders.pods import build_config_map, build_pod, build_service
+from mentor.builders.pods import (
+    build_config_map,
+    build_pod,
+    build_service,
+    build_trainer_config,
+)
 from mentor.config import Settings
 
 JOB = JobRef(kind="TrainingJob", name="llm", namespace="team", uid="u-1")
@@ -75,8 +80,6 @@ def test_pvc_uris_become_mounts_and_local_paths() -> None:
     config = TrainerConfig.model_validate_json(
         build_config_map(JOB, spec().trainer_config())["data"]["config.json"])
     assert config.data.source == "pvc://datasets/text/shakespeare.txt"
-    from mentor.builders.pods import build_trainer_config
-
     local = build_trainer_config(spec())
     assert local.data.source == "/mnt/pvc/datasets/text/shakespeare.txt"
     assert local.output.uri == "/mnt/pvc/models/llm"

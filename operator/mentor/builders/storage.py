@@ -6,6 +6,7 @@ mounted where is decided here, once, for the operator and the local runner alike
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,20 +36,25 @@ def split_pvc(uri: str) -> tuple[str, str]:
     return claim, path
 
 
+def resolve_pvc(uri: str | None, root_of: Callable[[str], str]) -> str | None:
+    """pvc://<claim>/<path> -> <root_of(claim)>/<path>; any other URI is left as it is."""
+    if uri is None or not uri.startswith(PVC_SCHEME):
+        return uri
+    claim, path = split_pvc(uri)
+    return f"{root_of(claim)}/{path}".rstrip("/")
+
+
+def map_claims(config: TrainerConfig, root_of: Callable[[str], str]) -> TrainerConfig:
+    """The config with every pvc:// URI (model, data, checkpoints, output) resolved by root_of."""
+    wire: dict[str, Any] = config.model_dump(by_alias=True, exclude_none=True)
+    wire["model"]["from"] = resolve_pvc(wire["model"].get("from"), root_of)
+    wire["data"]["source"] = resolve_pvc(wire["data"]["source"], root_of)
+    wire["output"]["uri"] = resolve_pvc(wire["output"]["uri"], root_of)
+    wire["checkpointing"]["uri"] = resolve_pvc(wire["checkpointing"].get("uri"), root_of)
+    return TrainerConfig.model_validate(wire)
+
+
 def localize(config: TrainerConfig) -> tuple[TrainerConfig, Mounts]:
     """Rewrite every pvc:// URI to its mount path; return the config and the mounts it needs."""
     mounts = Mounts()
-
-    def local(uri: str | None) -> str | None:
-        if uri is None or not uri.startswith(PVC_SCHEME):
-            return uri
-        claim, path = split_pvc(uri)
-        root = mounts.add_claim(claim)
-        return f"{root}/{path}".rstrip("/")
-
-    wire: dict[str, Any] = config.model_dump(by_alias=True, exclude_none=True)
-    wire["model"]["from"] = local(wire["model"].get("from"))
-    wire["data"]["source"] = local(wire["data"]["source"])
-    wire["output"]["uri"] = local(wire["output"]["uri"])
-    wire["checkpointing"]["uri"] = local(wire["checkpointing"].get("uri"))
-    return TrainerConfig.model_validate(wire), mounts
+    return map_claims(config, mounts.add_claim), mounts
