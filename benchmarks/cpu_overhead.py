@@ -26,7 +26,7 @@ from mentor_trainer.models import new_model
 from mentor_trainer.tokenizer import CharTokenizer
 from mentor_trainer.trainer import Trainer
 
-DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
+DEFAULT_TEXT = Path(__file__).resolve().parents[1] / "tests/data/tinyshakespeare.txt"
 
 
 def bare_loop(text: Path, steps: int, seq: int, batch: int) -> list[float]:

@@ -1,9 +1,10 @@
 """`mentor run job.yaml`: the same job on this machine, with no cluster.
 
-It validates the YAML as the API server would (mentor.validation), then starts the trainer with
-the command and PET_* environment from mentor.builders.pods, the same ones the operator gives a
-pod. `pvc://<claim>/<path>` becomes a directory under MENTOR_PVC_ROOT. A progress bar follows the
-trainer's metrics log; Ctrl-C asks for a checkpoint, and running the command again resumes.
+It validates the YAML as the API server would (mentor.validation), builds the job's TorchX
+AppDef exactly as the operator does for its pods (mentor.builders.launch), and hands it to
+TorchX's local scheduler: one machine stands in for every node. `pvc://<claim>/<path>` becomes a
+directory under MENTOR_PVC_ROOT. A progress bar follows the trainer's metrics log; Ctrl-C asks
+for a checkpoint, and running the command again resumes.
 """
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torchx.schedulers.local_scheduler import (
+    COMBINED_LOG,
+    CWDImageProvider,
+    LocalScheduler,
+    Opts,
+)
+from torchx.specs import AppDef
 
 from mentor.api.kinds import TrainingJob
 from mentor.api.training import TrainerConfig
-from mentor.builders.pods import torchrun_env, trainer_command
+from mentor.builders.launch import ROLE, trainer_app
 from mentor.builders.storage import map_claims, resolve_pvc
 from mentor.validation import validate
 
@@ -95,6 +103,40 @@ class Follower:
         return steps
 
 
+class _Scheduler(LocalScheduler):
+    """TorchX's local scheduler, keeping the replica's process: Ctrl-C must give the trainer
+    time to checkpoint (TorchX's own cancel kills after 10 s), and its exit code is the
+    outcome."""
+
+    def __init__(self) -> None:
+        # The venv's bin first: `mentor-torchrun` is found even when the venv is not activated.
+        super().__init__("mentor", CWDImageProvider, extra_paths=[str(Path(sys.executable).parent)])
+        # TorchX turns SIGINT/SIGTERM into its own exception; Ctrl-C here means "checkpoint".
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def run_local_job(self, args: list[str], env: dict[str, str], stdout: Any, stderr: Any,
+                      cwd: str | None = None) -> subprocess.Popen[bytes]:
+        proc = super().run_local_job(args, env, stdout, stderr, cwd)
+        self.processes.append(proc)
+        return proc
+
+
+def app_for(job: TrainingJob, config_path: Path) -> AppDef:
+    """The job's AppDef on this machine: one node running every rank, so the world size (and
+    hence the data order and the losses) is the one the cluster would have."""
+    parallelism = job.spec.parallelism
+    env = {"MENTOR_JOB_NAME": job.metadata.name, "MENTOR_JOB_NAMESPACE": "local",
+           "MENTOR_JOB_KIND": job.kind,
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env.update({v.name: v.value for v in job.spec.template.env if v.value is not None})
+    return trainer_app(job.metadata.name, image=job.spec.template.image or "local",
+                       config_path=str(config_path), nnodes=1, nproc=parallelism.world_size,
+                       gpus=parallelism.gpus_per_node or 0, master_addr="127.0.0.1",
+                       master_port=_free_port(), env=env)
+
+
 def run(job: TrainingJob, progress: bool = True) -> Outcome:
     config = local_config(job)
     output = Path(config.output.uri)
@@ -102,53 +144,41 @@ def run(job: TrainingJob, progress: bool = True) -> Outcome:
     state.mkdir(parents=True, exist_ok=True)
     config_path = state / "config.json"
     config_path.write_text(json.dumps(config.wire(), indent=2))
-    parallelism = job.spec.parallelism
-    name = job.metadata.name
-
-    env = {
-        **os.environ,
-        # One machine stands in for every node: all ranks run here, so the world size (and
-        # hence the data order and the losses) is the one the cluster would have.
-        **torchrun_env(1, parallelism.world_size, 0, "127.0.0.1", _free_port()),
-        "MENTOR_CONFIG": str(config_path),
-        "MENTOR_JOB_NAME": name, "MENTOR_JOB_NAMESPACE": "local", "MENTOR_JOB_KIND": job.kind,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-    }
-    for var in job.spec.template.env:
-        if var.value is not None:
-            env[var.name] = var.value
-    command = trainer_command(str(config_path))
-    command[0] = str(Path(sys.executable).with_name("mentor-torchrun"))
-    log_path = state / "trainer.log"
     metrics_path = output / "metrics.jsonl"
     follower = Follower(metrics_path, metrics_path.stat().st_size if metrics_path.exists() else 0)
 
+    scheduler = _Scheduler()
     started = time.monotonic()
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        bar = _bar(progress)
+    dryrun = scheduler.submit_dryrun(app_for(job, config_path),
+                                     cfg=Opts(log_dir=str(state / "logs")))
+    app_id = scheduler.schedule(dryrun)
+    proc = scheduler.processes[0]
+    log_path = Path(dryrun.request.role_log_dirs[ROLE][0]) / COMBINED_LOG
+    bar = _bar(progress)
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            for record in follower.poll():
+                bar(record, follower.eval_loss)
+    except KeyboardInterrupt:
+        print("\nstopping: asking the trainer to checkpoint (Ctrl-C again to kill)...",
+              file=sys.stderr)
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            while proc.poll() is None:
-                time.sleep(0.5)
-                for record in follower.poll():
-                    bar(record, follower.eval_loss)
+            proc.wait()
         except KeyboardInterrupt:
-            print("\nstopping: asking the trainer to checkpoint (Ctrl-C again to kill)...",
-                  file=sys.stderr)
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait()
-            except KeyboardInterrupt:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        follower.poll()
-        bar(None, follower.eval_loss)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    scheduler.describe(app_id)  # TorchX closes the app's logs once it has ended
+    scheduler.close()
+    follower.poll()
+    bar(None, follower.eval_loss)
     if not follower.last:  # nothing new: it resumed at its last step; report the earlier run
         follower = Follower(metrics_path)
         follower.poll()
-    gpus = (parallelism.gpus_per_node or 0) * parallelism.nodes
-    return Outcome(proc.returncode, time.monotonic() - started, follower.last,
+    gpus = (job.spec.parallelism.gpus_per_node or 0) * job.spec.parallelism.nodes
+    code = proc.returncode
+    return Outcome(128 - code if code < 0 else code, time.monotonic() - started, follower.last,
                    follower.eval_loss, gpus, log_path)
 
 
@@ -204,6 +234,7 @@ def summary(job: TrainingJob, outcome: Outcome) -> str:
     if outcome.gpus:
         lines.append(f"  GPU-hours     {outcome.gpu_hours:.4f} ({outcome.gpus} GPUs)")
     lines.append(f"  output        {local_path(job.spec.output.uri)}")
+    lines.append(f"  trainer log   {outcome.log}")
     if outcome.exit_code not in (0, EXIT_SIGTERM):
         tail = outcome.log.read_text(errors="replace").splitlines()[-15:]
         lines += ["  trainer log (last lines):", *("    " + ln for ln in tail)]

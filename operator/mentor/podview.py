@@ -36,6 +36,9 @@ class PodView:
     gpus: int
     exit_code: int | None = None
     terminated_reason: str | None = None
+    # The container's termination message: the launcher's root cause ("exit code 2 from rank
+    # 0: BadConfig: ..."), or the log's tail where it could not write one.
+    termination_message: str | None = None
     waiting_reason: str | None = None
     waiting_message: str | None = None
     unschedulable: str | None = None
@@ -70,6 +73,7 @@ class PodView:
             gpus=int(limits.get(GPU_RESOURCE, 0)),
             exit_code=terminated.get("exitCode"),
             terminated_reason=terminated.get("reason"),
+            termination_message=(terminated.get("message") or "").strip() or None,
             waiting_reason=waiting.get("reason"),
             waiting_message=waiting.get("message"),
             unschedulable=(scheduled.get("message") or "unschedulable")

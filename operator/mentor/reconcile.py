@@ -18,6 +18,7 @@ from mentor.podview import IMAGE_PULL_REASONS, PodView, format_time, parse_time
 # What the trainer's own exit codes mean (see the README); they make failure messages readable.
 TRAINER_EXIT_CODES = {2: "invalid trainer config", 3: "data not found", 4: "loss became NaN/Inf"}
 NON_FINITE_LOSS_EXIT = 4
+MESSAGE_TAIL = 2048  # of a pod's termination message, in a condition (which holds 4096)
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
 
@@ -65,6 +66,8 @@ def classify(pod: PodView, spec: TrainingJobSpec) -> Failure:
                        retriable=True)
     meaning = TRAINER_EXIT_CODES.get(code)
     described = f"pod {pod.name} exited with code {code}" + (f" ({meaning})" if meaning else "")
+    if pod.termination_message:  # the trainer's own words, through the launcher
+        described += f": {pod.termination_message[-MESSAGE_TAIL:]}"
     if code < 128:
         reason = Reason.NON_FINITE_LOSS if code == NON_FINITE_LOSS_EXIT else Reason.EXIT_CODE
         return Failure(reason, described, retriable=code in policy.retry)
@@ -177,6 +180,13 @@ class Decider:
                         f"maxGPUHours={budget:g}")
             return
 
+        # A pod of the running attempt that is going away, though Mentor did not delete it (it
+        # deletes only when it restarts, suspends or ends a job): a user, a drain or an eviction.
+        gone = [p for p in self.pods if p.deleting and p.attempt == status.attempts]
+        if gone and status.phase in (Phase.PENDING, Phase.RUNNING):
+            self._on_deleted(gone, active)
+            return
+
         if not active:
             if any(p.deleting for p in self.pods):  # a gang is still going away: their
                 return                                 # deletion events call us back
@@ -246,6 +256,22 @@ class Decider:
                         f"{failure.message}; backoffLimit={limit} restarts used")
             return
         self._restart(active, failure)
+
+    def _on_deleted(self, gone: list[PodView], active: list[PodView]) -> None:
+        """Someone else deleted a pod: a gang restart, counted unless it was a disruption
+        (eviction, preemption), which is no fault of the job. The deleted pods' GPU time up to
+        now is charged here, since Mentor never deletes (and so never retires) them itself."""
+        pod = gone[0]
+        for p in gone:
+            self.status.retired_gpu_seconds += p.gpu_seconds(self.now)
+            self.status.retired_cost += p.cost(self.now)
+        if pod.disruption:
+            failure = classify(pod, self.spec)
+        else:
+            ended = f" and exited with code {pod.exit_code}" if pod.exit_code is not None else ""
+            failure = Failure(Reason.POD_DELETED, f"pod {pod.name} was deleted{ended}",
+                              retriable=True)
+        self._on_failure(failure, active)
 
     def _restart(self, active: list[PodView], failure: Failure) -> None:
         """A gang restart: every pod of the attempt goes; the next reconcile starts a new one."""

@@ -3,10 +3,15 @@
 It registers a Node (which kwok leaves alone: it lacks kwok's annotation), keeps it Ready, and for
 every pod scheduled onto it starts the pod's command with its env, mapping each volume to a local
 directory: configMaps and Secrets are written out, emptyDirs are fresh directories, and a PVC is
-`<pvc_root>/<claim>`. Mount paths in the env, the arguments and the configMap files are rewritten
-to those directories, and the rendezvous address to loopback (every "node" is this machine). The
-phase, start and finish times and the exit code go back through the API, as a kubelet reports
-them. Deleting a pod sends SIGTERM to its process group, then SIGKILL after the grace period.
+`<pvc_root>/<claim>`. The container's termination-message file is a fresh file too. Those paths
+in the env, the arguments and the configMap files are rewritten to the local directories, and
+the rendezvous address to loopback (every "node" is this machine); nothing else is changed.
+
+The phase, start and finish times, the exit code and the termination message go back through the
+API, as a kubelet reports them: the message is the file's content, or with
+`FallbackToLogsOnError` and a failure, the log's last 80 lines (at most 2 KiB). Deleting a pod
+sends SIGTERM to its process group, then SIGKILL after the grace period; the pod's final status
+(Failed, with the exit code) is written before it is removed.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 NODE_LABEL = "mentor.dev/test-node"
+LOG_TAIL_LINES, LOG_TAIL_BYTES = 80, 2048  # what a kubelet keeps of a failed container's log
 
 
 def now() -> str:
@@ -42,7 +49,17 @@ class Running:
     proc: subprocess.Popen[bytes]
     started: str
     root: Path
+    log: Path
+    termination_log: Path
+    fallback_to_logs: bool
     killed_at: float | None = None
+
+    def termination_message(self, code: int) -> str:
+        text = self.termination_log.read_text(errors="replace").strip()
+        if not text and code != 0 and self.fallback_to_logs:
+            lines = self.log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            text = "\n".join(lines)[-LOG_TAIL_BYTES:]
+        return text
 
 
 @dataclass
@@ -116,7 +133,10 @@ class NodeAgent:
             if pod.metadata.deletion_timestamp:
                 self._terminate(pod, key, running)
             elif running is None and key not in self.done:
-                self._start(pod, key)
+                if pod.status.phase in ("Succeeded", "Failed"):  # ended before this agent
+                    self.done.add(key)
+                else:
+                    self._start(pod, key)
             elif running is not None and running.proc.poll() is not None and key not in self.done:
                 self._finish(pod, key, running)
         for key in list(self.pods):
@@ -132,6 +152,10 @@ class NodeAgent:
         mounts = self._volumes(pod, root)
         paths = {m.mount_path: str(mounts[m.name]) for m in container.volume_mounts or []
                  if m.name in mounts}
+        termination_log = root / "termination-log"
+        termination_log.touch()  # as the kubelet does: the container may write it
+        paths[container.termination_message_path or "/dev/termination-log"] = \
+            str(termination_log)
 
         # One pass, longest mount first, so a replaced path is never replaced again.
         pattern = re.compile("|".join(re.escape(m) for m in sorted(paths, key=len, reverse=True))
@@ -157,11 +181,14 @@ class NodeAgent:
                 env[var.name] = base64.b64decode(secret.data[ref.key]).decode()
         env["PET_MASTER_ADDR"] = "127.0.0.1"
         command = [local(c) for c in (container.command or []) + (container.args or [])]
-        log = (self.logs / f"{pod.metadata.name}.log").open("ab")
-        proc = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        log_path = self.logs / f"{pod.metadata.name}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(command, env=env, cwd=root, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         started = now()
-        self.pods[key] = Running(proc, started, root)
+        self.pods[key] = Running(
+            proc, started, root, log_path, termination_log,
+            fallback_to_logs=container.termination_message_policy == "FallbackToLogsOnError")
         self.core.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {
             "phase": "Running", "startTime": started, "podIP": "127.0.0.1",
             "hostIP": "127.0.0.1",
@@ -195,6 +222,11 @@ class NodeAgent:
         code = 128 - code if code < 0 else code
         container = pod.spec.containers[0]
         finished = now()
+        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                      "startedAt": running.started, "finishedAt": finished}
+        message = running.termination_message(code)
+        if message:
+            terminated["message"] = message
         self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {
             "status": {
                 "phase": "Succeeded" if code == 0 else "Failed",
@@ -203,9 +235,7 @@ class NodeAgent:
                 "containerStatuses": [{
                     "name": container.name, "image": container.image, "imageID": "",
                     "ready": False, "restartCount": 0, "started": False,
-                    "state": {"terminated": {
-                        "exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                        "startedAt": running.started, "finishedAt": finished}}}],
+                    "state": {"terminated": terminated}}],
             }})
         self.done.add(key)
 
@@ -218,6 +248,8 @@ class NodeAgent:
             elif time.monotonic() - running.killed_at > grace:
                 os.killpg(running.proc.pid, signal.SIGKILL)
             return
+        if running is not None and key not in self.done:  # the final status, then the delete
+            self._finish(pod, key, running)
         try:  # the process is gone: the kubelet's final delete
             self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace,
                                             grace_period_seconds=0)
@@ -227,6 +259,13 @@ class NodeAgent:
         self.pods.pop(key, None)
         if running is not None:
             shutil.rmtree(running.root, ignore_errors=True)
+
+    def workers(self, pod: str) -> list[psutil.Process]:
+        """The trainer processes (torchrun's workers) of a running pod, lowest rank first."""
+        running = next(r for k, r in self.pods.items() if k.split("/")[1] == pod
+                       and r.proc.poll() is None)
+        children = psutil.Process(running.proc.pid).children(recursive=True)
+        return [c for c in children if "mentor_trainer" in " ".join(c.cmdline())]
 
     def log(self, pod: str) -> str:
         path = self.logs / f"{pod}.log"

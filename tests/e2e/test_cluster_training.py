@@ -8,7 +8,6 @@ process each on gloo, rank 0 reports progress to the operator, and the operator 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +19,20 @@ from node_agent import NODE_LABEL, NodeAgent
 from mentor.api.training import DataSpec
 from mentor_trainer import data
 from mentor_trainer.tokenizer import load_saved
+from testdata import SHAKESPEARE
 
 pytestmark = pytest.mark.e2e
 
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare" / \
-    "input.txt"
-
 
 @pytest.fixture(scope="module")
-def pvc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def texts(pvc_root: Path) -> None:
     """The data: the first 90% of tinyshakespeare to train on, the rest held out."""
-    root = tmp_path_factory.mktemp("pvc")
     text = SHAKESPEARE.read_text()
     cut = int(len(text) * 0.9)
-    (root / "datasets" / "train").mkdir(parents=True)
-    (root / "datasets" / "train" / "input.txt").write_text(text[:cut])
-    (root / "datasets" / "heldout").mkdir(parents=True)
-    (root / "datasets" / "heldout" / "input.txt").write_text(text[cut:])
-    return root
-
-
-@pytest.fixture(scope="module")
-def agent(control_plane: Any, pvc_root: Path) -> Iterator[NodeAgent]:
-    from kubernetes import config
-
-    api = config.new_client_from_config(str(control_plane.kubeconfig))
-    node = NodeAgent("local-node", pvc_root, api)
-    node.start()
-    yield node
-    node.stop()
-
-
-def claims(kube: Kube, pvc_root: Path) -> None:
-    """The `datasets` and `models` claims, bound to volumes that are directories of pvc_root (the
-    node agent mounts a claim as <pvc_root>/<claim>)."""
-    for claim in ("datasets", "models"):
-        (pvc_root / claim).mkdir(exist_ok=True)
-        volume = f"{kube.ns}-{claim}"
-        kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
-                    "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-                             "storageClassName": "manual",
-                             "hostPath": {"path": str(pvc_root / claim)},
-                             "claimRef": {"namespace": kube.ns, "name": claim}}})
-        kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": claim},
-                    "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "manual",
-                             "volumeName": volume,
-                             "resources": {"requests": {"storage": "1Gi"}}}})
-        kube.wait(f"pvc/{claim}", "jsonpath={.status.phase}=Bound")
+    (pvc_root / "datasets" / "train").mkdir(parents=True)
+    (pvc_root / "datasets" / "train" / "input.txt").write_text(text[:cut])
+    (pvc_root / "datasets" / "heldout").mkdir(parents=True)
+    (pvc_root / "datasets" / "heldout" / "input.txt").write_text(text[cut:])
 
 
 def job(name: str, model: dict[str, Any], source: str, steps: int,
@@ -126,9 +91,8 @@ def heldout_loss(model_dir: Path, pvc_root: Path) -> float:
                                                        y.reshape(-1)))
 
 
-def test_train_then_tune_through_the_cluster(kube: Kube, agent: NodeAgent,
-                                             pvc_root: Path) -> None:
-    claims(kube, pvc_root)
+def test_train_then_tune_through_the_cluster(kube: Kube, agent: NodeAgent, pvc_root: Path,
+                                             texts: None, claims: None) -> None:
     kube.apply(job("base", {"size": "tiny", "tokenizer": "char"},
                    "pvc://datasets/train/input.txt", steps=150, learning_rate=3e-3))
     progress = wait_for_success(kube, agent, "base")

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testdata import SHAKESPEARE
+
 pytestmark = pytest.mark.e2e
 
 MENTOR = str(Path(sys.executable).with_name("mentor"))
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare" / \
-    "input.txt"
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 
 
@@ -77,6 +77,7 @@ def test_run_interrupt_and_resume(tmp_path: Path, pvc_root: Path) -> None:
     assert second.returncode == 0, second.stdout + second.stderr
     assert "succeeded" in second.stdout and "step          60/60" in second.stdout
     assert "final loss" in second.stdout and "tokens/s" in second.stdout
-    log = (output / ".mentor" / "trainer.log").read_text()
+    log_line = next(ln for ln in second.stdout.splitlines() if "trainer log" in ln)
+    log = Path(log_line.split()[-1]).read_text()  # TorchX's log of this run's replica
     assert f"(step {stopped_at})" in log, "the second run resumed from the checkpoint"
     assert (output / "model.safetensors").exists()

@@ -41,7 +41,7 @@ buildah rm "$c" >/dev/null
 
 echo "== trainer image: one CPU training step through mentor-torchrun, as its non-root user"
 c=$(buildah from localhost/mentor-trainer:dev)
-head -c 200000 "${SHAKESPEARE:-../shared/data/tinyshakespeare/input.txt}" > "$work/input.txt"
+head -c 200000 "${SHAKESPEARE:-tests/data/tinyshakespeare.txt}" > "$work/input.txt"
 cat > "$work/config.json" <<'JSON'
 {"model": {"size": "tiny", "tokenizer": "char"},
  "data": {"source": "/tmp/job/input.txt", "sequenceLength": 32},

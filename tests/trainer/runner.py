@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare" / \
-    "input.txt"
+from testdata import SHAKESPEARE
+
 LAUNCHER = str(Path(sys.executable).with_name("mentor-torchrun"))
 
 

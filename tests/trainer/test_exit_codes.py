@@ -63,3 +63,28 @@ def test_a_crashed_rank_is_reported_with_its_signal(tmp_path: Path) -> None:
     workers[-1].send_signal(signal.SIGKILL)
     proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGKILL
+
+
+def test_a_failed_rendezvous_is_retriable_not_permanent(tmp_path: Path) -> None:
+    """torchrun's own failures (here: rank 0 cannot listen on the rendezvous port) exit 128, so
+    the operator retries them; Python's default 1 would have failed the job for good."""
+    import json
+    import os
+    import socket
+    import subprocess
+
+    from runner import LAUNCHER
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(config(tmp_path / "out", parallelism={"procsPerNode": 1})))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PET_NNODES": "1", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "0",
+               "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port)}
+        result = subprocess.run([LAUNCHER, "-m", "mentor_trainer", "--config", str(cfg)],
+                                env=env, capture_output=True, text=True, timeout=300,
+                                check=False)
+    assert result.returncode == 128, result.stderr[-2000:]
+    assert "mentor-torchrun: exit code 128: torchrun failed: " in result.stderr

@@ -124,3 +124,60 @@ def test_config_map_holds_the_trainer_config_as_json() -> None:
     parsed = json.loads(cm["data"]["config.json"])
     assert parsed["optimization"]["steps"] == 100
     assert "runPolicy" not in parsed, "only what the trainer needs"
+
+
+def test_the_pod_runs_the_launcher_that_keeps_exit_codes() -> None:
+    """Not plain torchrun, which exits 1 for every failure: the image's `mentor-torchrun`."""
+    container = build_pod(JOB, spec(), 0, 1, Settings())["spec"]["containers"][0]
+    assert container["command"] == ["mentor-torchrun", "-m", "mentor_trainer", "--config",
+                                    "/etc/mentor/config.json"]
+    assert "args" not in container
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert env_of(build_pod(JOB, spec(), 0, 1, Settings()))["MENTOR_TERMINATION_LOG"] == \
+        "/dev/termination-log"
+
+
+def test_pods_and_mentor_run_launch_the_same_torchx_appdef(tmp_path: Any) -> None:
+    """One description of the launch: a pod is a replica of the AppDef that `mentor run` hands to
+    TorchX's local scheduler; only the node layout and the paths differ."""
+    from mentor.builders.launch import ROLE, command, replica
+    from mentor.builders.pods import build_app
+    from mentor.local import app_for
+    from mentor.validation import validate
+
+    s = spec(parallelism={"nodes": 1, "procsPerNode": 2})
+    cluster = build_app(JOB, s, 1, Settings())
+    local = app_for(validate({"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob",
+                              "metadata": {"name": "llm"},
+                              "spec": s.model_dump(by_alias=True, exclude_none=True)}),
+                    tmp_path / "config.json")
+    pod = build_pod(JOB, s, 0, 1, Settings())
+    assert pod["spec"]["containers"][0]["command"] == command(replica(cluster, 0))
+    assert [r.name for r in cluster.roles] == [r.name for r in local.roles] == [ROLE]
+    assert command(replica(local, 0)) == [*command(replica(cluster, 0))[:-1],
+                                          str(tmp_path / "config.json")]
+    for app in (cluster, local):
+        assert set(app.roles[0].env) >= {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK",
+                                         "PET_MASTER_ADDR", "PET_MASTER_PORT"}
+
+
+def test_the_appdef_carries_gpus_and_ports_and_a_replica_per_node() -> None:
+    from mentor.builders.launch import replica
+    from mentor.builders.pods import build_app
+
+    app = build_app(JOB, spec(), 1, Settings())
+    role = app.roles[0]
+    assert role.num_replicas == 2
+    assert role.resource.gpu == 8 and role.resource.cpu == 0 and role.resource.memMB == 0
+    assert role.port_map == {"c10d": 29500, "metrics": 9090}
+    assert role.env["PET_NODE_RANK"] == "${replica_id}"
+    assert replica(app, 1).env["PET_NODE_RANK"] == "1"
+
+
+def test_template_resources_are_laid_over_the_gpu_request() -> None:
+    s = spec(template={"resources": {"requests": {"cpu": "8", "memory": "64Gi"},
+                                     "limits": {"memory": "64Gi"}}})
+    resources = build_pod(JOB, s, 0, 1, Settings())["spec"]["containers"][0]["resources"]
+    assert resources == {"requests": {"nvidia.com/gpu": "8", "cpu": "8", "memory": "64Gi"},
+                         "limits": {"nvidia.com/gpu": "8", "memory": "64Gi"}}

@@ -31,7 +31,8 @@ def pod(s: TrainingJobSpec, rank: int, phase: str, attempt: int = 1, *,
         started: dt.datetime | None = T0, finished: dt.datetime | None = None,
         exit_code: int | None = None, reason: str | None = None,
         deleting: bool = False, unschedulable: str | None = None,
-        disrupted: bool = False, waiting: str | None = None) -> PodView:
+        disrupted: bool = False, waiting: str | None = None,
+        message: str | None = None) -> PodView:
     """A pod built by the real builder, with the status a kubelet (or kwok) would write."""
     manifest = build_pod(JOB, s, rank, attempt, Settings())
     state: dict[str, Any] = {}
@@ -42,7 +43,8 @@ def pod(s: TrainingJobSpec, rank: int, phase: str, attempt: int = 1, *,
                                 "reason": reason or ("Completed" if phase == "Succeeded" else
                                                      "Error"),
                                 "startedAt": format_time(started or T0),
-                                "finishedAt": format_time(finished or T0)}}
+                                "finishedAt": format_time(finished or T0),
+                                **({"message": message} if message else {})}}
     elif phase == "Running" and started:
         state = {"running": {"startedAt": format_time(started)}}
     conditions = []
@@ -263,3 +265,45 @@ def test_a_finished_jobs_gpu_hours_are_final() -> None:
     s = spec()
     done = JobStatus(phase=Phase.SUCCEEDED, completion_time=format_time(T0), gpu_hours=5)
     assert decide(s, done, [], T0 + dt.timedelta(days=1)).status.gpu_hours == 5
+
+
+def test_a_pod_deleted_by_someone_else_is_a_counted_gang_restart() -> None:
+    s = spec(runPolicy={"backoffLimit": 3})
+    status = decide(s, JobStatus(), [], T0).status
+    status = decide(s, status, [pod(s, 0, "Running"), pod(s, 1, "Running")], T0).status
+    later = T0 + dt.timedelta(hours=1)
+    plan = decide(s, status, [pod(s, 0, "Running", deleting=True), pod(s, 1, "Running")], later)
+    assert plan.status.phase == Phase.RESTARTING
+    assert plan.status.restarts == 1
+    assert plan.delete_pods == ["demo-1"], "the rest of the gang goes; the deleted one is going"
+    restarting = get_condition(plan.status, ConditionType.RESTARTING)
+    assert restarting is not None and restarting.reason == "PodDeleted"
+    assert "pod demo-0 was deleted" in restarting.message
+    assert plan.status.gpu_hours == 8.0, "both pods' hour is charged, the deleted one's too"
+    again = decide(s, plan.status, [pod(s, 0, "Running", deleting=True),
+                                    pod(s, 1, "Running", deleting=True)], later)
+    assert again.status.restarts == 1, "seen twice, counted once"
+    assert again.status.gpu_hours == 8.0
+
+
+def test_an_evicted_pod_is_a_restart_that_does_not_count() -> None:
+    s = spec()
+    status = decide(s, JobStatus(), [], T0).status
+    status = decide(s, status, [pod(s, 0, "Running"), pod(s, 1, "Running")], T0).status
+    plan = decide(s, status, [pod(s, 0, "Running", deleting=True, disrupted=True),
+                              pod(s, 1, "Running")], T0)
+    assert plan.status.phase == Phase.RESTARTING
+    assert plan.status.restarts == 0
+
+
+def test_the_trainers_message_reaches_the_failed_condition() -> None:
+    s = spec()
+    status = decide(s, JobStatus(), [], T0).status
+    failed = pod(s, 0, "Failed", exit_code=2,
+                 message="exit code 2 from rank 0: BadConfig: global batch 12 is not a multiple")
+    plan = decide(s, status, [failed, pod(s, 1, "Running")], T0)
+    condition = get_condition(plan.status, ConditionType.FAILED)
+    assert condition is not None
+    assert condition.message == ("pod demo-0 exited with code 2 (invalid trainer config): "
+                                 "exit code 2 from rank 0: BadConfig: global batch 12 is not "
+                                 "a multiple")

@@ -1,12 +1,14 @@
 """`torchrun ... -m mentor_trainer --config FILE`: parse the config, build, train.
 
-Every failure ends in a documented exit code (mentor_trainer.errors) and one line on stderr that
-says why, which the operator turns into the job's condition.
+Every failure ends in a documented exit code (mentor_trainer.errors) and one line that says why:
+on stderr, and in torchelastic's error file, from which mentor-torchrun takes the root cause's
+reason into the pod's termination message (and the operator into the job's condition).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +37,15 @@ def load_config(path: str) -> TrainerConfig:
         raise BadConfig(f"config {path}: {where}: {first['msg']}") from e
 
 
+def _record(error: BaseException) -> None:
+    """Leave the reason in torchelastic's error file (TORCHELASTIC_ERROR_FILE, set per worker by
+    torchrun), so the launcher can name the root cause; a no-op outside torchrun."""
+    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+    with contextlib.suppress(OSError):
+        ErrorHandler().record_exception(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mentor_trainer", description=__doc__)
     parser.add_argument("--config", default=os.environ.get("MENTOR_CONFIG"),
@@ -57,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except Stopped as e:
         print(f"mentor_trainer: {e}", file=sys.stderr)
+        _record(e)
         return EXIT_SIGTERM
     except TrainerError as e:
         print(f"mentor_trainer: {type(e).__name__}: {e}", file=sys.stderr)
+        _record(e)
         return e.exit_code
     except Exception as e:  # a crash: retriable, with the traceback for the logs
         logging.getLogger("mentor_trainer").exception("crashed")
         print(f"mentor_trainer: crashed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        _record(e)
         return EXIT_CRASH
     finally:
         dist.shutdown()

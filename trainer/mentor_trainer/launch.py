@@ -1,16 +1,47 @@
-"""`mentor-torchrun`: torchrun, with the workers' exit codes kept.
+"""`mentor-torchrun`: torchrun, with the failed worker's exit code and reason kept.
 
 torchrun itself exits 1 whenever a worker fails, which would erase the difference between a bad
-config (permanent) and a killed process (retriable). This wrapper runs torchrun in-process and
-exits with the first failed worker's own code (a signal N becomes 128 + N). Arguments are
+config (permanent) and a killed process (retriable). This launcher runs torchrun in-process and
+exits with the root cause's own code: the worker that failed first (a signal N becomes 128 + N).
+That worker's one-line reason (which mentor_trainer records in torchelastic's error file) goes to
+stderr and to the pod's termination message, where the operator reads it. Arguments are
 torchrun's, and PET_* variables configure it as they configure torchrun.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from pathlib import Path
 
 from mentor_trainer.errors import EXIT_CRASH
+
+# Where the kubelet collects a container's termination message (the pod sets the same path).
+TERMINATION_LOG_ENV = "MENTOR_TERMINATION_LOG"
+
+
+def exit_code(code: int) -> int:
+    """A worker's status as a shell reports it: a signal N is 128 + N, and never 0 on failure."""
+    return 128 - code if code < 0 else code or EXIT_CRASH
+
+
+def reason(message: object) -> str:
+    """A worker's reason as torchelastic read it from the worker's error file: the structured
+    form (written by mentor_trainer) holds the one line under "message"."""
+    if isinstance(message, dict):
+        return str(message.get("message", message))
+    return str(message)
+
+
+def report(line: str) -> None:
+    """Say why on stderr, and in the termination message if the container has one (the kubelet
+    creates the file; on a plain machine there is none, and nothing is written)."""
+    print(f"mentor-torchrun: {line}", file=sys.stderr, flush=True)
+    path = os.environ.get(TERMINATION_LOG_ENV)
+    if path and Path(path).is_file():
+        with contextlib.suppress(OSError):
+            Path(path).write_text(line[:4000] + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,15 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         torchrun(argv if argv is not None else sys.argv[1:])
     except SignalException as e:
-        # torchrun was told to stop (SIGTERM on preemption): it passed the signal on to the
-        # workers and gave them time to checkpoint. Report it as the signal it was.
-        return 128 + int(e.sigval)
+        # torchrun was told to stop (SIGTERM on preemption or deletion): it passed the signal on
+        # to the workers and gave them time to checkpoint. Report it as the signal it was.
+        code = 128 + int(e.sigval)
+        report(f"exit code {code}: stopped by signal {int(e.sigval)} ({e.sigval.name})")
+        return code
     except ChildFailedError as e:
-        if not e.failures:
-            return EXIT_CRASH
-        _, first = e.get_first_failure()  # the root cause; the others were stopped after it
-        code = first.exitcode
-        return 128 - code if code < 0 else code or EXIT_CRASH
+        rank, first = e.get_first_failure()  # the root cause; the others were stopped after it
+        code = exit_code(first.exitcode)
+        report(f"exit code {code} from rank {rank}: {reason(first.message)}")
+        return code
+    except Exception as e:  # torchrun itself failed (the rendezvous, most often): worth a retry
+        first_line = f"{type(e).__name__}: {e}".splitlines()[0]
+        report(f"exit code {EXIT_CRASH}: torchrun failed: {first_line}")
+        return EXIT_CRASH
     return 0
 
 

@@ -93,7 +93,10 @@ class Reporter:
             self.operator = OperatorReporter(endpoint, token, job)
         port = int(os.environ.get("MENTOR_METRICS_PORT", "0"))
         if port:
-            self.metrics = Metrics(port, job)
+            try:
+                self.metrics = Metrics(port, job)
+            except OSError as e:  # metrics are a view of training, never a reason to stop it
+                log.warning("no /metrics: cannot listen on port %d (%s)", port, e.strerror)
 
     def record(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -1,15 +1,27 @@
 """Pure builders: a job spec in, Kubernetes manifests out. No I/O, so they are unit-tested alone.
 
-The torchrun command and its environment come from `trainer_command` and `torchrun_env`, which
-the local runner uses too, so a job runs the same way in a pod and on a laptop.
+A pod is one replica of the job's TorchX AppDef (mentor.builders.launch), turned into a pod by
+TorchX's `role_to_pod`; what TorchX does not know of (names, labels, the headless Service's
+hostname, owner references, volumes, secrets, the security context) is added here.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
+from kubernetes.client import ApiClient
+from torchx import specs
+from torchx.schedulers.kubernetes_scheduler import role_to_pod
+
 from mentor.api.training import TrainerConfig, TrainingJobSpec
+from mentor.builders.launch import (
+    TERMINATION_LOG,
+    TRAINER_METRICS_PORT,
+    replica,
+    trainer_app,
+)
 from mentor.builders.names import (
     ATTEMPT,
     CONFIG_FILE,
@@ -23,25 +35,7 @@ from mentor.builders.storage import Mounts, localize
 from mentor.config import Settings
 
 GPU_RESOURCE = "nvidia.com/gpu"
-TRAINER_METRICS_PORT = 9090  # rank 0's own /metrics, for a PodMonitor
 RUN_AS = 1000  # the trainer image's non-root user
-
-
-def trainer_command(config_path: str) -> list[str]:
-    """What every trainer process runs; torchrun reads its own settings from PET_* variables."""
-    return ["torchrun", "-m", "mentor_trainer", "--config", config_path]
-
-
-def torchrun_env(nnodes: int, nproc: int, node_rank: int, master_addr: str,
-                 master_port: int) -> dict[str, str]:
-    """The PET_* variables, named as Kubeflow names them, so existing trainer scripts work."""
-    return {
-        "PET_NNODES": str(nnodes),
-        "PET_NPROC_PER_NODE": str(nproc),
-        "PET_NODE_RANK": str(node_rank),
-        "PET_MASTER_ADDR": master_addr,
-        "PET_MASTER_PORT": str(master_port),
-    }
 
 
 def build_config_map(job: JobRef, config: TrainerConfig) -> dict[str, Any]:
@@ -80,36 +74,56 @@ def build_report_secret(job: JobRef, token: str) -> dict[str, Any]:
     }
 
 
-def _resources(spec: TrainingJobSpec) -> dict[str, Any]:
-    resources: dict[str, Any] = json.loads(json.dumps(spec.template.resources or {}))
-    gpus = spec.parallelism.gpus_per_node
-    if gpus:
-        for section in ("limits", "requests"):
-            resources.setdefault(section, {})[GPU_RESOURCE] = str(gpus)
-    return resources
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` laid over `base`, one level of dicts deep (resources: limits/requests)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
 
 
-def _env(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
-         settings: Settings) -> list[dict[str, Any]]:
-    master = f"{job.pod(0)}.{job.service}"
-    env: list[dict[str, Any]] = [
-        {"name": k, "value": v}
-        for k, v in torchrun_env(spec.parallelism.nodes, spec.parallelism.procs, rank, master,
-                                 settings.rendezvous_port).items()
-    ]
-    env += [
-        {"name": "MENTOR_CONFIG", "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"},
-        {"name": "MENTOR_JOB_NAME", "value": job.name},
-        {"name": "MENTOR_JOB_NAMESPACE", "value": job.namespace},
-        {"name": "MENTOR_JOB_KIND", "value": job.kind},
-        {"name": "MENTOR_ATTEMPT", "value": str(attempt)},
-        {"name": "MENTOR_METRICS_PORT", "value": str(TRAINER_METRICS_PORT)},
-    ]
+@functools.cache
+def _serializer() -> ApiClient:
+    """Turns kubernetes' model objects into wire JSON; builds no connection."""
+    return ApiClient()
+
+
+def _job_env(job: JobRef, attempt: int, settings: Settings) -> dict[str, str]:
+    env = {
+        "MENTOR_JOB_NAME": job.name,
+        "MENTOR_JOB_NAMESPACE": job.namespace,
+        "MENTOR_JOB_KIND": job.kind,
+        "MENTOR_ATTEMPT": str(attempt),
+        "MENTOR_METRICS_PORT": str(TRAINER_METRICS_PORT),
+    }
     if settings.report_url:
-        env.append({"name": "MENTOR_REPORT_URL", "value": settings.report_url})
+        env["MENTOR_REPORT_URL"] = settings.report_url
+    return env
+
+
+def build_app(job: JobRef, spec: TrainingJobSpec, attempt: int,
+              settings: Settings) -> specs.AppDef:
+    """The job's TorchX AppDef: every node of the attempt is one replica of its role."""
+    template = spec.template
+    return trainer_app(
+        job.name, image=template.image or settings.trainer_image,
+        config_path=f"{CONFIG_MOUNT}/{CONFIG_FILE}", nnodes=spec.parallelism.nodes,
+        nproc=spec.parallelism.procs, gpus=spec.parallelism.gpus_per_node or 0,
+        master_addr=f"{job.pod(0)}.{job.service}", master_port=settings.rendezvous_port,
+        env={**_job_env(job, attempt, settings),
+             **{e.name: e.value for e in template.env if e.value is not None}},
+    )
+
+
+def _secret_env(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> list[dict[str, Any]]:
+    """Variables read from the cluster (the report token, the user's valueFrom): not part of
+    what runs, so not in the AppDef."""
+    env: list[dict[str, Any]] = []
+    if settings.report_url:
         env.append({"name": "MENTOR_REPORT_TOKEN", "valueFrom": {
             "secretKeyRef": {"name": job.secret, "key": "token", "optional": True}}})
-    env += [e.model_dump(by_alias=True, exclude_none=True) for e in spec.template.env]
+    env += [e.model_dump(by_alias=True, exclude_none=True) for e in spec.template.env
+            if e.value is None]
     return env
 
 
@@ -118,44 +132,47 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
     """One torchrun node. Its name is deterministic per rank; the attempt is an annotation."""
     _, mounts = localize(spec.trainer_config())
     template, scheduling = spec.template, spec.scheduling
+    role = replica(build_app(job, spec, attempt, settings), rank)
+    pod: dict[str, Any] = _serializer().sanitize_for_serialization(  # type: ignore[no-untyped-call]
+        role_to_pod(TRAINER_CONTAINER, role, template.service_account_name,
+                    reserved_millicpu=0, reserved_memmb=0))
+
     labels = {NODE_RANK: str(rank)}
     if scheduling.queue_name:
         labels[QUEUE_NAME] = scheduling.queue_name
     metadata = job.metadata(job.pod(rank), **labels)
-    metadata["annotations"] = {ATTEMPT: str(attempt)}
+    metadata["annotations"] = {**pod["metadata"].get("annotations", {}), ATTEMPT: str(attempt)}
+    pod["metadata"] = metadata
 
-    container: dict[str, Any] = {
-        "name": TRAINER_CONTAINER,
-        "image": template.image or settings.trainer_image,
-        "command": trainer_command(f"{CONFIG_MOUNT}/{CONFIG_FILE}"),
-        "env": _env(job, spec, rank, attempt, settings),
-        "resources": _resources(spec),
-        "ports": [{"name": "rendezvous", "containerPort": settings.rendezvous_port},
-                  {"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-            {"name": "tmp", "mountPath": "/tmp"},
-            *mounts.volume_mounts,
-            *template.volume_mounts,
-        ],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+    container = pod["spec"]["containers"][0]
+    container["env"] += _secret_env(job, spec, settings)
+    container["resources"] = _merge(container["resources"], template.resources or {})
+    container["volumeMounts"] = [
+        {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        *container["volumeMounts"],  # TorchX's in-memory /dev/shm
+        {"name": "tmp", "mountPath": "/tmp"},
+        *mounts.volume_mounts,
+        *template.volume_mounts,
+    ]
+    container["terminationMessagePath"] = TERMINATION_LOG
+    # The launcher writes the root cause there; if it could not (killed), the log's tail.
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
     if template.image_pull_policy:
         container["imagePullPolicy"] = template.image_pull_policy
 
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
+    pod_spec = pod["spec"]
+    pod_spec.update({
         "hostname": job.pod(rank),
         "subdomain": job.service,
-        "containers": [container],
-        "volumes": _volumes(job, mounts, settings) + list(template.volumes),
+        "volumes": _volumes(job, pod_spec["volumes"], mounts, settings)
+        + list(template.volumes),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS,
@@ -164,7 +181,7 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,
-    }
+    })
     optional = {
         "nodeSelector": scheduling.node_selector or None,
         "tolerations": [t.model_dump(by_alias=True, exclude_none=True)
@@ -172,17 +189,25 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
         "affinity": scheduling.affinity,
         "priorityClassName": scheduling.priority_class_name,
         "schedulerName": scheduling.scheduler_name,
-        "serviceAccountName": template.service_account_name,
         "imagePullSecrets": [{"name": n} for n in template.image_pull_secrets] or None,
     }
-    pod_spec.update({k: v for k, v in optional.items() if v is not None})
+    for key, value in optional.items():
+        if value is None:
+            pod_spec.pop(key, None)
+        else:
+            pod_spec[key] = value
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
-def _volumes(job: JobRef, mounts: Mounts, settings: Settings) -> list[dict[str, Any]]:
+def _volumes(job: JobRef, torchx_volumes: list[dict[str, Any]], mounts: Mounts,
+             settings: Settings) -> list[dict[str, Any]]:
+    """TorchX's volumes (its /dev/shm, given a size limit) and the job's own."""
+    for volume in torchx_volumes:
+        if volume.get("emptyDir", {}).get("medium") == "Memory":
+            volume["emptyDir"]["sizeLimit"] = settings.shm_size
     return [
         {"name": "config", "configMap": {"name": job.config_map}},
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
+        *torchx_volumes,
         {"name": "tmp", "emptyDir": {}},
         *mounts.volumes,
     ]
