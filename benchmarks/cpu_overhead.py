@@ -38,7 +38,7 @@ def bare_loop(text: Path, steps: int, seq: int, batch: int) -> list[float]:
     config = TrainerConfig.model_validate({
         "model": {"size": "small", "tokenizer": "char"}, "data": {"source": str(text)},
         "optimization": {"steps": steps}, "output": {"uri": "/unused"}})
-    model = new_model(config.model, tokenizer.vocab_size, seq, seed=0)
+    model = new_model(config.model, tokenizer.vocab_size, seq, seed=0, eos_id=tokenizer.eos_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
     generator = torch.Generator().manual_seed(0)
     times = []

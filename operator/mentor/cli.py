@@ -1,14 +1,21 @@
-"""The `mentor` command line."""
+"""The `mentor` command line. Errors are one line each, never a traceback."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from mentor import __version__
+
+SAMPLE_TOKENS = 200  # what the quickstart's summary lets the model say
+
+
+class Failure(Exception):
+    """A command that cannot go on; its message is the one line the user sees."""
 
 
 def run_operator(liveness: str, standalone: bool) -> int:
@@ -29,9 +36,10 @@ def run_operator(liveness: str, standalone: bool) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mentor", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mentor", description=__doc__)
+    top.add_argument("--version", action="version", version=f"mentor {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version")
     op = sub.add_parser("operator", help="run the operator (kopf) against the current cluster")
     op.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
@@ -40,47 +48,85 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a job on this machine, with no cluster")
     run.add_argument("file", nargs="?", type=Path,
                      help="the job's YAML (default: the embedded quickstart)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar: a plain line every tenth of the run instead")
+    run.add_argument("--fresh", action="store_true",
+                     help="discard what an earlier run left in the output and start over")
     report = sub.add_parser("report", help="summarise a job and plot its loss and GPU-hours")
     report.add_argument("target", type=Path,
                         help="the job's output directory (with metrics.jsonl) or its YAML")
     report.add_argument("--png", type=Path, help="where to write the picture "
                         "(default: <output>/report.png)")
+    gen = sub.add_parser("generate", help="sample text from a trained model")
+    gen.add_argument("target", type=Path, help="the job's YAML or its output directory")
+    gen.add_argument("--prompt", default="", help="text to continue (default: a new document)")
+    gen.add_argument("--tokens", type=int, default=SAMPLE_TOKENS, help="how many to sample")
+    gen.add_argument("--temperature", type=float, default=0.8,
+                     help="0 is greedy; higher is more adventurous")
+    gen.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     data = sub.add_parser("data", help="fetch public sample data")
     data.add_argument("dataset", choices=["shakespeare"])
     data.add_argument("--to", type=Path, help="target directory (default: the local "
                       "pvc://datasets/shakespeare of mentor run)")
-    args = parser.parse_args(argv)
-    if args.command == "version":
-        print(__version__)
-    elif args.command == "operator":
-        return run_operator(args.liveness, args.standalone)
-    elif args.command == "run":
-        return run_locally(args.file, not args.no_progress)
-    elif args.command == "report":
-        return report_job(args.target, args.png)
-    elif args.command == "data":
-        from mentor.local import local_path
-        from mentor.sample_data import fetch_shakespeare
+    return top
 
-        target = args.to or Path(local_path("pvc://datasets/shakespeare") or ".")
-        files = fetch_shakespeare(target)
-        size = sum(f.stat().st_size for f in files)
-        print(f"{len(files)} plays ({size / 1e6:.1f} MB) in {target}")
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            print(__version__)
+        elif args.command == "operator":
+            return run_operator(args.liveness, args.standalone)
+        elif args.command == "run":
+            return run_locally(args.file, not args.no_progress, args.fresh)
+        elif args.command == "report":
+            return report_job(args.target, args.png)
+        elif args.command == "generate":
+            print(generate(args.target, args.prompt, args.tokens, args.temperature, args.seed))
+        elif args.command == "data":
+            fetch_data(args.to)
+    except Failure as e:
+        print(f"mentor {args.command}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
-def report_job(target: Path, png: Path | None) -> int:
-    from mentor import local, report
+def load_job(file: Path | None) -> Any:
+    """A job from its YAML, validated as the API server would; every error is one Failure."""
+    from mentor import local
+    from mentor.validation import InvalidJob
 
-    output, name = target, target.name
+    try:
+        return local.load(file)
+    except InvalidJob as e:
+        raise Failure(f"{file or 'the quickstart'} is invalid:\n" +
+                      "\n".join(f"  {error}" for error in e.errors)) from None
+    except yaml.YAMLError as e:
+        raise Failure(f"{file} is not valid YAML: " + " ".join(str(e).split())) from None
+    except OSError as e:
+        raise Failure(f"cannot read {file}: {e.strerror}") from None
+
+
+def output_of(target: Path) -> tuple[Path, str]:
+    """A job's output directory and name, from its YAML or from the directory itself."""
+    from mentor import local
+
     if target.is_file():
-        job = local.load(target)
-        output, name = Path(local.local_path(job.spec.output.uri) or "."), job.metadata.name
+        job = load_job(target)
+        return Path(local.local_path(job.spec.output.uri) or "."), job.metadata.name
+    if not target.is_dir():
+        raise Failure(f"{target}: no such job file or output directory")
+    return target, target.name
+
+
+def report_job(target: Path, png: Path | None) -> int:
+    from mentor import report
+
+    output, name = output_of(target)
     log = output / "metrics.jsonl"
     if not log.exists():
-        print(f"no metrics log at {log}", file=sys.stderr)
-        return 1
+        raise Failure(f"no metrics log at {log}: has the job run?")
     history = report.read_history(log)
     print(report.summary(name, history))
     if history.steps:
@@ -88,23 +134,60 @@ def report_job(target: Path, png: Path | None) -> int:
     return 0
 
 
-def run_locally(file: Path | None, progress: bool) -> int:
-    from mentor import local
-    from mentor.validation import InvalidJob
+def generate(target: Path, prompt: str, tokens: int, temperature: float, seed: int) -> str:
+    from mentor_trainer.errors import DataNotFound
+    from mentor_trainer.generate import load, sample
 
+    output, _ = output_of(target)
     try:
-        job = local.load(file)
-    except InvalidJob as e:
-        print(f"{file or 'the quickstart'} is invalid:", file=sys.stderr)
-        for error in e.errors:
-            print(f"  {error}", file=sys.stderr)
-        return 2
-    except (OSError, yaml.YAMLError) as e:
-        print(f"cannot read {file}: {e}", file=sys.stderr)
-        return 2
+        model, tokenizer = load(output)
+    except DataNotFound as e:
+        raise Failure(str(e)) from None
+    try:
+        return prompt + sample(model, tokenizer, prompt, tokens, temperature, seed)
+    except ValueError as e:
+        raise Failure(str(e)) from None
+
+
+def fetch_data(to: Path | None) -> None:
+    from mentor.local import local_path
+    from mentor.sample_data import fetch_shakespeare
+
+    target = to or Path(local_path("pvc://datasets/shakespeare") or ".")
+    files = fetch_shakespeare(target)
+    size = sum(f.stat().st_size for f in files)
+    print(f"{len(files)} plays ({size / 1e6:.1f} MB) in {target}")
+
+
+def run_locally(file: Path | None, progress: bool, fresh: bool) -> int:
+    from mentor import local, report, reruns
+
+    job = load_job(file)
+    try:
+        prior = local.prepare(job, fresh)
+    except reruns.Refused as e:
+        raise Failure(str(e)) from None
+    if prior is not None and prior.finished and prior.history is not None:
+        print(f"{job.kind} {job.metadata.name}: already finished, nothing to train "
+              "(--fresh starts over). Its figures:")
+        print("  " + report.summary(job.metadata.name, prior.history).replace("\n", "\n  "))
+        return 0
     outcome = local.run(job, progress=progress)
     print(local.summary(job, outcome))
+    if outcome.exit_code == 0:
+        print(_sample_lines(file, Path(local.local_path(job.spec.output.uri) or ".")))
     return outcome.exit_code
+
+
+def _sample_lines(file: Path | None, output: Path) -> str:
+    """The end of a successful run's summary: a few lines the model wrote."""
+    from mentor_trainer.generate import load, sample
+
+    model, tokenizer = load(output)
+    text = sample(model, tokenizer, "", SAMPLE_TOKENS)
+    command = f"mentor generate {file or output}"
+    lines = [ln for ln in text.strip("\n").splitlines() if ln.strip()][:8]
+    return "\n".join([f"  sample        ({command} for more)", *(f"    | {ln}" for ln in lines)])
 
 
 if __name__ == "__main__":

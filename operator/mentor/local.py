@@ -28,6 +28,7 @@ from torchx.schedulers.local_scheduler import (
 )
 from torchx.specs import AppDef
 
+from mentor import reruns
 from mentor.api.kinds import TrainingJob
 from mentor.api.training import TrainerConfig
 from mentor.builders.launch import ROLE, trainer_app
@@ -36,6 +37,7 @@ from mentor.validation import validate
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
 EXIT_SIGTERM = 143
+EXIT_DATA_NOT_FOUND = 3
 
 
 def pvc_root() -> Path:
@@ -54,8 +56,8 @@ def local_path(uri: str | None) -> str | None:
 
 def load(path: Path | None) -> TrainingJob:
     """Read and validate a job; mentor.validation.InvalidJob names each bad field."""
-    text = (path or QUICKSTART).read_text()
-    return validate(yaml.safe_load(text))
+    with (path or QUICKSTART).open() as stream:  # a YAML error then names the file
+        return validate(yaml.safe_load(stream))
 
 
 def local_config(job: TrainingJob) -> TrainerConfig:
@@ -137,10 +139,20 @@ def app_for(job: TrainingJob, config_path: Path) -> AppDef:
                        master_port=_free_port(), env=env)
 
 
+def prepare(job: TrainingJob, fresh: bool = False) -> reruns.Previous | None:
+    """Before a run: --fresh discards the output, then what it holds is checked against the job
+    (mentor.reruns); raises reruns.Refused when running into it would mix two runs."""
+    config = local_config(job)
+    output = Path(config.output.uri)
+    if fresh:
+        reruns.discard(output)
+    return reruns.check(output, json.loads(json.dumps(config.wire())))
+
+
 def run(job: TrainingJob, progress: bool = True) -> Outcome:
     config = local_config(job)
     output = Path(config.output.uri)
-    state = output / ".mentor"
+    state = output / reruns.STATE
     state.mkdir(parents=True, exist_ok=True)
     config_path = state / "config.json"
     config_path.write_text(json.dumps(config.wire(), indent=2))
@@ -191,9 +203,10 @@ def _free_port() -> int:
 
 
 def _bar(enabled: bool) -> Any:
-    """A tqdm bar of steps, with the loss and ETA; a no-op when disabled."""
+    """A tqdm bar of steps, with the loss and ETA; without one, a plain line every tenth of
+    the run (or 30 s), which a CI log can show."""
     if not enabled:
-        return lambda record, eval_loss: None
+        return _lines()
     from tqdm import tqdm
 
     state: dict[str, Any] = {}
@@ -213,6 +226,29 @@ def _bar(enabled: bool) -> Any:
         if eval_loss is not None:
             postfix["eval"] = f"{eval_loss:.3f}"
         bar.set_postfix(postfix, refresh=False)
+
+    return update
+
+
+def _lines(every_seconds: float = 30) -> Any:
+    state = {"time": 0.0, "tenth": -1, "start": time.monotonic(), "first": 0}
+
+    def update(record: dict[str, Any] | None, eval_loss: float | None) -> None:
+        if record is None:
+            return
+        step, total = record["step"], record["total_steps"]
+        if state["tenth"] < 0:
+            state["first"] = step - 1
+        tenth = step * 10 // total
+        now = time.monotonic()
+        if tenth == state["tenth"] and now - state["time"] < every_seconds and step != total:
+            return
+        state["tenth"], state["time"] = tenth, now
+        done = step - state["first"]
+        eta = (now - state["start"]) / done * (total - step) if done else 0.0
+        evaluated = f"  eval {eval_loss:.3f}" if eval_loss is not None else ""
+        print(f"step {step}/{total}  loss {record['loss']:.3f}{evaluated}  "
+              f"{record['tokens_per_second']:.0f} tok/s  ETA {eta:.0f} s", flush=True)
 
     return update
 
@@ -238,4 +274,8 @@ def summary(job: TrainingJob, outcome: Outcome) -> str:
     if outcome.exit_code not in (0, EXIT_SIGTERM):
         tail = outcome.log.read_text(errors="replace").splitlines()[-15:]
         lines += ["  trainer log (last lines):", *("    " + ln for ln in tail)]
+    if outcome.exit_code == EXIT_DATA_NOT_FOUND:
+        lines.append("  hint          the data (or the model to start from) is missing; "
+                     "`mentor data shakespeare` puts the quickstart's plays in "
+                     "pvc://datasets/shakespeare")
     return "\n".join(lines)

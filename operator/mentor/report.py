@@ -23,8 +23,19 @@ class History:
     hours: list[float] = field(default_factory=list)  # wall-clock hours since the first step
     gpu_hours: list[float] = field(default_factory=list)
     tokens_per_second: list[float] = field(default_factory=list)
-    checkpoints: list[int] = field(default_factory=list)
+    checkpoints: list[int] = field(default_factory=list)  # only those still on disk
     total_steps: int | None = None
+    outcome: dict[str, Any] | None = None  # the trainer's last word: succeeded, failed, stopped
+
+    @property
+    def used_gpus(self) -> bool:
+        return bool(self.gpu_hours) and self.gpu_hours[-1] > 0
+
+
+def _kept(path: str, output: Path) -> bool:
+    """Whether a logged checkpoint still exists (pruning removes all but the last `keep`). The
+    log names it as the trainer saw it, which in a pod is the pod's mount path."""
+    return Path(path).exists() or (output / "checkpoints" / Path(path).name).exists()
 
 
 def read_history(metrics_log: Path) -> History:
@@ -44,7 +55,10 @@ def read_history(metrics_log: Path) -> History:
         elif "eval_loss" in r:
             evals[r["step"]] = r["eval_loss"]
         elif "checkpoint" in r:
-            h.checkpoints.append(r["step"])
+            if _kept(r["checkpoint"], metrics_log.parent) and r["step"] not in h.checkpoints:
+                h.checkpoints.append(r["step"])
+        elif "outcome" in r:
+            h.outcome = r
     start = min((r["time"] for r in by_step.values()), default=previous_time or 0.0)
     for step in sorted(by_step):
         r = by_step[step]
@@ -58,44 +72,63 @@ def read_history(metrics_log: Path) -> History:
     return h
 
 
+def outcome_line(name: str, h: History) -> str:
+    """How the run ended, in the trainer's own words (its last record in the log)."""
+    at = f"step {h.steps[-1]}/{h.total_steps}" if h.steps else "step 0"
+    outcome = h.outcome or {}
+    if outcome.get("outcome") == "succeeded":
+        return f"{name}: succeeded at {at}"
+    if outcome.get("outcome") == "stopped":
+        return f"{name}: stopped at {at} with a checkpoint (run it again to resume)"
+    if outcome.get("outcome") == "failed":
+        return f"{name}: failed at {at} (exit code {outcome.get('exit_code')}): " \
+               f"{outcome.get('reason')}"
+    return f"{name}: at {at}, no outcome yet (still running, or killed before it could say)"
+
+
 def summary(name: str, h: History) -> str:
+    lines = [outcome_line(name, h)]
     if not h.steps:
-        return f"{name}: no steps logged yet"
-    lines = [f"{name}: step {h.steps[-1]}/{h.total_steps}",
-             f"  loss          {h.losses[0]:.4f} -> {h.losses[-1]:.4f}"]
+        return lines[0]
+    lines.append(f"  loss          {h.losses[0]:.4f} -> {h.losses[-1]:.4f}")
     if h.eval_losses:
         lines.append(f"  eval loss     {h.eval_losses[0]:.4f} -> {h.eval_losses[-1]:.4f} "
                      f"(best {min(h.eval_losses):.4f})")
     mean_tps = sum(h.tokens_per_second) / len(h.tokens_per_second)
     lines.append(f"  tokens/s      {mean_tps:.0f} (mean)")
-    lines.append(f"  GPU-hours     {h.gpu_hours[-1]:.4f}")
+    if h.used_gpus:
+        lines.append(f"  GPU-hours     {h.gpu_hours[-1]:.4f}")
     if h.checkpoints:
-        lines.append(f"  checkpoints   {len(h.checkpoints)} (last at step {h.checkpoints[-1]})")
+        lines.append(f"  checkpoints   {len(h.checkpoints)} kept (last at step "
+                     f"{h.checkpoints[-1]})")
     return "\n".join(lines)
 
 
 def plot(name: str, h: History, path: Path) -> Path:
-    """Loss and eval loss by step, and GPU-hours over wall time, as one PNG."""
+    """Loss and eval loss by step, and (when the run held GPUs) GPU-hours over wall time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    if h.used_gpus:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    else:
+        fig, left = plt.subplots(1, 1, figsize=(6.5, 4), dpi=110)
     left.plot(h.steps, h.losses, label="training loss", color="#4C72B0", linewidth=1)
     if h.eval_losses:
         left.plot(h.eval_steps, h.eval_losses, "o-", label="eval loss", color="#DD8452")
     left.set_xlabel("step")
     left.set_ylabel("loss (nats per token)")
-    left.set_title(f"{name}: loss")
+    left.set_title(outcome_line(name, h).split(" (")[0] if h.outcome else f"{name}: loss")
     left.grid(alpha=0.3)
     left.legend()
-    right.plot([x * 60 for x in h.hours], h.gpu_hours, color="#55A868")
-    right.set_xlabel("wall time (minutes)")
-    right.set_ylabel("GPU-hours")
-    right.set_title("GPU-hours (GPUs × time held)" if h.gpu_hours and h.gpu_hours[-1] else
-                    "GPU-hours: none (the run used no GPU)")
-    right.grid(alpha=0.3)
+    if h.used_gpus:
+        right.plot([x * 60 for x in h.hours], h.gpu_hours, color="#55A868")
+        right.set_xlabel("wall time (minutes)")
+        right.set_ylabel("GPU-hours")
+        right.set_title("GPU-hours (GPUs × time held)")
+        right.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -7,6 +7,7 @@ server would (`spec.optimization.steps: ...`), so a user sees the same message i
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -106,7 +107,16 @@ def cel_errors(kind: Kind, obj: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
-def _pydantic_errors(error: ValidationError) -> list[FieldError]:
+def _known_fields(kind: Kind, loc: tuple[Any, ...]) -> list[str]:
+    """The field names the schema allows where `loc` (a pydantic error location) points."""
+    schema = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for part in loc[:-1]:
+        schema = schema.get("items", {}) if isinstance(part, int) else \
+            schema.get("properties", {}).get(str(part), {})
+    return list(schema.get("properties", {}))
+
+
+def _pydantic_errors(kind: Kind, error: ValidationError) -> list[FieldError]:
     out = []
     for e in error.errors():
         parts: list[str] = []
@@ -115,12 +125,20 @@ def _pydantic_errors(error: ValidationError) -> list[FieldError]:
                 parts[-1] += f"[{p}]"
             else:
                 parts.append(str(p))
-        out.append(FieldError(".".join(parts), e["msg"]))
+        message = e["msg"]
+        if e["type"] == "extra_forbidden":  # a misspelled key, most often
+            close = difflib.get_close_matches(str(e["loc"][-1]), _known_fields(kind, e["loc"]),
+                                              n=1, cutoff=0.6)
+            message = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+        out.append(FieldError(".".join(parts), message))
     return out
 
 
 def validate(obj: dict[str, Any]) -> TrainingJob:
     """Validate a whole object (apiVersion, kind, metadata, spec) or raise InvalidJob."""
+    if not isinstance(obj, dict):
+        raise InvalidJob([FieldError("<root>", "a job is a YAML mapping of apiVersion, kind, "
+                                               "metadata and spec")])
     kind = next((k for k in KINDS if k.kind == obj.get("kind")), None)
     if kind is None:
         known = ", ".join(k.kind for k in KINDS)
@@ -128,7 +146,7 @@ def validate(obj: dict[str, Any]) -> TrainingJob:
     try:
         job = TrainingJob.model_validate(obj)
     except ValidationError as e:
-        raise InvalidJob(_pydantic_errors(e)) from None
+        raise InvalidJob(_pydantic_errors(kind, e)) from None
     errors = cel_errors(kind, {**obj, "spec": job.spec.wire()})
     if errors:
         raise InvalidJob(errors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,90 @@ def test_bad_yaml_gets_the_api_servers_field_paths(tmp_path: Path, pvc_root: Pat
     assert not (pvc_root / "models").exists(), "nothing ran"
 
 
+def test_cli_errors_are_one_line_with_the_file_and_a_suggestion(tmp_path: Path,
+                                                                 pvc_root: Path) -> None:
+    job = yaml.safe_load(QUICKSTART.read_text())
+    job["spec"]["optimization"]["learningrate"] = 0.1
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(job))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: [\n")
+    for command, words in [
+        (["run", str(typo)], ["spec.optimization.learningrate: unknown field; did you mean "
+                              "'learningRate'?"]),
+        (["run", str(broken)], [f"mentor run: {broken} is not valid YAML", f'"{broken}", line 2']),
+        (["report", str(broken)], [f"mentor report: {broken} is not valid YAML"]),
+        (["report", str(tmp_path / "nowhere")], ["no such job file or output directory"]),
+        (["generate", str(tmp_path)], [f"no trained model in {tmp_path}"]),
+    ]:
+        result = subprocess.run([MENTOR, *command], capture_output=True, text=True, check=False)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        for word in words:
+            assert word in result.stderr, (command, result.stderr)
+    version = subprocess.run([MENTOR, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("mentor 0.")
+
+
+def test_reruns_are_honest_and_the_model_speaks(tmp_path: Path, pvc_root: Path) -> None:
+    path = job_file(tmp_path, steps=30, evalInterval=15)
+    first = subprocess.run([MENTOR, "run", "--no-progress", str(path)], capture_output=True,
+                           text=True, check=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(r"^step \d+/30  loss [\d.]+", first.stdout, re.M), "plain progress lines"
+    assert "  sample        (mentor generate" in first.stdout
+    sample = first.stdout.split("  sample")[1].splitlines()[1:]
+    assert sample and all(line.startswith("    | ") for line in sample)
+    log = pvc_root / "models" / "quickstart" / "metrics.jsonl"
+    trained = log.read_text()
+
+    again = subprocess.run([MENTOR, "run", str(path)], capture_output=True, text=True,
+                           check=False)
+    assert again.returncode == 0, again.stderr
+    assert "already finished, nothing to train" in again.stdout
+    assert "succeeded at step 30/30" in again.stdout
+    assert log.read_text() == trained, "nothing was trained again"
+
+    changed = job_file(tmp_path, steps=30, evalInterval=15, learningRate=0.001)
+    refused = subprocess.run([MENTOR, "run", str(changed)], capture_output=True, text=True,
+                             check=False)
+    assert refused.returncode == 2
+    assert "holds a finished run of a different spec (spec.optimization.learningRate: 0.003 " \
+           "-> 0.001); run with --fresh" in refused.stderr
+    fresh = subprocess.run([MENTOR, "run", "--fresh", "--no-progress", str(changed)],
+                           capture_output=True, text=True, check=False)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "succeeded" in fresh.stdout and log.read_text() != trained
+
+    prompt = "ROMEO:\n" * 40  # 280 characters: more than the 128 positions the model has
+    long = subprocess.run([MENTOR, "generate", str(changed), "--tokens", "20", "--prompt",
+                           prompt], capture_output=True, text=True, check=False)
+    assert long.returncode == 0, long.stderr  # a sliding window, not an IndexError
+    assert long.stdout.startswith(prompt)
+
+
+def test_report_states_a_failure_and_draws_only_what_there_is(tmp_path: Path,
+                                                              pvc_root: Path) -> None:
+    path = job_file(tmp_path, steps=50, learningRate=10, optimizer="sgd", gradClip=1000,
+                    weightDecay=0, warmupSteps=1)
+    result = subprocess.run([MENTOR, "run", "--no-progress", str(path)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 4, result.stdout + result.stderr
+    report = subprocess.run([MENTOR, "report", str(path)], capture_output=True, text=True,
+                            check=False)
+    assert report.returncode == 0, report.stderr
+    assert re.search(r"^quickstart: failed at step \d+/50 \(exit code 4\): NonFiniteLoss: ",
+                     report.stdout, re.M), report.stdout
+    assert "GPU-hours" not in report.stdout, "a CPU run held no GPU"
+    kept = sorted((pvc_root / "models" / "quickstart" / "checkpoints").glob("step-*"))
+    if kept:
+        assert f"checkpoints   {len(kept)} kept" in report.stdout
+    else:
+        assert "checkpoints" not in report.stdout
+    picture = report.stdout.split("picture")[1].strip()
+    assert Path(picture).stat().st_size > 10_000
+
+
 def test_run_interrupt_and_resume(tmp_path: Path, pvc_root: Path) -> None:
     path = job_file(tmp_path, steps=60, evalInterval=30)
     output = pvc_root / "models" / "quickstart"
@@ -67,6 +152,7 @@ def test_run_interrupt_and_resume(tmp_path: Path, pvc_root: Path) -> None:
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     first, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, first
+    assert re.search(r"^step \d+/60  loss", first, re.M), "--no-progress still shows progress"
     assert "run the same command again to resume" in first
     saved = sorted((output / "checkpoints").glob("step-*"))
     assert saved, first

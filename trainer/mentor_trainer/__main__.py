@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -46,6 +47,26 @@ def _record(error: BaseException) -> None:
         ErrorHandler().record_exception(error)
 
 
+def _outcome(config: TrainerConfig | None, rank: int, outcome: str, **fields: object) -> None:
+    """Rank 0 ends the metrics log with how the run ended, so `mentor report` can say it
+    wherever the job ran (the log lives beside the model)."""
+    if config is None or rank != 0 or "://" in config.output.uri:
+        return
+    output = Path(config.output.uri)
+    with contextlib.suppress(OSError):
+        output.mkdir(parents=True, exist_ok=True)
+        with (output / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({"time": time.time(), "outcome": outcome, **fields}) + "\n")
+
+
+def _ended(error: BaseException, code: int, line: str, config: TrainerConfig | None,
+           rank: int, outcome: str) -> int:
+    print(f"mentor_trainer: {line}", file=sys.stderr)
+    _record(error)
+    _outcome(config, rank, outcome, exit_code=code, reason=line)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mentor_trainer", description=__doc__)
     parser.add_argument("--config", default=os.environ.get("MENTOR_CONFIG"),
@@ -56,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s [rank {rank}] %(message)s", stream=sys.stderr)
     from mentor_trainer.trainer import Stopped, Trainer, check_world
 
+    config: TrainerConfig | None = None
     try:
         if not args.config:
             raise BadConfig("no config: pass --config FILE or set MENTOR_CONFIG")
@@ -65,20 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         result = Trainer(config, world).train()
         if world.is_main:
             logging.getLogger("mentor_trainer").info("done: %s", json.dumps(result))
+        _outcome(config, rank, "succeeded", exit_code=EXIT_OK)
         return EXIT_OK
     except Stopped as e:
-        print(f"mentor_trainer: {e}", file=sys.stderr)
-        _record(e)
-        return EXIT_SIGTERM
+        return _ended(e, EXIT_SIGTERM, str(e), config, rank, "stopped")
     except TrainerError as e:
-        print(f"mentor_trainer: {type(e).__name__}: {e}", file=sys.stderr)
-        _record(e)
-        return e.exit_code
+        return _ended(e, e.exit_code, f"{type(e).__name__}: {e}", config, rank, "failed")
     except Exception as e:  # a crash: retriable, with the traceback for the logs
         logging.getLogger("mentor_trainer").exception("crashed")
-        print(f"mentor_trainer: crashed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
-        _record(e)
-        return EXIT_CRASH
+        line = f"crashed: {type(e).__name__}: {e}".splitlines()[0]
+        return _ended(e, EXIT_CRASH, line, config, rank, "failed")
     finally:
         dist.shutdown()
 

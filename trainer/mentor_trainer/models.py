@@ -22,7 +22,8 @@ PRESETS: dict[Size, tuple[int, int, int]] = {
 }
 
 
-def new_config(spec: ModelSpec, vocab_size: int, seq_len: int) -> Any:
+def new_config(spec: ModelSpec, vocab_size: int, seq_len: int, eos_id: int | None) -> Any:
+    """A new model's config; its begin/end-of-text ids are the tokenizer's own end-of-text."""
     assert spec.size is not None
     layers, heads, width = PRESETS[spec.size]
     if spec.architecture == Architecture.GPT2:
@@ -30,22 +31,23 @@ def new_config(spec: ModelSpec, vocab_size: int, seq_len: int) -> Any:
 
         return GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=width,
                           n_layer=layers, n_head=heads, resid_pdrop=0.0, embd_pdrop=0.0,
-                          attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+                          attn_pdrop=0.0, bos_token_id=eos_id, eos_token_id=eos_id)
     from transformers import LlamaConfig
 
     intermediate = 64 * round(width * 8 / 3 / 64)
     return LlamaConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=intermediate,
                        num_hidden_layers=layers, num_attention_heads=heads,
                        num_key_value_heads=heads, max_position_embeddings=seq_len,
-                       tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
+                       tie_word_embeddings=True, bos_token_id=eos_id, eos_token_id=eos_id)
 
 
-def new_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int) -> torch.nn.Module:
+def new_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int,
+              eos_id: int | None = None) -> torch.nn.Module:
     """A freshly initialised model; the seed makes every rank (and every rerun) start equal."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    config = new_config(spec, vocab_size, seq_len)
+    config = new_config(spec, vocab_size, seq_len, eos_id)
     model: torch.nn.Module = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
         config, attn_implementation="sdpa")
     return model
@@ -77,7 +79,7 @@ def load_pretrained(uri: str) -> torch.nn.Module:
     source = resolve(uri)
     try:
         model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
-            source, torch_dtype=torch.float32, attn_implementation="sdpa")
+            source, dtype=torch.float32, attn_implementation="sdpa")
     except OSError as e:
         raise DataNotFound(f"cannot load a model from {uri}: {e}".splitlines()[0]) from e
     return model

@@ -1,7 +1,9 @@
 """Tokenizers for models trained from scratch on raw text: bytes or characters.
 
 They are saved beside the model (mentor_tokenizer.json), so a later job that starts `from` that
-output reads text exactly as training did.
+output reads text exactly as training did. Each has an end-of-text id of its own, after the real
+bytes or characters: it separates documents in training and ends a sample, and never stands for
+a character (a newline, say) that the text really has.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ FILE = "mentor_tokenizer.json"
 
 class Tokenizer(Protocol):
     vocab_size: int
+    eos_id: int | None
 
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
@@ -22,15 +25,16 @@ class Tokenizer(Protocol):
 
 
 class ByteTokenizer:
-    """UTF-8 bytes: 256 tokens, nothing to learn, any text."""
+    """UTF-8 bytes: 256 tokens and end-of-text, nothing to learn, any text."""
 
-    vocab_size = 256
+    eos_id: int | None = 256
+    vocab_size = 257
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
     def decode(self, ids: list[int]) -> str:
-        return bytes(ids).decode("utf-8", errors="replace")
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
     def save(self, directory: Path) -> None:
         (directory / FILE).write_text(json.dumps({"type": "byte"}))
@@ -39,10 +43,12 @@ class ByteTokenizer:
 class CharTokenizer:
     """One token per distinct character of the training text (as nanoGPT's char model)."""
 
-    def __init__(self, chars: list[str]) -> None:
+    def __init__(self, chars: list[str], eos: bool = True) -> None:
         self.chars = chars
         self.index = {c: i for i, c in enumerate(chars)}
-        self.vocab_size = len(chars)
+        # Outputs saved before end-of-text existed have none (eos=False): their vocab stays.
+        self.eos_id: int | None = len(chars) if eos else None
+        self.vocab_size = len(chars) + (1 if eos else 0)
 
     @classmethod
     def fit(cls, text: str) -> CharTokenizer:
@@ -53,10 +59,11 @@ class CharTokenizer:
         return [self.index.get(c, unknown) for c in text]
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
+        return "".join(self.chars[i] for i in ids if i < len(self.chars))
 
     def save(self, directory: Path) -> None:
-        (directory / FILE).write_text(json.dumps({"type": "char", "chars": self.chars}))
+        (directory / FILE).write_text(json.dumps(
+            {"type": "char", "chars": self.chars, "eos": self.eos_id is not None}))
 
 
 class HFTokenizer:
@@ -67,6 +74,7 @@ class HFTokenizer:
 
         self.inner = AutoTokenizer.from_pretrained(source)
         self.vocab_size = len(self.inner)
+        self.eos_id: int | None = self.inner.eos_token_id
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = self.inner(text, add_special_tokens=False)["input_ids"]
@@ -87,4 +95,4 @@ def load_saved(directory: Path) -> Tokenizer | None:
     saved = json.loads(path.read_text())
     if saved["type"] == "byte":
         return ByteTokenizer()
-    return CharTokenizer(saved["chars"])
+    return CharTokenizer(saved["chars"], eos=saved.get("eos", False))

@@ -104,7 +104,7 @@ class Trainer:
         cfg, world = self.config, self.world
         texts = data.read_texts(cfg.data)
         self.tokenizer = self._tokenizer(texts)
-        eos = getattr(getattr(self.tokenizer, "inner", None), "eos_token_id", None)
+        eos = self.tokenizer.eos_id  # between documents, so one never runs into the next
         tokens = data.encode(texts, self.tokenizer, [eos] if eos is not None else [])
         self.train_data, self.val_data = data.split(tokens, cfg.data.validation_split,
                                                     cfg.data.sequence_length)
@@ -122,7 +122,7 @@ class Trainer:
             model = load_pretrained(cfg.model.from_)
         else:
             model = new_model(cfg.model, self.tokenizer.vocab_size, cfg.data.sequence_length,
-                              opt.seed)
+                              opt.seed, self.tokenizer.eos_id)
         if cfg.adaptation and cfg.adaptation.method == "lora":
             from peft import LoraConfig, get_peft_model
 
