@@ -21,8 +21,8 @@ def load(model_dir: Path) -> tuple[torch.nn.Module, Tokenizer]:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # the sample is the output; no loading bars around it
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # no loading noise
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     if not (model_dir / "config.json").exists():
         raise DataNotFound(f"no trained model in {model_dir} (it is written when a job ends)")
     tokenizer = load_saved(model_dir) or HFTokenizer(str(model_dir))
