@@ -33,11 +33,12 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=1)
     parser.add_argument("--strategy", default="fsdp", choices=["ddp", "fsdp"])
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--chars", type=int, default=40_000_000, help="random text to train on")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mentor-gpu-bench-"))
     rng = random.Random(0)
-    text = "".join(chr(rng.randrange(32, 127)) for _ in range(40_000_000))
+    text = "".join(chr(rng.randrange(32, 127)) for _ in range(args.chars))
     (work / "data.txt").write_text(text)
     config = {
         "model": {"architecture": "llama", "size": args.size, "tokenizer": "byte"},
@@ -52,9 +53,10 @@ def main() -> None:
         "output": {"uri": str(work / "out")},
     }
     (work / "config.json").write_text(json.dumps(config))
-    launcher = str(Path(sys.executable).with_name("mentor-torchrun"))
-    subprocess.run([launcher, "--standalone", f"--nproc-per-node={args.nproc}", "-m",
-                    "mentor_trainer", "--config", str(work / "config.json")], check=True,
+    # `python -m mentor_trainer.launch` is mentor-torchrun, without needing it installed.
+    subprocess.run([sys.executable, "-m", "mentor_trainer.launch", "--standalone",
+                    f"--nproc-per-node={args.nproc}", "-m", "mentor_trainer", "--config",
+                    str(work / "config.json")], check=True,
                    env={**os.environ, "OMP_NUM_THREADS": "8"})
     records = [json.loads(line) for line in (work / "out" / "metrics.jsonl").open()]
     steps = [r for r in records if "loss" in r][5:-1]  # warm-up (and compile) excluded

@@ -26,8 +26,15 @@ class Settings:
         n.strip() for n in _env("NAMESPACES", "").split(",") if n.strip()))
     # MENTOR_RENDEZVOUS_PORT: torchrun's c10d rendezvous port on rank 0's pod.
     rendezvous_port: int = field(default_factory=lambda: int(_env("RENDEZVOUS_PORT", "29500")))
+    # MENTOR_TRAINER_CPU / MENTOR_TRAINER_MEMORY: the requests of a trainer pod whose job does
+    # not set them in template.resources, so no pod runs BestEffort (first to be evicted, with
+    # no memory to its name). GPU jobs should set their own, sized to the node.
+    trainer_cpu: str = field(default_factory=lambda: _env("TRAINER_CPU", "1"))
+    trainer_memory: str = field(default_factory=lambda: _env("TRAINER_MEMORY", "4Gi"))
     # MENTOR_SHM_SIZE: the size limit of the in-memory /dev/shm that data loaders and NCCL use.
-    shm_size: str = field(default_factory=lambda: _env("SHM_SIZE", "16Gi"))
+    # Empty: half the pod's memory (its limit, else its request), since /dev/shm is charged to
+    # the container's memory.
+    shm_size: str = field(default_factory=lambda: _env("SHM_SIZE", ""))
     # MENTOR_RESYNC_SECONDS: how often every active job is reconciled even without events, which
     # bounds how late deadlines, budgets and TTLs are enforced.
     resync_seconds: float = field(default_factory=lambda: float(_env("RESYNC_SECONDS", "10")))

@@ -146,7 +146,7 @@ def prepare(job: TrainingJob, fresh: bool = False) -> reruns.Previous | None:
     output = Path(config.output.uri)
     if fresh:
         reruns.discard(output)
-    return reruns.check(output, json.loads(json.dumps(config.wire())))
+    return reruns.check(output, config.wire())
 
 
 def run(job: TrainingJob, progress: bool = True) -> Outcome:

@@ -26,6 +26,15 @@ def format_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def tidy(message: str) -> str:
+    """The scheduler's message without the sentence it repeats: for a missing claim it says
+    `persistentvolumeclaim "x" not found. not found`."""
+    sentences = message.split(". ")
+    kept = [s for i, s in enumerate(sentences)
+            if i == 0 or not sentences[i - 1].rstrip(".").endswith(s.rstrip("."))]
+    return ". ".join(kept)
+
+
 @dataclass(frozen=True)
 class PodView:
     name: str
@@ -76,7 +85,7 @@ class PodView:
             termination_message=(terminated.get("message") or "").strip() or None,
             waiting_reason=waiting.get("reason"),
             waiting_message=waiting.get("message"),
-            unschedulable=(scheduled.get("message") or "unschedulable")
+            unschedulable=tidy(scheduled.get("message") or "unschedulable")
             if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
             else None,
             disruption=(disrupted.get("reason") or "Disrupted")

@@ -101,8 +101,8 @@ class Decider:
         """Delete pods, first moving their GPU time into the status so none of it is lost."""
         for pod in pods:
             if not pod.deleting and pod.name not in self.plan.delete_pods:
-                self.status.retired_gpu_seconds += pod.gpu_seconds(self.now)
-                self.status.retired_cost += pod.cost(self.now)
+                self.status.ledger.retired_gpu_seconds += pod.gpu_seconds(self.now)
+                self.status.ledger.retired_cost += pod.cost(self.now)
                 self.plan.delete_pods.append(pod.name)
 
     def live(self) -> list[PodView]:
@@ -110,12 +110,12 @@ class Decider:
 
     def gpu_hours(self) -> float:
         live = sum(p.gpu_seconds(self.now) for p in self.live())
-        return (self.status.retired_gpu_seconds + live) / 3600
+        return (self.status.ledger.retired_gpu_seconds + live) / 3600
 
     def account(self) -> None:
         self.status.gpu_hours = round(self.gpu_hours(), 6)
-        if self.priced or self.status.retired_cost:
-            cost = self.status.retired_cost + sum(p.cost(self.now) for p in self.live())
+        if self.priced or self.status.ledger.retired_cost:
+            cost = self.status.ledger.retired_cost + sum(p.cost(self.now) for p in self.live())
             self.status.cost_estimate = round(cost, 4)
 
     def finish(self, success: bool, reason: Reason, message: str) -> None:
@@ -263,8 +263,8 @@ class Decider:
         now is charged here, since Mentor never deletes (and so never retires) them itself."""
         pod = gone[0]
         for p in gone:
-            self.status.retired_gpu_seconds += p.gpu_seconds(self.now)
-            self.status.retired_cost += p.cost(self.now)
+            self.status.ledger.retired_gpu_seconds += p.gpu_seconds(self.now)
+            self.status.ledger.retired_cost += p.cost(self.now)
         if pod.disruption:
             failure = classify(pod, self.spec)
         else:

@@ -75,6 +75,12 @@ class Kube:
         out = self("get", "pods", "-l", f"mentor.dev/job-name={job}", "-o", "json")
         return sorted(json.loads(out)["items"], key=lambda p: p["metadata"]["name"])
 
+    def pods_of_job(self, job: str) -> list[str]:
+        """The pods a batch/v1 Job created."""
+        out = self("get", "pods", "-l", f"job-name={job}", "-o",
+                   "jsonpath={.items[*].metadata.name}")
+        return out.split()
+
     def wait(self, target: str, condition: str, timeout: int = 60) -> None:
         self("wait", f"--for={condition}", f"--timeout={timeout}s", target)
 

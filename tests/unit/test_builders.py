@@ -181,3 +181,20 @@ def test_template_resources_are_laid_over_the_gpu_request() -> None:
     resources = build_pod(JOB, s, 0, 1, Settings())["spec"]["containers"][0]["resources"]
     assert resources == {"requests": {"nvidia.com/gpu": "8", "cpu": "8", "memory": "64Gi"},
                          "limits": {"nvidia.com/gpu": "8", "memory": "64Gi"}}
+
+
+def test_pods_get_default_requests_and_a_shm_of_half_their_memory() -> None:
+    pod = build_pod(JOB, spec(parallelism={"nodes": 1, "procsPerNode": 2}), 0, 1, Settings())
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["requests"] == {"cpu": "1", "memory": "4Gi"}, \
+        "never BestEffort"
+    shm = next(v for v in pod["spec"]["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["sizeLimit"] == "2048Mi"
+
+    sized = spec(template={"resources": {"limits": {"memory": "64Gi"}}})
+    container = build_pod(JOB, sized, 0, 1, Settings())["spec"]["containers"][0]
+    assert "memory" not in container["resources"]["requests"], "a limit alone is the request"
+    assert container["resources"]["requests"]["cpu"] == "1"
+    shm = next(v for v in build_pod(JOB, sized, 0, 1, Settings())["spec"]["volumes"]
+               if v["name"] == "dshm")
+    assert shm["emptyDir"]["sizeLimit"] == "32768Mi"

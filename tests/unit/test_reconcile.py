@@ -217,7 +217,7 @@ def test_gpu_hours_survive_a_gang_restart() -> None:
     pods = [pod(s, 0, "Running"), pod(s, 1, "Failed", exit_code=137, finished=T0 + hour)]
     plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1), pods, T0 + hour)
     # two pods × 4 GPUs × 1 hour, moved into the status before the pods are deleted
-    assert plan.status.retired_gpu_seconds == 8 * 3600
+    assert plan.status.ledger.retired_gpu_seconds == 8 * 3600
     assert plan.status.gpu_hours == 8
     after = decide(s, plan.status, [], T0 + 2 * hour)
     assert after.status.gpu_hours == 8, "time between attempts is not counted"
@@ -307,3 +307,15 @@ def test_the_trainers_message_reaches_the_failed_condition() -> None:
     assert condition.message == ("pod demo-0 exited with code 2 (invalid trainer config): "
                                  "exit code 2 from rank 0: BadConfig: global batch 12 is not "
                                  "a multiple")
+
+
+def test_the_schedulers_repeated_words_are_not_repeated() -> None:
+    s = spec()
+    status = decide(s, JobStatus(), [], T0).status
+    message = '0/4 nodes are available: persistentvolumeclaim "datasets" not found. not found'
+    plan = decide(s, status, [pod(s, 0, "Pending", started=None, unschedulable=message),
+                              pod(s, 1, "Pending", started=None)], T0)
+    running = get_condition(plan.status, ConditionType.RUNNING)
+    assert running is not None
+    assert running.message == ('pod demo-0 cannot be scheduled: 0/4 nodes are available: '
+                               'persistentvolumeclaim "datasets" not found')

@@ -102,6 +102,17 @@ class CheckpointStatus(ApiModel):
     time: Timestamp = Field(description="time is when the checkpoint became complete.")
 
 
+class Ledger(ApiModel):
+    """Mentor's own bookkeeping, not a figure to read: gpuHours and costEstimate are the totals."""
+
+    retired_gpu_seconds: float = Field(
+        default=0, ge=0, alias="retiredGPUSeconds",
+        description="retiredGPUSeconds is the GPU time of pods already removed (earlier attempts, "
+                    "suspended ones); it is added before they are deleted, so nothing is lost.")
+    retired_cost: float = Field(default=0, ge=0,
+                                description="retiredCost is the cost of pods already removed.")
+
+
 class JobStatus(ApiModel):
     """The observed state of a TrainingJob or TuningJob."""
 
@@ -123,16 +134,15 @@ class JobStatus(ApiModel):
     gpu_hours: float = Field(
         default=0, ge=0,
         description="gpuHours is GPUs requested × hours held, over all attempts.")
-    retired_gpu_seconds: float = Field(
-        default=0, ge=0, alias="retiredGPUSeconds",
-        description="retiredGPUSeconds is the GPU time of pods already removed (earlier attempts, "
-                    "suspended ones); it is added before they are deleted, so nothing is lost.")
     cost_estimate: float | None = Field(
         default=None, ge=0,
         description="costEstimate is the GPU time priced by the operator's GPU price table "
                     "(by the nodes' nvidia.com/gpu.product), in the table's currency.")
-    retired_cost: float = Field(default=0, ge=0,
-                                description="retiredCost is the cost of pods already removed.")
+    ledger: Ledger = Field(
+        default_factory=Ledger,
+        description="ledger is the operator's bookkeeping of the GPU time and cost of pods it has "
+                    "already removed, kept so that an operator restart loses none of it. Read "
+                    "gpuHours and costEstimate instead.")
     attempts: int = Field(default=0, ge=0,
                           description="attempts counts the gangs of pods started, restarts "
                                       "that do not count toward backoffLimit included.")

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from kubernetes.client import ApiClient
+from kubernetes.utils.quantity import parse_quantity
 from torchx import specs
 from torchx.schedulers.kubernetes_scheduler import role_to_pod
 
@@ -146,7 +147,8 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
 
     container = pod["spec"]["containers"][0]
     container["env"] += _secret_env(job, spec, settings)
-    container["resources"] = _merge(container["resources"], template.resources or {})
+    container["resources"] = _with_defaults(
+        _merge(container["resources"], template.resources or {}), settings)
     container["volumeMounts"] = [
         {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
         *container["volumeMounts"],  # TorchX's in-memory /dev/shm
@@ -171,7 +173,8 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
     pod_spec.update({
         "hostname": job.pod(rank),
         "subdomain": job.service,
-        "volumes": _volumes(job, pod_spec["volumes"], mounts, settings)
+        "volumes": _volumes(job, pod_spec["volumes"], mounts,
+                            _shm_size(container["resources"], settings))
         + list(template.volumes),
         "securityContext": {
             "runAsNonRoot": True,
@@ -199,12 +202,35 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
+def _with_defaults(resources: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """CPU and memory requests from the operator's defaults where the job names neither a
+    request nor a limit (a limit alone makes Kubernetes request as much)."""
+    requests = resources.setdefault("requests", {})
+    limits = resources.get("limits", {})
+    for name, default in (("cpu", settings.trainer_cpu), ("memory", settings.trainer_memory)):
+        if default and name not in requests and name not in limits:
+            requests[name] = default
+    return resources
+
+
+def _shm_size(resources: dict[str, Any], settings: Settings) -> str | None:
+    """MENTOR_SHM_SIZE, or half the container's memory: /dev/shm counts as its memory."""
+    if settings.shm_size:
+        return settings.shm_size
+    memory = resources.get("limits", {}).get("memory") or \
+        resources.get("requests", {}).get("memory")
+    if not memory:
+        return None
+    half = int(parse_quantity(memory)) // 2  # type: ignore[no-untyped-call]
+    return f"{half // 2**20}Mi"
+
+
 def _volumes(job: JobRef, torchx_volumes: list[dict[str, Any]], mounts: Mounts,
-             settings: Settings) -> list[dict[str, Any]]:
+             shm_size: str | None) -> list[dict[str, Any]]:
     """TorchX's volumes (its /dev/shm, given a size limit) and the job's own."""
     for volume in torchx_volumes:
-        if volume.get("emptyDir", {}).get("medium") == "Memory":
-            volume["emptyDir"]["sizeLimit"] = settings.shm_size
+        if volume.get("emptyDir", {}).get("medium") == "Memory" and shm_size:
+            volume["emptyDir"]["sizeLimit"] = shm_size
     return [
         {"name": "config", "configMap": {"name": job.config_map}},
         *torchx_volumes,
