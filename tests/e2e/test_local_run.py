@@ -79,6 +79,16 @@ def test_cli_errors_are_one_line_with_the_file_and_a_suggestion(tmp_path: Path,
     version = subprocess.run([MENTOR, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("mentor 0.")
 
+    job = yaml.safe_load(QUICKSTART.read_text())  # the quickstart before `mentor data shakespeare`
+    job["spec"]["output"]["uri"] = "pvc://models/no-data"
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump(job))
+    result = subprocess.run([MENTOR, "run", "--no-progress", str(missing)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "DataNotFound" in result.stdout
+    assert "`mentor data shakespeare` puts the quickstart's plays" in result.stdout
+
 
 def test_reruns_are_honest_and_the_model_speaks(tmp_path: Path, pvc_root: Path) -> None:
     path = job_file(tmp_path, steps=30, evalInterval=15)
