@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,11 +54,7 @@ def parser() -> argparse.ArgumentParser:
                      help="no progress bar: a plain line every tenth of the run instead")
     run.add_argument("--fresh", action="store_true",
                      help="discard what an earlier run left in the output and start over")
-    report = sub.add_parser("report", help="summarise a job and plot its loss and GPU-hours")
-    report.add_argument("target", type=Path,
-                        help="the job's output directory (with metrics.jsonl) or its YAML")
-    report.add_argument("--png", type=Path, help="where to write the picture "
-                        "(default: <output>/report.png)")
+
     gen = sub.add_parser("generate", help="sample text from a trained model")
     gen.add_argument("target", type=Path, help="the job's YAML or its output directory")
     gen.add_argument("--prompt", default="", help="text to continue (default: a new document)")
@@ -64,6 +62,44 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.8,
                      help="0 is greedy; higher is more adventurous")
     gen.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("-n", "--namespace", help="default: the kubeconfig context's")
+    cluster.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
+    cluster.add_argument("--context", help="default: the current context")
+    cluster.add_argument("-o", "--output", choices=["json", "yaml"], help="for scripts")
+    submit = sub.add_parser("submit", parents=[cluster], help="submit a job to the cluster")
+    submit.add_argument("file", type=Path, help="the job's YAML")
+    submit.add_argument("--wait", action="store_true",
+                        help="watch it with a progress bar until it ends; fail if it fails")
+    get = sub.add_parser("get", parents=[cluster], help="jobs on the cluster, as a table")
+    get.add_argument("names", nargs="*", help="default: every job in the namespace")
+    get.add_argument("-l", "--selector", help="label selector, as kubectl's")
+    get.add_argument("-A", "--all-namespaces", action="store_true")
+    ls = sub.add_parser("ls", parents=[cluster], help="list the jobs on the cluster")
+    ls.add_argument("-l", "--selector", help="label selector, as kubectl's")
+    ls.add_argument("-A", "--all-namespaces", action="store_true")
+    describe = sub.add_parser("describe", parents=[cluster],
+                              help="a job's spec, conditions, failures and events")
+    describe.add_argument("name")
+    logs = sub.add_parser("logs", parents=[cluster], help="a job's trainer output, by rank")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--rank", type=int, help="one node rank (default: all, interleaved)")
+    logs.add_argument("--attempt", type=int,
+                      help="an earlier attempt: what its failure left, once its pods are gone")
+    report = sub.add_parser("report", parents=[cluster],
+                            help="summarise a job and plot its loss and GPU-hours")
+    report.add_argument("target", type=Path, help="the job's output directory (with "
+                        "metrics.jsonl), its YAML, or the name of a job on the cluster")
+    report.add_argument("--png", type=Path, help="where to write the picture "
+                        "(default: <output>/report.png, or <name>-report.png for a cluster job)")
+    report.add_argument("--prometheus", default=os.environ.get("MENTOR_PROMETHEUS_URL"),
+                        help="for a cluster job: the Prometheus that scrapes the operator, "
+                             "which keeps its curve (default: $MENTOR_PROMETHEUS_URL)")
+    for verb, text in (("suspend", "delete a job's pods, keeping its checkpoints"),
+                       ("resume", "restart a suspended job from its checkpoint"),
+                       ("delete", "delete a job and its pods")):
+        sub.add_parser(verb, parents=[cluster], help=text).add_argument("name")
     data = sub.add_parser("data", help="fetch public sample data")
     data.add_argument("dataset", choices=["shakespeare"])
     data.add_argument("--to", type=Path, help="target directory (default: the local "
@@ -80,16 +116,61 @@ def main(argv: list[str] | None = None) -> int:
             return run_operator(args.liveness, args.standalone)
         elif args.command == "run":
             return run_locally(args.file, not args.no_progress, args.fresh)
-        elif args.command == "report":
+        elif args.command == "report" and not is_job_name(str(args.target)):
             return report_job(args.target, args.png)
         elif args.command == "generate":
             print(generate(args.target, args.prompt, args.tokens, args.temperature, args.seed))
         elif args.command == "data":
             fetch_data(args.to)
+        else:
+            return on_cluster(args)
     except Failure as e:
         print(f"mentor {args.command}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
+
+
+def on_cluster(args: argparse.Namespace) -> int:
+    """The commands for jobs on a cluster (mentor.cluster_cli), with one-line errors."""
+    from mentor import cluster_cli as cc
+    from mentor.sdk import Client, MentorError
+
+    try:
+        client = Client(namespace=args.namespace, kubeconfig=args.kubeconfig,
+                        context=args.context)
+        if args.command == "submit":
+            return cc.submit(client, args.file, args.wait, args.output)
+        if args.command in ("get", "ls"):
+            return cc.get(client, getattr(args, "names", []), args.selector,
+                          args.all_namespaces, args.output)
+        if args.command == "report":
+            return cc.report(client, str(args.target), args.prometheus, args.png)
+        if args.command == "describe":
+            return cc.describe(client, args.name, args.output)
+        if args.command == "logs":
+            return cc.logs(client, args.name, args.follow, args.rank, args.attempt)
+        return cc.change(client, args.command, args.name)
+    except MentorError as e:
+        raise Failure(str(e)) from None
+
+
+def is_job_name(target: str) -> bool:
+    """A name a job on the cluster could have, and no file or directory here."""
+    return bool(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", target)) and \
+        not Path(target).exists()
+
+
+def load_yaml(file: Path) -> Any:
+    """A YAML document; errors name the file, on one line."""
+    try:
+        with file.open() as stream:
+            return yaml.safe_load(stream)
+    except yaml.YAMLError as e:
+        raise Failure(f"{file} is not valid YAML: " + " ".join(str(e).split())) from None
+    except OSError as e:
+        raise Failure(f"cannot read {file}: {e.strerror}") from None
 
 
 def load_job(file: Path | None) -> Any:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from mentor.api.status import ConditionType, JobStatus, Phase, Reason
+from mentor.api.status import (
+    MAX_FAILURES_KEPT,
+    AttemptFailure,
+    ConditionType,
+    JobStatus,
+    Phase,
+    Reason,
+)
 from mentor.api.training import TrainingJobSpec
 from mentor.conditions import is_true, set_condition
 from mentor.podview import IMAGE_PULL_REASONS, PodView, format_time, parse_time
@@ -104,6 +111,16 @@ class Decider:
                 self.status.ledger.retired_gpu_seconds += pod.gpu_seconds(self.now)
                 self.status.ledger.retired_cost += pod.cost(self.now)
                 self.plan.delete_pods.append(pod.name)
+
+    def keep(self, pod: PodView, failure: Failure) -> None:
+        """Remember why this attempt failed, with the pod's last words, beyond the pod's life."""
+        kept = AttemptFailure(attempt=pod.attempt, pod=pod.name, exit_code=pod.exit_code,
+                              reason=failure.reason.value,
+                              message=(pod.termination_message or "")[-MESSAGE_TAIL:],
+                              time=self.stamp)
+        if any(f.attempt == kept.attempt for f in self.status.failures):
+            return
+        self.status.failures = [*self.status.failures, kept][-MAX_FAILURES_KEPT:]
 
     def live(self) -> list[PodView]:
         return [p for p in self.pods if p.name not in self.plan.delete_pods and not p.deleting]
@@ -203,7 +220,9 @@ class Decider:
         current = max(p.attempt for p in active)
         failed = sorted((p for p in active if p.phase == "Failed"), key=lambda p: p.rank)
         if failed:
-            self._on_failure(classify(failed[0], spec), active)
+            failure = classify(failed[0], spec)
+            self.keep(failed[0], failure)
+            self._on_failure(failure, active)
             return
         pulling = next((p for p in active if p.waiting_reason in IMAGE_PULL_REASONS), None)
         if pulling:

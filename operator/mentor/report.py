@@ -81,8 +81,8 @@ def outcome_line(name: str, h: History) -> str:
     if outcome.get("outcome") == "stopped":
         return f"{name}: stopped at {at} with a checkpoint (run it again to resume)"
     if outcome.get("outcome") == "failed":
-        return f"{name}: failed at {at} (exit code {outcome.get('exit_code')}): " \
-               f"{outcome.get('reason')}"
+        code = f" (exit code {outcome['exit_code']})" if outcome.get("exit_code") else ""
+        return f"{name}: failed at {at}{code}: {outcome.get('reason')}"
     return f"{name}: at {at}, no outcome yet (still running, or killed before it could say)"
 
 

@@ -10,6 +10,8 @@ import pytest
 from harness import Kube
 from node_agent import NodeAgent
 
+from testdata import SHAKESPEARE
+
 
 @pytest.fixture(scope="module")
 def pvc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -26,6 +28,13 @@ def agent(control_plane: Any, pvc_root: Path) -> Iterator[NodeAgent]:
     node.start()
     yield node
     node.stop()
+
+
+@pytest.fixture(scope="module")
+def plays(pvc_root: Path) -> None:
+    """pvc://datasets/plays.txt: the first 300 kB of the plays."""
+    (pvc_root / "datasets").mkdir(exist_ok=True)
+    (pvc_root / "datasets" / "plays.txt").write_text(SHAKESPEARE.read_text()[:300_000])
 
 
 @pytest.fixture

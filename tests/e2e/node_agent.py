@@ -12,6 +12,9 @@ API, as a kubelet reports them: the message is the file's content, or with
 `FallbackToLogsOnError` and a failure, the log's last 80 lines (at most 2 KiB). Deleting a pod
 sends SIGTERM to its process group, then SIGKILL after the grace period; the pod's final status
 (Failed, with the exit code) is written before it is removed.
+
+Like a kubelet it serves each container's log, timestamped line by line, on an HTTPS port that
+the node's status advertises, so `kubectl logs` (and Mentor's SDK) read it through the API server.
 """
 
 from __future__ import annotations
@@ -19,18 +22,22 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import ipaddress
 import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import psutil
 from kubernetes import client
@@ -52,14 +59,32 @@ class Running:
     log: Path
     termination_log: Path
     fallback_to_logs: bool
+    pumped: threading.Event = field(default_factory=threading.Event)
     killed_at: float | None = None
 
     def termination_message(self, code: int) -> str:
         text = self.termination_log.read_text(errors="replace").strip()
         if not text and code != 0 and self.fallback_to_logs:
-            lines = self.log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            lines = untimed(self.log.read_text(errors="replace")).splitlines()[-LOG_TAIL_LINES:]
             text = "\n".join(lines)[-LOG_TAIL_BYTES:]
         return text
+
+
+def untimed(log: str) -> str:
+    """A timestamped log (`<RFC 3339> <line>` per line) as the process wrote it."""
+    return "".join(line.split(" ", 1)[1] if " " in line else "\n"
+                   for line in log.splitlines(keepends=True))
+
+
+def pump(stream: Any, path: Path, done: threading.Event) -> None:
+    """Copy a process's output into its log, each line stamped with when it came, as the
+    kubelet's container runtime does."""
+    with path.open("ab") as log:
+        for line in iter(stream.readline, b""):
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+            log.write(stamp + b" " + line)
+            log.flush()
+    done.set()
 
 
 @dataclass
@@ -76,6 +101,7 @@ class NodeAgent:
         self.core = client.CoreV1Api(self.api)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
+        self.log_server = LogServer(self)
 
     # -- lifecycle
 
@@ -90,6 +116,7 @@ class NodeAgent:
         self._thread.start()
 
     def stop(self) -> None:
+        self.log_server.stop()
         self._stop.set()
         self._thread.join(timeout=30)
         for running in self.pods.values():
@@ -104,6 +131,7 @@ class NodeAgent:
         self.core.patch_node_status(self.name, {"status": {
             "capacity": capacity, "allocatable": capacity,
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_server.port}},
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "test node agent", "lastHeartbeatTime": now(),
                             "lastTransitionTime": now()}],
@@ -181,14 +209,17 @@ class NodeAgent:
                 env[var.name] = base64.b64decode(secret.data[ref.key]).decode()
         env["PET_MASTER_ADDR"] = "127.0.0.1"
         command = [local(c) for c in (container.command or []) + (container.args or [])]
-        log_path = self.logs / f"{pod.metadata.name}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(command, env=env, cwd=root, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        log_path = self.logs / pod.metadata.name / f"{pod.metadata.uid}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        proc = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         started = now()
-        self.pods[key] = Running(
+        running = Running(
             proc, started, root, log_path, termination_log,
             fallback_to_logs=container.termination_message_policy == "FallbackToLogsOnError")
+        threading.Thread(target=pump, args=(proc.stdout, log_path, running.pumped),
+                         daemon=True).start()
+        self.pods[key] = running
         self.core.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {
             "phase": "Running", "startTime": started, "podIP": "127.0.0.1",
             "hostIP": "127.0.0.1",
@@ -260,6 +291,11 @@ class NodeAgent:
         if running is not None:
             shutil.rmtree(running.root, ignore_errors=True)
 
+    def latest(self, namespace: str, pod: str) -> Running | None:
+        """The newest container this agent ran for a pod of that name."""
+        runs = [r for k, r in self.pods.items() if k.split("/")[:2] == [namespace, pod]]
+        return max(runs, key=lambda r: r.started, default=None)
+
     def workers(self, pod: str) -> list[psutil.Process]:
         """The trainer processes (torchrun's workers) of a running pod, lowest rank first."""
         running = next(r for k, r in self.pods.items() if k.split("/")[1] == pod
@@ -268,9 +304,94 @@ class NodeAgent:
         return [c for c in children if "mentor_trainer" in " ".join(c.cmdline())]
 
     def log(self, pod: str) -> str:
-        path = self.logs / f"{pod}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        """Everything every pod of this name printed here, oldest first (all its attempts)."""
+        files = sorted((self.logs / pod).glob("*.log"), key=lambda f: f.stat().st_mtime)
+        return "".join(untimed(f.read_text(errors="replace")) for f in files)
 
 
 def pod_volume(pod: Any, name: str) -> Any:
     return next((v for v in pod.spec.volumes or [] if v.name == name), None)
+
+
+class LogServer:
+    """The kubelet's `/containerLogs/<namespace>/<pod>/<container>` over HTTPS (follow,
+    timestamps, tailLines), which the API server proxies for `pods/log`. It presents a
+    self-signed certificate: the API server here verifies no kubelet certificate."""
+
+    def __init__(self, agent: NodeAgent) -> None:
+        self.agent = agent
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*self_signed(agent.logs / "tls"))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.daemon_threads = True
+        self.server, self.port = server, server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        agent = self.agent
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                parts = url.path.strip("/").split("/")
+                query = parse_qs(url.query)
+                running = agent.latest(parts[1], parts[2]) if len(parts) == 4 and \
+                    parts[0] == "containerLogs" else None
+                if running is None:
+                    self.send_error(404, "no such container on this node")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                stamped = query.get("timestamps") == ["true"]
+                with running.log.open("rb") as log:
+                    lines = log.readlines()
+                    if "tailLines" in query:
+                        lines = lines[-int(query["tailLines"][0]):]
+                    self._write(lines, stamped)
+                    while query.get("follow") == ["true"]:
+                        ended = running.pumped.is_set()
+                        more = log.readlines()
+                        self._write(more, stamped)
+                        if ended and not more:
+                            break
+                        time.sleep(0.2)
+
+            def _write(self, lines: list[bytes], stamped: bool) -> None:
+                for line in lines:
+                    self.wfile.write(line if stamped else line.split(b" ", 1)[-1])
+                self.wfile.flush()
+
+        return Handler
+
+
+def self_signed(directory: Path) -> tuple[str, str]:
+    """A throwaway serving certificate for 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node-agent")])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    crt, pem = directory / "tls.crt", directory / "tls.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return str(crt), str(pem)

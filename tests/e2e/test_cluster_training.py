@@ -81,7 +81,7 @@ def heldout_loss(model_dir: Path, pvc_root: Path) -> float:
     assert tokenizer is not None
     spec = DataSpec(source=str(pvc_root / "datasets" / "heldout"), sequence_length=64,
                     validation_split=0.1)
-    _, val = data.split(data.encode(data.read_texts(spec), tokenizer, []), 0.1, 64)
+    _, val = data.split(data.encode(data.read_texts(spec), tokenizer), 0.1, 64)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     indices = list(range(min(len(val), 64)))
     with torch.no_grad():

@@ -15,37 +15,10 @@ from typing import Any
 
 import pytest
 from harness import Kube
-from node_agent import NODE_LABEL, NodeAgent
-
-from testdata import SHAKESPEARE
+from jobs import job
+from node_agent import NodeAgent
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def text(pvc_root: Path) -> None:
-    (pvc_root / "datasets").mkdir(exist_ok=True)
-    (pvc_root / "datasets" / "plays.txt").write_text(SHAKESPEARE.read_text()[:300_000])
-
-
-def job(name: str, steps: int = 60, **sections: dict[str, Any]) -> dict[str, Any]:
-    """One node of two gloo processes: a worker can die while torchrun lives on."""
-    spec: dict[str, Any] = {
-        "model": {"size": "tiny", "tokenizer": "char"},
-        "data": {"source": "pvc://datasets/plays.txt", "sequenceLength": 64},
-        "optimization": {"steps": steps, "globalBatchSize": 16, "microBatchSize": 8,
-                         "learningRate": 3e-3, "warmupSteps": 5, "evalInterval": 1000,
-                         "precision": "fp32"},
-        "parallelism": {"nodes": 1, "procsPerNode": 2},
-        "checkpointing": {"intervalSteps": 10, "keep": 10},
-        "output": {"uri": f"pvc://models/{name}"},
-        "runPolicy": {"backoffLimit": 2},
-        "scheduling": {"nodeSelector": {NODE_LABEL: "local"}},
-    }
-    for section, values in sections.items():
-        spec[section] = {**spec.get(section, {}), **values}
-    return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob",
-            "metadata": {"name": name}, "spec": spec}
 
 
 def wait_status(kube: Kube, name: str, until: Any, timeout: float = 300) -> dict[str, Any]:
@@ -96,7 +69,7 @@ def resumed_step(log: str) -> int:
 
 
 def test_a_killed_rank_restarts_the_gang_and_resumes(kube: Kube, agent: NodeAgent, claims: None,
-                                                     text: None, pvc_root: Path) -> None:
+                                                     plays: None, pvc_root: Path) -> None:
     kube.apply(job("crash"))
     wait_status(kube, "crash", lambda s: (s.get("checkpoint") or {}).get("step", 0) >= 20)
     workers = agent.workers("crash-0")
@@ -116,7 +89,7 @@ def test_a_killed_rank_restarts_the_gang_and_resumes(kube: Kube, agent: NodeAgen
 
 
 def test_a_deleted_pod_checkpoints_then_the_job_resumes(kube: Kube, agent: NodeAgent,
-                                                        claims: None, text: None,
+                                                        claims: None, plays: None,
                                                         pvc_root: Path) -> None:
     kube.apply(job("deleted"))
     wait_status(kube, "deleted", lambda s: (s.get("progress") or {}).get("step", 0) >= 15)
@@ -150,7 +123,7 @@ def test_a_deleted_pod_checkpoints_then_the_job_resumes(kube: Kube, agent: NodeA
                               "nowhere.txt"], id="missing-data"),
 ])
 def test_a_permanent_failure_ends_with_the_trainers_own_message(
-        kube: Kube, agent: NodeAgent, claims: None, text: None, name: str,
+        kube: Kube, agent: NodeAgent, claims: None, plays: None, name: str,
         sections: dict[str, Any], reason: str, words: list[str]) -> None:
     kube.apply(job(name, **sections))
     status = wait_status(kube, name, ended)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -210,6 +212,36 @@ def test_progress_reports_reach_status_and_prometheus(
     kube("delete", "trainingjob", "curve")
     prom.wait_for(f'count(mentor_job_loss{{job_name="curve",namespace="{kube.ns}"}}) or vector(0)',
                   lambda r: r and float(r[0]["value"][1]) == 0)
+
+
+def test_mentor_report_draws_a_cluster_jobs_curve_from_prometheus(
+    control_plane: ControlPlane, op: Operator, prom: Prometheus, restricted_namespace: str,
+    tmp_path: Path
+) -> None:
+    kube = Kube(control_plane, restricted_namespace)
+    kube.apply(training_job("plotted"))
+    kube.wait("trainingjob/plotted", "condition=Running")
+    for step in range(1, 6):  # each report held long enough for a 1 s scrape to see it
+        report(op, kube, "plotted", [
+            {"step": step, "total_steps": 100, "loss": 4.0 - step / 10, "learning_rate": 1e-3,
+             "tokens_per_second": 1000.0, "seconds_per_step": 0.5},
+            *([{"step": step, "eval_loss": 3.9}] if step == 3 else [])])
+        prom.wait_for(f'mentor_job_step{{job_name="plotted",namespace="{kube.ns}"}} == {step}')
+        time.sleep(1.5)
+    mentor = str(Path(sys.executable).with_name("mentor"))
+    png = tmp_path / "plotted.png"
+    result = subprocess.run([mentor, "report", "plotted", "-n", kube.ns, "--prometheus",
+                             prom.url, "--png", str(png)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "plotted: at step 5/100, no outcome yet" in result.stdout, result.stdout
+    assert "loss          3.9000 -> 3.5000" in result.stdout
+    assert "eval loss     3.9000 -> 3.9000" in result.stdout
+    assert png.stat().st_size > 10_000
+    bare = subprocess.run([mentor, "report", "plotted", "-n", kube.ns], capture_output=True,
+                          text=True, check=False, env={**os.environ, "MENTOR_PROMETHEUS_URL": ""})
+    assert bare.returncode == 0 and "Running at step 5/100" in bare.stdout, bare.stderr
+    kube("delete", "trainingjob", "plotted")
 
 
 def test_every_dashboard_panel_returns_data_and_alerts_fire(

@@ -160,7 +160,7 @@ def test_lora_changes_only_the_adapter_and_reloads_with_peft(pretrained: Path,
     spec = DataSpec.model_validate(cfg["data"])
     tokenizer = load_saved(pretrained)
     assert tokenizer is not None
-    _, val = data.split(data.encode(data.read_texts(spec), tokenizer, []),
+    _, val = data.split(data.encode(data.read_texts(spec), tokenizer),
                         spec.validation_split, spec.sequence_length)
     batches = [list(range(i, min(i + 8, len(val)))) for i in range(0, len(val), 8)][:4]
     total = count = 0.0

@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the trainer config (JSON), as the operator mounts it")
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(message)s", stream=sys.stderr)
+    # Every rank says what it is and what it resumed from; only rank 0 logs the steps.
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [rank {rank}] %(message)s",
+                        stream=sys.stderr)
     from mentor_trainer.trainer import Stopped, Trainer, check_world
 
     config: TrainerConfig | None = None
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             raise BadConfig("no config: pass --config FILE or set MENTOR_CONFIG")
         config = load_config(args.config)
         world = dist.init()
+        logging.getLogger("mentor_trainer").info(
+            "rank %d of %d on %s (node %s, local rank %d)", world.rank, world.size,
+            world.device, os.environ.get("GROUP_RANK", "0"), world.local_rank)
         check_world(config, world)
         result = Trainer(config, world).train()
         if world.is_main:

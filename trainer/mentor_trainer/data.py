@@ -80,7 +80,10 @@ def read_texts(spec: DataSpec) -> list[str]:
     return texts
 
 
-def encode(texts: list[str], tokenizer: Tokenizer, separator: list[int]) -> torch.Tensor:
+def encode(texts: list[str], tokenizer: Tokenizer) -> torch.Tensor:
+    """The documents as one token stream, each ended by the tokenizer's end-of-text (if it has
+    one), so that one document never runs into the next."""
+    separator = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     ids: list[int] = []
     for text in texts:
         ids.extend(tokenizer.encode(text))

@@ -26,12 +26,23 @@ def exit_code(code: int) -> int:
     return 128 - code if code < 0 else code or EXIT_CRASH
 
 
+TRACEBACK_LINES = 12  # of a crashed worker's traceback, kept in the termination message
+
+
 def reason(message: object) -> str:
     """A worker's reason as torchelastic read it from the worker's error file: the structured
     form (written by mentor_trainer) holds the one line under "message"."""
     if isinstance(message, dict):
         return str(message.get("message", message))
     return str(message)
+
+
+def traceback_tail(message: object) -> str:
+    """The last lines of a crashed worker's traceback, from the same error file."""
+    if not isinstance(message, dict):
+        return ""
+    stack = str((message.get("extraInfo") or {}).get("py_callstack") or "")
+    return "\n".join(stack.rstrip().splitlines()[-TRACEBACK_LINES:])
 
 
 def report(line: str) -> None:
@@ -60,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except ChildFailedError as e:
         rank, first = e.get_first_failure()  # the root cause; the others were stopped after it
         code = exit_code(first.exitcode)
-        report(f"exit code {code} from rank {rank}: {reason(first.message)}")
+        line = f"exit code {code} from rank {rank}: {reason(first.message)}"
+        if code == EXIT_CRASH:  # a crash is explained by where it happened
+            line += "\n" + traceback_tail(first.message)
+        report(line.rstrip())
         return code
     except Exception as e:  # torchrun itself failed (the rendezvous, most often): worth a retry
         first_line = f"{type(e).__name__}: {e}".splitlines()[0]

@@ -104,8 +104,7 @@ class Trainer:
         cfg, world = self.config, self.world
         texts = data.read_texts(cfg.data)
         self.tokenizer = self._tokenizer(texts)
-        eos = self.tokenizer.eos_id  # between documents, so one never runs into the next
-        tokens = data.encode(texts, self.tokenizer, [eos] if eos is not None else [])
+        tokens = data.encode(texts, self.tokenizer)
         self.train_data, self.val_data = data.split(tokens, cfg.data.validation_split,
                                                     cfg.data.sequence_length)
         opt = cfg.optimization

@@ -102,6 +102,23 @@ class CheckpointStatus(ApiModel):
     time: Timestamp = Field(description="time is when the checkpoint became complete.")
 
 
+class AttemptFailure(ApiModel):
+    """Why one attempt ended: kept after its pods are gone (`mentor logs --attempt K`)."""
+
+    attempt: int = Field(ge=1, description="attempt is the gang of pods that failed (1 first).")
+    pod: str = Field(max_length=253, description="pod is the pod whose failure ended it.")
+    exit_code: int | None = Field(default=None, description="exitCode is that pod's exit code.")
+    reason: str = Field(max_length=128, description="reason is the CamelCase cause.")
+    message: str = Field(default="", max_length=4096,
+                         description="message is the pod's termination message: the "
+                                     "launcher's root cause and the failed worker's last "
+                                     "lines, or the log's tail.")
+    time: Timestamp = Field(description="time is when Mentor saw the failure.")
+
+
+MAX_FAILURES_KEPT = 5
+
+
 class Ledger(ApiModel):
     """Mentor's own bookkeeping, not a figure to read: gpuHours and costEstimate are the totals."""
 
@@ -138,6 +155,10 @@ class JobStatus(ApiModel):
         default=None, ge=0,
         description="costEstimate is the GPU time priced by the operator's GPU price table "
                     "(by the nodes' nvidia.com/gpu.product), in the table's currency.")
+    failures: list[AttemptFailure] = Field(
+        default_factory=list, max_length=MAX_FAILURES_KEPT,
+        description="failures are the last attempts that failed (at most 5), newest last, with "
+                    "their pods' last words: what is kept once the pods are gone.")
     ledger: Ledger = Field(
         default_factory=Ledger,
         description="ledger is the operator's bookkeeping of the GPU time and cost of pods it has "
