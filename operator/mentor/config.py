@@ -35,9 +35,16 @@ class Settings:
     # Empty: half the pod's memory (its limit, else its request), since /dev/shm is charged to
     # the container's memory.
     shm_size: str = field(default_factory=lambda: _env("SHM_SIZE", ""))
-    # MENTOR_RESYNC_SECONDS: how often every active job is reconciled even without events, which
-    # bounds how late deadlines, budgets and TTLs are enforced.
-    resync_seconds: float = field(default_factory=lambda: float(_env("RESYNC_SECONDS", "10")))
+    # MENTOR_RESYNC_SECONDS: how often a job that holds pods is reconciled without an event, to
+    # bring its GPU-hours and cost up to date and check its budget. Deadlines and TTLs are not
+    # waited for this way: a job is queued for the moment they fall due.
+    resync_seconds: float = field(default_factory=lambda: float(_env("RESYNC_SECONDS", "30")))
+    # MENTOR_SAFETY_RESYNC_SECONDS: how often every job is listed (page by page) and queued, in
+    # case a watch event was ever missed.
+    safety_resync_seconds: float = field(
+        default_factory=lambda: float(_env("SAFETY_RESYNC_SECONDS", "300")))
+    # MENTOR_WORKERS: reconciles run at once (each job is only ever in one of them).
+    workers: int = field(default_factory=lambda: int(_env("WORKERS", "8")))
     # MENTOR_REPORT_URL: the operator's progress endpoint as the pods reach it (the chart's
     # Service). Empty disables progress reports; training never depends on them.
     report_url: str = field(default_factory=lambda: _env("REPORT_URL", ""))

@@ -1,93 +1,83 @@
 """The operator's entry point: `kopf run -m mentor.main` or `mentor operator`.
 
-It only registers handlers and startup options; the work is in mentor.handlers.
+It only wires things together; the work is in mentor.handlers. Kopf watches the TrainingJobs and
+hands every event to one handler, which records the job in memory and queues it; a label-selected
+watch does the same for the jobs' pods; work-queue workers reconcile. No handler writes
+annotations or finalizers on a job: the status (with observedGeneration) is Mentor's whole record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes import config as kube_config
-from kubernetes.client.exceptions import ApiException
 
-from mentor import server
+from mentor import kube, server
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
-from mentor.builders.names import JOB_KIND, JOB_NAME
 from mentor.config import Settings
 from mentor.handlers import training
+from mentor.handlers.training import Controller
 from mentor.metrics import METRICS
 from mentor.server import ProgressBook
+from mentor.state import Expectations, Jobs, Pods, key_of
+from mentor.workqueue import WorkQueue
 
 SETTINGS = Settings()
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Kopf keeps its own state in annotations: the status schema is strict and is ours alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 8
-    try:
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
-
-
-@kopf.on.resume(GROUP, VERSION, TRAINING_JOB.plural)
-@kopf.on.create(GROUP, VERSION, TRAINING_JOB.plural)
-@kopf.on.update(GROUP, VERSION, TRAINING_JOB.plural, field="spec")
-def on_job(name: str, namespace: str | None, **_: Any) -> None:
-    training.reconcile(namespace or "", name, SETTINGS)
-
-
-@kopf.on.startup()
-async def start_resync(memo: kopf.Memo, **_: Any) -> None:
-    """Deadlines, TTLs and GPU-hours advance with time, not with events: one loop lists the jobs
-    every MENTOR_RESYNC_SECONDS and reconciles each (one list call, not a timer per job)."""
-    memo["resync"] = asyncio.create_task(_resync_forever())
-
-
-@kopf.on.startup()
-async def start_server(memo: kopf.Memo, **_: Any) -> None:
-    """Progress reports in, /metrics out (mentor.server)."""
-    memo["server"] = asyncio.create_task(server.serve(SETTINGS, ProgressBook(), METRICS))
+    kube.api_client()  # fail fast on a bad configuration
+    jobs, expectations = Jobs(), Expectations()
+    queue: WorkQueue = WorkQueue(lambda key: None, SETTINGS.workers)
+    pods = Pods(TRAINING_JOB.kind, SETTINGS.namespaces, on_change=queue.add)
+    controller = Controller(SETTINGS, jobs, pods, expectations)
+    queue.process = lambda key: training.reconcile(controller, key)  # type: ignore[arg-type]
+    pods.start()
+    queue.start()
+    memo["controller"], memo["queue"] = controller, queue
+    memo["tasks"] = [
+        asyncio.create_task(_resync_forever(controller, queue)),
+        # Progress reports in, /metrics out (mentor.server).
+        asyncio.create_task(server.serve(SETTINGS, ProgressBook(), METRICS, jobs)),
+    ]
 
 
 @kopf.on.cleanup()
-async def stop_background(memo: kopf.Memo, **_: Any) -> None:
-    memo["resync"].cancel()
-    memo["server"].cancel()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo["tasks"]:
+        task.cancel()
+    memo["controller"].pods.stop()
+    await asyncio.get_running_loop().run_in_executor(None, memo["queue"].stop)
 
 
 @kopf.on.event(GROUP, VERSION, TRAINING_JOB.plural)
-def on_job_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
-    """A deleted job's series go with it. Watching the DELETED event needs no finalizer, so
-    nothing ever holds a job's deletion back."""
+def on_job(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every version of every job: remembered, and its job queued. A deleted job's series and
+    state go with it (no finalizer is needed to see a deletion, so none holds it back)."""
+    body: dict[str, Any] = dict(event["object"])
+    key = key_of(body)
+    controller: Controller = memo["controller"]
+    queue: WorkQueue = memo["queue"]
     if type == "DELETED":
-        METRICS.forget(namespace or "", TRAINING_JOB.kind, name)
+        controller.forget(key)
+        queue.forget(key)
+        METRICS.forget(key[0], TRAINING_JOB.kind, key[1])
+        return
+    controller.jobs.observe(body)
+    queue.add(key)
 
 
-async def _resync_forever() -> None:
+async def _resync_forever(controller: Controller, queue: WorkQueue) -> None:
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(SETTINGS.resync_seconds)
+        await asyncio.sleep(SETTINGS.safety_resync_seconds)
         try:
-            await loop.run_in_executor(None, training.resync_all, SETTINGS)
-        except ApiException as e:  # the API server restarting, RBAC being changed: try again
-            logging.getLogger(__name__).warning("resync failed (%s %s); retrying", e.status,
-                                                e.reason)
-        except Exception:  # the loop must outlive any one failure
-            logging.getLogger(__name__).exception("resync failed; retrying")
-
-
-@kopf.on.event("", "v1", "pods", labels={JOB_KIND: TRAINING_JOB.kind, JOB_NAME: kopf.PRESENT})
-def on_pod(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    """A pod's phase is the job's news: carry it back into the job's status."""
-    training.reconcile(namespace or "", labels[JOB_NAME], SETTINGS)
+            await loop.run_in_executor(None, training.resync, controller, queue.add)
+        except Exception as e:  # the API server restarting, RBAC being changed: try again
+            log.warning("safety resync failed (%s); retrying", getattr(e, "reason", e))

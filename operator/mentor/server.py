@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from mentor import kube
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
 from mentor.api.status import CheckpointStatus, Progress
 from mentor.config import Settings
 from mentor.metrics import Metrics
 from mentor.progress import apply_report, authorized
+from mentor.state import Jobs
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
@@ -43,29 +44,18 @@ class ProgressBook:
     jobs: dict[tuple[str, str], JobProgress] = field(default_factory=dict)
 
 
-def _job_uid(namespace: str, name: str) -> str | None:
-    try:
-        job = client.CustomObjectsApi().get_namespaced_custom_object(
-            GROUP, VERSION, namespace, TRAINING_JOB.plural, name)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    return str(job["metadata"]["uid"])  # type: ignore[index]
-
-
-def build_app(settings: Settings, book: ProgressBook, metrics: Metrics) -> web.Application:
+def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
+              jobs: Jobs) -> web.Application:
     key = settings.report_key
 
     async def report(request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         entry = book.jobs.get((namespace, name))
         if entry is None:
-            uid = await asyncio.get_running_loop().run_in_executor(None, _job_uid, namespace,
-                                                                   name)
-            if uid is None:
+            job = jobs.get((namespace, name))  # from memory: a report costs no API call
+            if job is None:
                 return web.json_response({"error": "no such job"}, status=404)
-            entry = JobProgress(uid=uid)
+            entry = JobProgress(uid=job["metadata"]["uid"])
         if not authorized(key, entry.uid, request.headers.get("Authorization")):
             return web.json_response({"error": "bad token"}, status=403)
         if request.content_length and request.content_length > MAX_BODY:
@@ -97,7 +87,7 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics) -> web.A
 
 def flush(book: ProgressBook) -> None:
     """Write the progress of every job that reported since the last flush."""
-    api = client.CustomObjectsApi()
+    api = kube.custom()
     for (namespace, name), entry in list(book.jobs.items()):
         if not entry.dirty:
             continue
@@ -118,9 +108,9 @@ def flush(book: ProgressBook) -> None:
                 log.warning("progress of %s/%s not written: %s", namespace, name, e.reason)
 
 
-async def serve(settings: Settings, book: ProgressBook, metrics: Metrics) -> None:
+async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs) -> None:
     """Run the endpoint and the flusher until cancelled."""
-    runner = web.AppRunner(build_app(settings, book, metrics), access_log=None)
+    runner = web.AppRunner(build_app(settings, book, metrics, jobs), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     loop = asyncio.get_running_loop()

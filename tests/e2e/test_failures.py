@@ -48,19 +48,17 @@ def losses(pvc_root: Path, name: str) -> list[tuple[int, float]]:
 
 def assert_series_carries_on(series: list[tuple[int, float]], resumed_at: int,
                              steps: int) -> None:
-    """The second attempt starts right after the checkpoint, and every step it logs again has
-    the loss it had the first time (the data order and the state are exactly restored)."""
-    first: dict[int, float] = {}
-    restart = next(i for i in range(1, len(series)) if series[i][0] <= series[i - 1][0])
-    for step, loss in series[:restart]:
-        first[step] = loss
-    again = series[restart:]
-    assert again[0][0] == resumed_at + 1, (resumed_at, again[:3])
-    assert again[-1][0] == steps
-    repeated = [(s, loss) for s, loss in again if s in first]
-    assert repeated, "the killed attempt had run past its checkpoint"
-    for step, loss in repeated:
-        assert abs(loss - first[step]) <= 1e-4 * abs(first[step]), (step, loss, first[step])
+    """The second attempt starts right after the checkpoint and runs to the end, and every step
+    it logs again (the killed attempt may have run past its checkpoint) has the loss it had the
+    first time: the data order and the state are exactly restored."""
+    numbers = [step for step, _ in series]
+    start = len(numbers) - 1 - numbers[::-1].index(resumed_at + 1)  # the second attempt
+    first, again = dict(series[:start]), series[start:]
+    assert max(first) >= resumed_at, "the first attempt reached the checkpoint it resumed from"
+    assert [step for step, _ in again] == list(range(resumed_at + 1, steps + 1))
+    for step, loss in again:
+        if step in first:
+            assert abs(loss - first[step]) <= 1e-4 * abs(first[step]), (step, loss, first[step])
 
 
 def resumed_step(log: str) -> int:

@@ -319,3 +319,18 @@ def test_the_schedulers_repeated_words_are_not_repeated() -> None:
     assert running is not None
     assert running.message == ('pod demo-0 cannot be scheduled: 0/4 nodes are available: '
                                'persistentvolumeclaim "datasets" not found')
+
+
+def test_time_driven_work_is_queued_for_when_it_falls_due() -> None:
+    from mentor.handlers.training import next_due
+
+    settings = Settings()
+    s = spec(runPolicy={"activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60})
+    running = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0))
+    later = T0 + dt.timedelta(seconds=590)
+    assert next_due(s, running, later, settings) == 10.0, "the deadline, before the GPU-hours"
+    assert next_due(s, running, T0, settings) == settings.resync_seconds
+    done = JobStatus(phase=Phase.SUCCEEDED, completion_time=format_time(T0))
+    assert next_due(s, done, T0 + dt.timedelta(seconds=45), settings) == 15.0, "the TTL"
+    assert next_due(spec(), done, T0, settings) is None, "finished, no TTL: nothing to wait for"
+    assert next_due(s, JobStatus(phase=Phase.SUSPENDED), T0, settings) is None

@@ -1,8 +1,10 @@
-"""TrainingJob handlers: read the job and its pods, call the pure decision, carry out the plan.
+"""TrainingJob reconciles: read the job and its pods from memory, decide, carry out the plan.
 
-Every trigger (the job created or changed, one of its pods changed, the periodic resync) ends in
-`reconcile`, under a per-job lock and on a fresh read of the job, so triggers that race each other
-cannot double-count a restart or create a pod twice.
+A reconcile runs on a work-queue worker (mentor.workqueue), one per job at a time, whatever
+triggered it: the job changed, one of its pods changed, or a time it asked for came. It reads the
+job and its pods from the operator's state (mentor.state), calls the pure decision
+(mentor.reconcile), writes what the plan says through the one API client (mentor.kube), and
+returns when it wants to run again.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ import dataclasses
 import datetime as dt
 import logging
 import socket
-import threading
-from collections import defaultdict
-from typing import Any, cast
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-import kopf
-from kubernetes import client
+from kubernetes.client import V1DeleteOptions
 from kubernetes.client.exceptions import ApiException
 
+from mentor import kube
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
-from mentor.api.status import JobStatus
+from mentor.api.status import JobStatus, Phase
 from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
 from mentor.builders.pods import (
@@ -32,68 +34,142 @@ from mentor.builders.pods import (
 )
 from mentor.config import Settings
 from mentor.metrics import METRICS
-from mentor.podview import PodView, format_time
+from mentor.podview import PodView, format_time, parse_time
 from mentor.progress import token_for
-from mentor.reconcile import Event, Plan, decide
+from mentor.reconcile import TERMINAL, Event, Plan, decide
+from mentor.state import Expectations, Jobs, Key, Pods
 
 log = logging.getLogger(__name__)
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+KIND, PLURAL = TRAINING_JOB.kind, TRAINING_JOB.plural
+
+
+ACCOUNTING = ("gpuHours", "costEstimate")  # status fields that change with time alone
+
+
+@dataclass
+class Controller:
+    """What every reconcile shares: the settings and the operator's in-memory state."""
+
+    settings: Settings
+    jobs: Jobs
+    pods: Pods
+    expectations: Expectations
+    # When each job's GPU-hours were last written: alone, they are written at most once per
+    # MENTOR_RESYNC_SECONDS (with any other change, at once).
+    accounted: dict[Key, float] = field(default_factory=dict)
+
+    def forget(self, key: Key) -> None:
+        """A deleted job leaves nothing behind."""
+        self.jobs.forget(key)
+        self.expectations.forget(key)
+        self.accounted.pop(key, None)
 
 
 def job_ref(body: dict[str, Any]) -> JobRef:
     meta = body["metadata"]
-    return JobRef(kind=TRAINING_JOB.kind, name=meta["name"], namespace=meta["namespace"],
-                  uid=meta["uid"])
+    return JobRef(kind=KIND, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
 
-def _get_job(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        job = client.CustomObjectsApi().get_namespaced_custom_object(
-            GROUP, VERSION, namespace, TRAINING_JOB.plural, name)
-        return cast(dict[str, Any], job)
-    except ApiException as e:
-        if e.status == 404:
+def reconcile(ctl: Controller, key: Key) -> float | None:
+    """Bring one TrainingJob one step closer to its spec; return the seconds until it should be
+    looked at again (None: only when something changes).
+
+    API errors are one log line and a retry in 5 s; a namespace being deleted is not an error
+    at all (its jobs are going away with it).
+    """
+    with METRICS.reconcile_seconds.labels(KIND).time():
+        try:
+            return _reconcile(ctl, key)
+        except ApiException as e:
+            if e.status == 404 or (e.status == 403 and "NamespaceTerminating" in str(e.body)):
+                return None
+            METRICS.reconcile_errors.labels(KIND).inc()
+            log.warning("reconcile of %s/%s: API error %s %s: %s", *key, e.status, e.reason,
+                        str(e.body)[:300])
+            return 5.0
+
+
+def _reconcile(ctl: Controller, key: Key) -> float | None:
+    if not ctl.pods.synced.is_set():  # an empty view would look like a job with no pods
+        return 0.5
+    body = ctl.jobs.get(key)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        ctl.expectations.forget(key)
+        return None
+    job = job_ref(body)
+    pods = [p for p in ctl.pods.of(key) if job.owns(p["metadata"])]
+    if not ctl.expectations.met(key, pods):
+        return 1.0  # the watch has not shown the last creates or deletes yet; it will call back
+    spec = TrainingJobSpec.model_validate(body["spec"])
+    status = JobStatus.model_validate(body.get("status") or {})
+    views = [dataclasses.replace(v, price=_price(v.node, ctl.settings))
+             for v in map(PodView.from_pod, pods)]
+    now = dt.datetime.now(dt.UTC)
+    generation = body["metadata"].get("generation")
+    plan = decide(spec, status, views, now, generation)
+    if plan.create_ranks:
+        taken = _create_children(job, spec, ctl.settings)
+        if taken:  # a name held by another owner: never adopted, said in the status
+            plan = decide(spec, status, views, now, generation, taken)
+    _apply(ctl, body, job, spec, plan)
+    if not plan.delete_job:
+        METRICS.observe_status(job.namespace, KIND, job.name, plan.status,
+                               spec.run_policy.max_gpu_hours)
+    return next_due(spec, plan.status, now, ctl.settings)
+
+
+def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
+             settings: Settings) -> float | None:
+    """When time alone changes what the job should be: its TTL, its deadline, or (while it
+    holds pods) its GPU-hours, cost and budget, refreshed every MENTOR_RESYNC_SECONDS."""
+    policy = spec.run_policy
+    if status.phase in TERMINAL:
+        finished = parse_time(status.completion_time)
+        ttl = policy.ttl_seconds_after_finished
+        if finished is None or ttl is None:
             return None
-        raise
+        return max((finished - now).total_seconds() + ttl, 0.0)
+    if status.phase == Phase.SUSPENDED:
+        return None
+    due = [settings.resync_seconds]
+    started = parse_time(status.start_time)
+    if started and policy.active_deadline_seconds:
+        due.append((started - now).total_seconds() + policy.active_deadline_seconds)
+    return max(min(due), 0.0)
 
 
-def _core() -> Any:
-    return client.CoreV1Api()
-
-
-def _read_child(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    read = {"Service": _core().read_namespaced_service,
-            "ConfigMap": _core().read_namespaced_config_map}[kind]
-    try:
-        api: Any = client.ApiClient()
-        return cast(dict[str, Any], api.sanitize_for_serialization(read(name, namespace)))
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-
-
-def _taken(job: JobRef) -> tuple[str, ...]:
-    """Children's names that another owner holds: they are never adopted."""
-    taken = []
-    for kind, name in (("ConfigMap", job.config_map), ("Service", job.service)):
-        existing = _read_child(kind, name, job.namespace)
-        if existing is not None and not job.owns(existing["metadata"]):
-            taken.append(f"{kind.lower()}/{name}")
-    return tuple(taken)
-
-
-def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> None:
-    """Create a child; an existing one is fine only if this job owns it (a retried reconcile)."""
-    core = _core()
+def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool:
+    """Create a child; True if it exists now and is this job's. An existing one with the same
+    name is checked: this job's (a retried reconcile) is fine, another owner's is not."""
+    core = kube.core()
     create = {"Pod": core.create_namespaced_pod, "Service": core.create_namespaced_service,
               "ConfigMap": core.create_namespaced_config_map,
               "Secret": core.create_namespaced_secret}[kind]
     try:
         create(job.namespace, manifest)
+        return True
     except ApiException as e:
         if e.status != 409:
             raise
+    if kind == "Secret":  # Mentor may create its Secrets, never read them: assume it is ours
+        return True
+    read = {"Pod": core.read_namespaced_pod, "Service": core.read_namespaced_service,
+            "ConfigMap": core.read_namespaced_config_map}
+    existing = kube.to_json(read[kind](manifest["metadata"]["name"], job.namespace))
+    return job.owns(existing["metadata"])
+
+
+def _create_children(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> tuple[str, ...]:
+    """The config and the Service (and the report Secret) of a new attempt; the names of those
+    that another owner holds."""
+    taken = []
+    for kind, manifest in (("ConfigMap", build_config_map(job, build_trainer_config(spec))),
+                           ("Service", build_service(job, settings))):
+        if not _create(kind, manifest, job):
+            taken.append(f"{kind.lower()}/{manifest['metadata']['name']}")
+    if settings.report_url and not taken:
+        _create("Secret", build_report_secret(job, token_for(settings.report_key, job.uid)), job)
+    return tuple(taken)
 
 
 _products: dict[str, str | None] = {}
@@ -105,24 +181,12 @@ def _price(node: str | None, settings: Settings) -> float | None:
         return None
     if node not in _products:
         try:
-            labels = _core().read_node(node).metadata.labels or {}
+            labels = kube.core().read_node(node).metadata.labels or {}
         except ApiException:
             return None
         _products[node] = labels.get("nvidia.com/gpu.product")
     product = _products[node]
     return settings.gpu_prices.get(product) if product else None
-
-
-def _list_pods(job: JobRef, settings: Settings) -> list[PodView]:
-    pods = client.CoreV1Api().list_namespaced_pod(job.namespace, label_selector=job.selector())
-    api: Any = client.ApiClient()
-    views = []
-    for pod in pods.items:
-        raw = api.sanitize_for_serialization(pod)
-        if job.owns(raw["metadata"]):
-            view = PodView.from_pod(raw)
-            views.append(dataclasses.replace(view, price=_price(view.node, settings)))
-    return views
 
 
 def _post(body: dict[str, Any], events: list[Event]) -> None:
@@ -141,97 +205,73 @@ def _post(body: dict[str, Any], events: list[Event]) -> None:
             "reportingComponent": "mentor.dev/operator", "reportingInstance": socket.gethostname(),
         }
         try:
-            _core().create_namespaced_event(meta["namespace"], event)
+            kube.core().create_namespaced_event(meta["namespace"], event)
         except ApiException as error:
             log.warning("could not record event %s on %s: %s", e.reason, meta["name"],
                         error.reason)
 
 
-def _apply(body: dict[str, Any], job: JobRef, spec: TrainingJobSpec, plan: Plan,
-           settings: Settings) -> None:
-    core = _core()
-    if plan.create_ranks:
-        _create("ConfigMap", build_config_map(job, build_trainer_config(spec)), job)
-        _create("Service", build_service(job, settings), job)
-        if settings.report_url:
-            _create("Secret", build_report_secret(job, token_for(settings.report_key, job.uid)),
-                    job)
+def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJobSpec,
+           plan: Plan) -> None:
+    key = (job.namespace, job.name)
+    ctl.expectations.expect(key, [job.pod(rank) for rank in plan.create_ranks],
+                            plan.delete_pods)
+    try:
         for rank in plan.create_ranks:
-            _create("Pod", build_pod(job, spec, rank, plan.attempt, settings), job)
-    for name in plan.delete_pods:
-        try:
-            core.delete_namespaced_pod(name, job.namespace, grace_period_seconds=30)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+            _create("Pod", build_pod(job, spec, rank, plan.attempt, ctl.settings), job)
+        for name in plan.delete_pods:
+            try:
+                kube.core().delete_namespaced_pod(name, job.namespace, grace_period_seconds=30)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+    except ApiException:
+        ctl.expectations.forget(key)
+        raise
     # progress and checkpoint belong to the trainers' reports (mentor.server): leaving them out
     # of this merge patch means a reconcile never overwrites a newer report with an older one.
     new_status = plan.status.model_dump(by_alias=True, exclude_none=True, mode="json",
                                         exclude={"progress", "checkpoint"})
     old_status = {k: v for k, v in (body.get("status") or {}).items()
                   if k not in ("progress", "checkpoint")}
-    if new_status != old_status:
-        client.CustomObjectsApi().patch_namespaced_custom_object_status(
-            GROUP, VERSION, job.namespace, TRAINING_JOB.plural, job.name, {"status": new_status})
+    if new_status != old_status and _worth_writing(ctl, key, new_status, old_status):
+        written = kube.custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, job.namespace, PLURAL, job.name, {"status": new_status})
+        ctl.jobs.observe(written)  # the next reconcile starts from what was just written
+        ctl.accounted[key] = time.monotonic()
     _post(body, plan.events)
     if plan.delete_job:
-        client.CustomObjectsApi().delete_namespaced_custom_object(
-            GROUP, VERSION, job.namespace, TRAINING_JOB.plural, job.name,
-            body=client.V1DeleteOptions(propagation_policy="Background"))
+        kube.custom().delete_namespaced_custom_object(
+            GROUP, VERSION, job.namespace, PLURAL, job.name,
+            body=V1DeleteOptions(propagation_policy="Background"))
 
 
-def _reconcile(namespace: str, name: str, settings: Settings) -> None:
-    # The job and its pods are read fresh, under the job's lock, on every trigger (the resync's
-    # list is not reused): a stale view of a failed pod would charge its restart twice.
-    body = _get_job(namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return
-    job = job_ref(body)
-    spec = TrainingJobSpec.model_validate(body["spec"])
-    status = JobStatus.model_validate(body.get("status") or {})
-    pods = _list_pods(job, settings)
-    taken = _taken(job) if not pods else ()
-    plan = decide(spec, status, pods, dt.datetime.now(dt.UTC),
-                  body["metadata"].get("generation"), taken)
-    _apply(body, job, spec, plan, settings)
-    if not plan.delete_job:
-        METRICS.observe_status(namespace, job.kind, name, plan.status,
-                               spec.run_policy.max_gpu_hours)
+def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Any change but the GPU-hours' ticking is written at once; that alone, once per period."""
+    def rest(status: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in status.items() if k not in ACCOUNTING}
+
+    if rest(new) != rest(old):
+        return True
+    return time.monotonic() - ctl.accounted.get(key, 0.0) >= ctl.settings.resync_seconds
 
 
-def reconcile(namespace: str, name: str, settings: Settings) -> None:
-    """Bring one TrainingJob one step closer to its spec.
-
-    API errors become one-line temporary errors that Kopf retries; a namespace being deleted
-    is not an error at all (its jobs are going away with it).
-    """
-    kind = TRAINING_JOB.kind
-    with _locks[f"{namespace}/{name}"], METRICS.reconcile_seconds.labels(kind).time():
-        try:
-            _reconcile(namespace, name, settings)
-        except ApiException as e:
-            if e.status == 404 or (e.status == 403 and "NamespaceTerminating" in str(e.body)):
-                return
-            METRICS.reconcile_errors.labels(kind).inc()
-            raise kopf.TemporaryError(f"API error {e.status} {e.reason}: "
-                                      f"{str(e.body)[:300]}", delay=5) from None
-
-
-def resync_all(settings: Settings) -> None:
-    """Reconcile every unfinished job, or finished one with a TTL, once (the periodic resync)."""
-    api: Any = client.CustomObjectsApi()
-    if settings.namespaces:
-        jobs = [j for ns in settings.namespaces for j in api.list_namespaced_custom_object(
-            GROUP, VERSION, ns, TRAINING_JOB.plural)["items"]]
-    else:
-        jobs = api.list_cluster_custom_object(GROUP, VERSION, TRAINING_JOB.plural)["items"]
-    for body in jobs:
-        phase = (body.get("status") or {}).get("phase")
-        ttl = (body["spec"].get("runPolicy") or {}).get("ttlSecondsAfterFinished")
-        if phase in ("Succeeded", "Failed") and ttl is None:
-            continue
-        meta = body["metadata"]
-        try:
-            reconcile(meta["namespace"], meta["name"], settings)
-        except kopf.TemporaryError as e:
-            log.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], e)
+def resync(ctl: Controller, add: Any) -> None:
+    """The slow safety net: list every job (page by page) and queue each, in case an event was
+    ever missed. Everything time-driven is queued for its moment instead (`next_due`)."""
+    custom = kube.custom()
+    for namespace in ctl.settings.namespaces or (None,):
+        token = None
+        while True:
+            if namespace:
+                page = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                            limit=500, _continue=token)
+            else:
+                page = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=500,
+                                                         _continue=token)
+            for body in page["items"]:
+                ctl.jobs.observe(body)
+                add((body["metadata"]["namespace"], body["metadata"]["name"]))
+            token = page["metadata"].get("continue")
+            if not token:
+                break

@@ -1,0 +1,386 @@
+"""Apply → pods: how fast Mentor turns TrainingJobs into pods, beside Kubeflow's training-operator.
+
+On the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok with 8-GPU
+nodes, all on this machine's cores), it measures, for Mentor and then for the peer:
+
+- one job at a time (--single repeats): create → both pods exist, p50 and p99;
+- bursts (--bursts): N jobs of 2 pods × 1 GPU applied at once with `kubectl apply --server-side`
+  → every pod exists; and the p50/p99 of each job's own latency within the burst;
+- the operator's peak RSS and CPU seconds, the API server's and etcd's CPU seconds, and the
+  requests the API server served per second during the burst;
+- the API requests each operator made per job, counted by the API server itself: each operator
+  runs as its own ServiceAccount, matched by its own FlowSchema, and
+  apiserver_flowcontrol_dispatched_requests_total is read per FlowSchema.
+
+The peer is Kubeflow's training-operator v1 (benchmarks/peers/build.sh builds it from Go
+modules), with PyTorchJobs of Master 1 + Worker 1, one GPU each, at the same worker count and with
+no client-side rate limit (how Mentor runs): --controller-threads=8 --kube-api-qps=1000
+--kube-api-burst=2000. Nothing here asserts a time: it prints figures.
+
+    .venv/bin/python benchmarks/operator_scale.py --single 20 --bursts 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests" / "cluster")]
+from controlplane import ControlPlane, build_binaries, free_port  # noqa: E402
+
+WORKERS = 8
+DEADLINE = 20  # seconds of a job in the Mentor burst that must fail by its deadline
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Identity:
+    """A ServiceAccount with cluster-admin, its kubeconfig, and a FlowSchema counting its calls."""
+
+    def __init__(self, cp: ControlPlane, name: str, work: Path) -> None:
+        self.name = name
+        cp.kubectl("create", "serviceaccount", name, "-n", "default")
+        cp.kubectl("create", "clusterrolebinding", name, "--clusterrole=cluster-admin",
+                   f"--serviceaccount=default:{name}")
+        token = cp.kubectl("create", "token", name, "-n", "default", "--duration=24h").strip()
+        config = json.loads(cp.kubeconfig.read_text())
+        config["users"] = [{"name": name, "user": {"token": token}}]
+        config["contexts"][0]["context"]["user"] = name
+        self.kubeconfig = work / f"{name}.kubeconfig"
+        self.kubeconfig.write_text(json.dumps(config))
+        cp.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
+            "metadata": {"name": name},
+            "spec": {"priorityLevelConfiguration": {"name": "workload-high"},
+                     "matchingPrecedence": 500,
+                     "rules": [{"subjects": [{"kind": "ServiceAccount", "serviceAccount": {
+                         "name": name, "namespace": "default"}}],
+                         "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"],
+                                            "resources": ["*"], "namespaces": ["*"],
+                                            "clusterScope": True}],
+                         "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}]}}))
+
+
+class ApiServer:
+    """The API server's own counters, read from its /metrics with the admin certificate."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        import ssl
+
+        self.cp = cp
+        crt, key = cp.pki.pair("admin")
+        self.context = ssl.create_default_context(cafile=str(cp.pki.ca_crt))
+        self.context.load_cert_chain(str(crt), str(key))
+
+    def counters(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.cp.server}/metrics", context=self.context,
+                                    timeout=30) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {"total": 0.0}
+        for line in text.splitlines():
+            if line.startswith("apiserver_request_total{"):
+                out["total"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("apiserver_flowcontrol_dispatched_requests_total{"):
+                schema = line.split('flow_schema="', 1)[1].split('"', 1)[0]
+                out[f"schema:{schema}"] = out.get(f"schema:{schema}", 0.0) + \
+                    float(line.rsplit(" ", 1)[1])
+        return out
+
+
+class PodClock:
+    """When each pod of a namespace was first seen, from one watch (kubectl get -w)."""
+
+    def __init__(self, cp: ControlPlane, namespace: str) -> None:
+        self.seen: dict[str, float] = {}
+        self.proc = subprocess.Popen(
+            [str(cp.bin_dir / "kubectl"), "get", "pods", "-n", namespace, "-w",
+             "--output-watch-events", "-o", "jsonpath={.object.metadata.name}{\"\\n\"}"],
+            env=cp.env(), stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            name = line.strip()
+            if name and name not in self.seen:
+                self.seen[name] = time.monotonic()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Watched:
+    """An operator process, sampled for RSS and CPU."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc, self.ps = proc, psutil.Process(proc.pid)
+        self.peak = 0
+        self.cpu0 = self.cpu()
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def cpu(self) -> float:
+        times = self.ps.cpu_times()
+        return times.user + times.system + sum(
+            c.cpu_times().user + c.cpu_times().system for c in self.ps.children(recursive=True))
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.peak = max(self.peak, self.ps.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def reset(self) -> None:
+        self.peak, self.cpu0 = self.ps.memory_info().rss, self.cpu()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def mentor_job(name: str) -> dict[str, Any]:
+    return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name},
+            "spec": {"model": {"size": "tiny"}, "data": {"source": "/data/text"},
+                     "optimization": {"steps": 100}, "output": {"uri": f"/models/{name}"},
+                     "parallelism": {"nodes": 2, "gpusPerNode": 1}}}
+
+
+def peer_job(name: str) -> dict[str, Any]:
+    container = {"name": "pytorch", "image": "docker.io/kubeflowkatib/pytorch-mnist:v1beta1",
+                 "resources": {"limits": {"nvidia.com/gpu": 1}}}
+    replica = {"replicas": 1, "restartPolicy": "OnFailure",
+               "template": {"spec": {"containers": [container]}}}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": name},
+            "spec": {"pytorchReplicaSpecs": {"Master": replica, "Worker": replica}}}
+
+
+class Race:
+    def __init__(self, cp: ControlPlane, work: Path) -> None:
+        self.cp, self.work, self.api = cp, work, ApiServer(cp)
+        self.system = {n: psutil.Process(p.pid) for n, p in cp.procs.items()
+                       if n in ("kube-apiserver", "etcd")}
+
+    def namespace(self, name: str) -> str:
+        self.cp.kubectl("create", "namespace", name)
+        return name
+
+    def burst(self, label: str, operator: Watched, identity: Identity, make: Any,
+              count: int, pods_of: Any) -> dict[str, Any]:
+        ns = self.namespace(f"{label}-{count}-{int(time.time())}")
+        clock = PodClock(self.cp, ns)
+        time.sleep(1)
+        operator.reset()
+        system_cpu0 = {n: p.cpu_times().user + p.cpu_times().system
+                       for n, p in self.system.items()}
+        before = self.api.counters()
+        jobs = [make(f"j{i}") for i in range(count)]
+        if label == "mentor":  # how late a deadline fires under the load
+            late = make("deadline")
+            late["spec"]["runPolicy"] = {"activeDeadlineSeconds": DEADLINE}
+            jobs.insert(0, late)
+        path = self.work / f"{ns}.json"
+        path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": jobs}))
+        start = time.monotonic()
+        self.cp.kubectl("apply", "--server-side", "-n", ns, "-f", str(path))
+        applied = time.monotonic() - start
+        want = {p for i in range(count) for p in pods_of(f"j{i}")}
+        deadline = start + 1200
+        while not want <= set(clock.seen):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{label}: {len(want & set(clock.seen))}/{len(want)} pods")
+            time.sleep(0.05)
+        done = max(clock.seen[p] for p in want) - start
+        after = self.api.counters()
+        clock.stop()
+        lateness = self.deadline_lateness(ns) if label == "mentor" else None
+        per_job = [max(clock.seen[p] for p in pods_of(f"j{i}")) - start for i in range(count)]
+        system = {n: p.cpu_times().user + p.cpu_times().system - system_cpu0[n]
+                  for n, p in self.system.items()}
+        requests = after.get(f"schema:{identity.name}", 0) - before.get(
+            f"schema:{identity.name}", 0)
+        return {"operator": label, "jobs": count, "all_pods_s": round(done, 2),
+                "apply_s": round(applied, 2),
+                "job_p50_s": round(percentile(per_job, 0.5), 2),
+                "job_p99_s": round(percentile(per_job, 0.99), 2),
+                "peak_rss_mb": round(operator.peak / 2**20),
+                "cpu_s": round(operator.cpu() - operator.cpu0, 1),
+                "requests_per_job": round(requests / count, 1),
+                "apiserver_cpu_s": round(system.get("kube-apiserver", 0), 1),
+                "etcd_cpu_s": round(system.get("etcd", 0), 1),
+                "apiserver_requests_per_s": round((after["total"] - before["total"]) / done),
+                "deadline_late_s": lateness}
+
+    def deadline_lateness(self, ns: str) -> float:
+        """Seconds between when the deadline fell due and when the job was failed for it."""
+        from datetime import datetime
+
+        deadline = time.monotonic() + 300
+        while True:
+            status = json.loads(self.cp.kubectl("get", "trainingjob", "deadline", "-n", ns, "-o",
+                                                "json")).get("status", {})
+            if status.get("completionTime"):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+
+        def at(stamp: str) -> float:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+        return at(status["completionTime"]) - at(status["startTime"]) - DEADLINE
+
+    def single(self, operator: Watched, make: Any, repeats: int, pods_of: Any) -> dict[str, Any]:
+        ns = self.namespace(f"single-{int(time.time())}")
+        clock = PodClock(self.cp, ns)
+        time.sleep(1)
+        latencies = []
+        for i in range(repeats):
+            path = self.work / f"single-{i}.json"
+            path.write_text(json.dumps(make(f"s{i}")))
+            start = time.monotonic()
+            self.cp.kubectl("create", "-n", ns, "-f", str(path))
+            while not set(pods_of(f"s{i}")) <= set(clock.seen):
+                time.sleep(0.01)
+            latencies.append(max(clock.seen[p] for p in pods_of(f"s{i}")) - start)
+        clock.stop()
+        return {"repeats": repeats, "p50_s": round(percentile(latencies, 0.5), 3),
+                "p99_s": round(percentile(latencies, 0.99), 3)}
+
+
+def start_mentor(cp: ControlPlane, identity: Identity, work: Path) -> Watched:
+    cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cp.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.mentor.dev")
+    port, health = free_port(), free_port()
+    env = {**cp.env(), "KUBECONFIG": str(identity.kubeconfig), "MENTOR_HTTP_HOST": "127.0.0.1",
+           "MENTOR_HTTP_PORT": str(port), "MENTOR_WORKERS": str(WORKERS)}
+    log = (work / "mentor.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mentor.cli", "operator", "--standalone",
+                             f"--liveness=http://127.0.0.1:{health}/healthz"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{health}/healthz", proc)
+    return Watched(proc)
+
+
+def start_peer(cp: ControlPlane, identity: Identity, work: Path) -> Watched:
+    peer = Path(subprocess.run([str(ROOT / "benchmarks" / "peers" / "build.sh")], check=True,
+                               capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    cp.kubectl("apply", "--server-side", "-f", str(peer / "crds"))
+    deadline = time.monotonic() + 60
+    while "Established" not in cp.kubectl("get", "crd", "pytorchjobs.kubeflow.org", "-o",
+                                          "jsonpath={.status.conditions[*].type}", check=False):
+        assert time.monotonic() < deadline, "the PyTorchJob CRD is not established"
+        time.sleep(0.5)
+    cp.kubectl("create", "namespace", "kubeflow")
+    cp.kubectl("create", "secret", "generic", "training-operator-webhook-cert", "-n", "kubeflow")
+    certs = Path(tempfile.gettempdir()) / "k8s-webhook-server" / "serving-certs"
+    metrics, health, webhook = free_port(), free_port(), free_port()
+    log = (work / "peer.log").open("wb")
+    proc = subprocess.Popen(
+        [str(peer / "bin" / "training-operator.v1"), f"--kubeconfig={identity.kubeconfig}",
+         "--enable-scheme=pytorchjob", "--leader-elect=false",
+         f"--metrics-bind-address=127.0.0.1:{metrics}",
+         f"--health-probe-bind-address=127.0.0.1:{health}", f"--webhook-server-port={webhook}",
+         f"--controller-threads={WORKERS}", "--kube-api-qps=1000", "--kube-api-burst=2000"],
+        env={**cp.env(), "MY_POD_NAMESPACE": "kubeflow"}, stdout=log, stderr=subprocess.STDOUT)
+    # Its certificate rotator fills the Secret; its webhook server reads the files.
+    deadline = time.monotonic() + 120
+    while True:
+        data = json.loads(cp.kubectl("get", "secret", "training-operator-webhook-cert", "-n",
+                                     "kubeflow", "-o", "json")).get("data") or {}
+        if data.get("tls.crt"):
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, \
+            (work / "peer.log").read_text()[-2000:]
+        time.sleep(0.5)
+    import base64
+
+    certs.mkdir(parents=True, exist_ok=True)
+    for name in ("tls.crt", "tls.key"):
+        (certs / name).write_bytes(base64.b64decode(data[name]))
+    wait_http(f"http://127.0.0.1:{health}/readyz", proc)
+    return Watched(proc)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single", type=int, default=20, help="repeats of one job alone")
+    parser.add_argument("--bursts", type=int, nargs="*", default=[100, 1000])
+    parser.add_argument("--no-peer", action="store_true", help="Mentor only")
+    parser.add_argument("--nodes", type=int, default=250, help="kwok nodes of 8 GPUs")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mentor-scale-"))
+    results: list[dict[str, Any]] = []
+    with ControlPlane(build_binaries(), work_dir=work / "k8s", gpu_nodes=args.nodes) as cp:
+        race = Race(cp, work)
+        mentor_id, peer_id = Identity(cp, "bench-mentor", work), Identity(cp, "bench-peer", work)
+        operator = start_mentor(cp, mentor_id, work)
+        try:
+            single = race.single(operator, mentor_job, args.single,
+                                 lambda j: [f"{j}-0", f"{j}-1"])
+            print(json.dumps({"operator": "mentor", "single": single}), flush=True)
+            for count in args.bursts:
+                results.append(race.burst("mentor", operator, mentor_id, mentor_job, count,
+                                          lambda j: [f"{j}-0", f"{j}-1"]))
+                print(json.dumps(results[-1]), flush=True)
+        finally:
+            operator.stop()
+        if not args.no_peer:
+            peer = start_peer(cp, peer_id, work)
+            try:
+                for count in args.bursts:
+                    results.append(race.burst("training-operator", peer, peer_id, peer_job,
+                                              count, lambda j: [f"{j}-master-0",
+                                                                f"{j}-worker-0"]))
+                    print(json.dumps(results[-1]), flush=True)
+            finally:
+                peer.stop()
+    for count in args.bursts:
+        ours = next((r for r in results if r["operator"] == "mentor" and r["jobs"] == count),
+                    None)
+        theirs = next((r for r in results if r["operator"] != "mentor" and r["jobs"] == count),
+                      None)
+        if ours and theirs:
+            print(f"burst {count}: mentor {ours['all_pods_s']} s, training-operator "
+                  f"{theirs['all_pods_s']} s: {theirs['all_pods_s'] / ours['all_pods_s']:.2f}× "
+                  f"faster; CPU {ours['cpu_s']} vs {theirs['cpu_s']} s; RSS "
+                  f"{ours['peak_rss_mb']} vs {theirs['peak_rss_mb']} MB; requests/job "
+                  f"{ours['requests_per_job']} vs {theirs['requests_per_job']}")
+    print(f"logs and manifests: {work}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,47 @@
+"""The operator's one API client.
+
+Every call, from every thread, goes through one `ApiClient` and so one connection pool: a
+connection and its TLS handshake serve many calls, where a client per call paid for both every
+time. The configuration is the in-cluster one, or the kubeconfig outside a cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes import config as kube_config
+
+# Connections kept open to the API server: the reconcile workers, the progress flusher and the
+# pod watches all share them.
+POOL_SIZE = 32
+
+
+@functools.cache
+def api_client() -> client.ApiClient:
+    configuration = client.Configuration()
+    try:
+        kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
+    except kube_config.ConfigException:
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
+    configuration.connection_pool_maxsize = POOL_SIZE
+    return client.ApiClient(configuration)
+
+
+# Typed Any: the generated signatures ask for model objects, and Mentor passes the wire JSON its
+# builders make (which the client sends as it is) and reads the JSON back.
+def core() -> Any:
+    return client.CoreV1Api(api_client())
+
+
+def custom() -> Any:
+    return client.CustomObjectsApi(api_client())
+
+
+def to_json(obj: Any) -> dict[str, Any]:
+    """A model object (V1Pod, ...) as the API server's JSON."""
+    return cast(dict[str, Any],
+                api_client().sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]

@@ -1,0 +1,118 @@
+"""The operator's work queue: one reconcile per job at a time, and one per burst of events.
+
+A job's key is queued at most once: the 2,000 pod events of a 1,000-job burst become one
+reconcile per job, not one per event. A key added while its job is being reconciled is queued
+again once that reconcile ends, so no event is lost and no two workers ever hold the same job.
+A reconcile returns when it wants to run again (a deadline, a TTL, a budget, the next GPU-hour
+update), and the key is queued for that moment instead of being found by re-listing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+
+log = logging.getLogger(__name__)
+
+Process = Callable[[Hashable], float | None]  # a key in; seconds until it is due again, or None
+
+
+class WorkQueue:
+    def __init__(self, process: Process, workers: int) -> None:
+        self.process, self.workers = process, workers
+        self._ready: deque[Hashable] = deque()
+        self._queued: set[Hashable] = set()  # in _ready
+        self._busy: set[Hashable] = set()  # being processed
+        self._again: set[Hashable] = set()  # added while busy: queue once done
+        self._later: list[tuple[float, int, Hashable]] = []  # (due, seq, key), a heap
+        self._due: dict[Hashable, float] = {}  # the earliest due time of each delayed key
+        self._seq = 0
+        self._lock = threading.Condition()
+        self._stopped = False
+        self._threads: list[threading.Thread] = []
+
+    def add(self, key: Hashable, after: float = 0.0) -> None:
+        """Reconcile `key` now (merged with any queued reconcile), or in `after` seconds."""
+        with self._lock:
+            if after > 0:
+                due = time.monotonic() + after
+                if self._due.get(key, float("inf")) <= due:
+                    return
+                self._due[key] = due
+                self._seq += 1
+                heapq.heappush(self._later, (due, self._seq, key))
+            elif key in self._busy:
+                self._again.add(key)
+            elif key not in self._queued:
+                self._queued.add(key)
+                self._ready.append(key)
+            self._lock.notify()
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a job's delayed work (it was deleted): nothing is kept per job after it."""
+        with self._lock:
+            self._due.pop(key, None)
+            self._again.discard(key)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ready) + len(self._busy) + len(self._due)
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _next(self) -> Hashable | None:
+        with self._lock:
+            while not self._stopped:
+                now = time.monotonic()
+                while self._later and self._later[0][0] <= now:
+                    due, _, key = heapq.heappop(self._later)
+                    if self._due.get(key) != due:
+                        continue  # superseded by an earlier due time, or forgotten
+                    del self._due[key]
+                    if key in self._busy:
+                        self._again.add(key)
+                    elif key not in self._queued:
+                        self._queued.add(key)
+                        self._ready.append(key)
+                if self._ready:
+                    key = self._ready.popleft()
+                    self._queued.discard(key)
+                    self._busy.add(key)
+                    return key
+                wait = self._later[0][0] - now if self._later else None
+                self._lock.wait(timeout=wait)
+            return None
+
+    def _work(self) -> None:
+        while (key := self._next()) is not None:
+            again: float | None = None
+            try:
+                again = self.process(key)
+            except Exception:  # a worker outlives any one job's failure
+                log.exception("reconcile of %s failed; retrying in 5 s", key)
+                again = 5.0
+            with self._lock:
+                self._busy.discard(key)
+                if key in self._again:
+                    self._again.discard(key)
+                    if key not in self._queued:
+                        self._queued.add(key)
+                        self._ready.append(key)
+                    self._lock.notify()
+            if again is not None:
+                self.add(key, after=max(again, 0.001))

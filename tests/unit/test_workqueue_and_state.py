@@ -1,0 +1,124 @@
+"""The work queue merges bursts and never runs one job twice at once; expectations hold a job
+back until the watch shows what its last reconcile did."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from mentor.state import Expectations, Jobs
+from mentor.workqueue import WorkQueue
+
+
+def wait_until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_burst_of_events_for_one_job_is_one_reconcile() -> None:
+    runs: Counter[str] = Counter()
+    gate = threading.Event()
+
+    def process(key: Any) -> None:
+        gate.wait()
+        runs[key] += 1
+
+    queue = WorkQueue(process, workers=4)
+    for _ in range(1000):
+        queue.add("job-a")
+    queue.add("job-b")
+    queue.start()
+    gate.set()
+    wait_until(lambda: runs["job-a"] == 1 and runs["job-b"] == 1 and len(queue) == 0)
+    time.sleep(0.1)
+    assert runs == {"job-a": 1, "job-b": 1}
+    queue.stop()
+
+
+def test_a_job_is_never_reconciled_twice_at_once_and_no_event_is_lost() -> None:
+    busy: set[str] = set()
+    overlaps, runs = [], Counter[str]()
+    lock = threading.Lock()
+
+    def process(key: Any) -> None:
+        with lock:
+            if key in busy:
+                overlaps.append(key)
+            busy.add(key)
+        time.sleep(0.02)
+        with lock:
+            busy.discard(key)
+            runs[key] += 1
+
+    queue = WorkQueue(process, workers=8)
+    queue.start()
+    for _ in range(20):
+        queue.add("job")
+        time.sleep(0.005)
+    wait_until(lambda: len(queue) == 0)
+    queue.add("job")  # an event after the last run: it must cause one more
+    wait_until(lambda: len(queue) == 0)
+    queue.stop()
+    assert not overlaps
+    assert 2 <= runs["job"] <= 21
+
+
+def test_a_reconcile_is_queued_again_when_it_asks_to_be() -> None:
+    times: list[float] = []
+
+    def process(key: Any) -> float | None:
+        times.append(time.monotonic())
+        return 0.2 if len(times) < 3 else None
+
+    queue = WorkQueue(process, workers=2)
+    queue.start()
+    queue.add("deadline")
+    wait_until(lambda: len(times) == 3)
+    queue.stop()
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= 0.19 for gap in gaps), gaps
+
+
+def test_a_forgotten_job_leaves_nothing_queued() -> None:
+    queue = WorkQueue(lambda key: None, workers=1)
+    queue.add("gone", after=60)
+    assert len(queue) == 1
+    queue.forget("gone")
+    assert len(queue) == 0
+
+
+def pod(name: str, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta}
+
+
+def test_expectations_wait_for_the_watch_to_show_creates_and_deletes() -> None:
+    expectations = Expectations()
+    key = ("ns", "job")
+    assert expectations.met(key, [])
+    expectations.expect(key, created=["job-0", "job-1"], deleted=[])
+    assert not expectations.met(key, [pod("job-0")]), "job-1 not seen yet: do not create it again"
+    assert expectations.met(key, [pod("job-0"), pod("job-1")])
+    expectations.expect(key, created=[], deleted=["job-0", "job-1"])
+    assert not expectations.met(key, [pod("job-0"), pod("job-1")])
+    assert expectations.met(key, [pod("job-0", deleting=True)]), "terminating or gone"
+
+
+def test_the_newest_version_of_a_job_wins() -> None:
+    jobs = Jobs()
+    old = {"metadata": {"namespace": "ns", "name": "j", "uid": "u", "resourceVersion": "7"}}
+    new = {"metadata": {"namespace": "ns", "name": "j", "uid": "u", "resourceVersion": "9"}}
+    jobs.observe(new)
+    jobs.observe(old)  # a late watch event after Mentor's own write
+    assert jobs.get(("ns", "j")) is new
+    recreated = {"metadata": {"namespace": "ns", "name": "j", "uid": "v",
+                              "resourceVersion": "3"}}
+    jobs.observe(recreated)
+    assert jobs.get(("ns", "j")) is recreated, "a new job under the old name is another job"
