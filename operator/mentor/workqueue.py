@@ -45,12 +45,17 @@ class WorkQueue:
                 self._due[key] = due
                 self._seq += 1
                 heapq.heappush(self._later, (due, self._seq, key))
-            elif key in self._busy:
-                self._again.add(key)
-            elif key not in self._queued:
-                self._queued.add(key)
-                self._ready.append(key)
+            else:
+                self._enqueue(key)
             self._lock.notify()
+
+    def _enqueue(self, key: Hashable) -> None:
+        """Queue a key now (the lock held): after its running reconcile, if it has one."""
+        if key in self._busy:
+            self._again.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._ready.append(key)
 
     def forget(self, key: Hashable) -> None:
         """Drop a job's delayed work (it was deleted): nothing is kept per job after it."""
@@ -84,11 +89,7 @@ class WorkQueue:
                     if self._due.get(key) != due:
                         continue  # superseded by an earlier due time, or forgotten
                     del self._due[key]
-                    if key in self._busy:
-                        self._again.add(key)
-                    elif key not in self._queued:
-                        self._queued.add(key)
-                        self._ready.append(key)
+                    self._enqueue(key)
                 if self._ready:
                     key = self._ready.popleft()
                     self._queued.discard(key)
@@ -110,9 +111,7 @@ class WorkQueue:
                 self._busy.discard(key)
                 if key in self._again:
                     self._again.discard(key)
-                    if key not in self._queued:
-                        self._queued.add(key)
-                        self._ready.append(key)
+                    self._enqueue(key)
                     self._lock.notify()
             if again is not None:
                 self.add(key, after=max(again, 0.001))
