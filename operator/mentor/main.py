@@ -40,11 +40,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     queue.process = lambda key: training.reconcile(controller, key)  # type: ignore[arg-type]
     pods.start()
     queue.start()
-    memo["controller"], memo["queue"] = controller, queue
+    book = ProgressBook()
+    memo["controller"], memo["queue"], memo["book"] = controller, queue, book
     memo["tasks"] = [
         asyncio.create_task(_resync_forever(controller, queue)),
         # Progress reports in, /metrics out (mentor.server).
-        asyncio.create_task(server.serve(SETTINGS, ProgressBook(), METRICS, jobs)),
+        asyncio.create_task(server.serve(SETTINGS, book, METRICS, jobs)),
     ]
 
 
@@ -67,6 +68,7 @@ def on_job(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         controller.forget(key)
         queue.forget(key)
+        memo["book"].jobs.pop(key, None)
         METRICS.forget(key[0], TRAINING_JOB.kind, key[1])
         return
     controller.jobs.observe(body)
