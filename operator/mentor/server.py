@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,27 +86,34 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
     return app
 
 
+FLUSH_THREADS = 8  # progress patches in flight at once
+
+
 def flush(book: ProgressBook) -> None:
-    """Write the progress of every job that reported since the last flush."""
-    api = kube.custom()
-    for (namespace, name), entry in list(book.jobs.items()):
-        if not entry.dirty:
-            continue
-        entry.dirty = False
-        status: dict[str, Any] = {}
-        if entry.progress:
-            status["progress"] = entry.progress.wire()
-        if entry.checkpoint:
-            status["checkpoint"] = entry.checkpoint.wire()
-        try:
-            api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, TRAINING_JOB.plural, name, {"status": status})
-        except ApiException as e:
-            if e.status == 404:
-                del book.jobs[(namespace, name)]
-            else:
-                entry.dirty = True
-                log.warning("progress of %s/%s not written: %s", namespace, name, e.reason)
+    """Write the progress of every job that reported since the last flush, several at once."""
+    dirty = [(key, entry) for key, entry in list(book.jobs.items()) if entry.dirty]
+    if dirty:
+        with ThreadPoolExecutor(max_workers=min(FLUSH_THREADS, len(dirty))) as pool:
+            list(pool.map(lambda item: _write(book, *item), dirty))
+
+
+def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None:
+    namespace, name = key
+    entry.dirty = False
+    status: dict[str, Any] = {}
+    if entry.progress:
+        status["progress"] = entry.progress.wire()
+    if entry.checkpoint:
+        status["checkpoint"] = entry.checkpoint.wire()
+    try:
+        kube.custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, TRAINING_JOB.plural, name, {"status": status})
+    except ApiException as e:
+        if e.status == 404:
+            book.jobs.pop(key, None)
+        else:
+            entry.dirty = True
+            log.warning("progress of %s/%s not written: %s", namespace, name, e.reason)
 
 
 async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs) -> None:
