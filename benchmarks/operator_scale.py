@@ -348,9 +348,10 @@ def main() -> None:
         mentor_id, peer_id = Identity(cp, "bench-mentor", work), Identity(cp, "bench-peer", work)
         operator = start_mentor(cp, mentor_id, work)
         try:
-            single = race.single(operator, mentor_job, args.single,
-                                 lambda j: [f"{j}-0", f"{j}-1"])
-            print(json.dumps({"operator": "mentor", "single": single}), flush=True)
+            if args.single:
+                single = race.single(operator, mentor_job, args.single,
+                                     lambda j: [f"{j}-0", f"{j}-1"])
+                print(json.dumps({"operator": "mentor", "single": single}), flush=True)
             for count in args.bursts:
                 results.append(race.burst("mentor", operator, mentor_id, mentor_job, count,
                                           lambda j: [f"{j}-0", f"{j}-1"]))
