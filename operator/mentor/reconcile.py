@@ -49,6 +49,15 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """The API server refused to create a child: for good (422, or admission's 403, such as
+    Pod Security), or for now (a quota, 429, 5xx). Its message is the API server's."""
+
+    message: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
 class Failure:
     reason: Reason
     message: str
@@ -86,9 +95,9 @@ class Decider:
 
     def __init__(self, spec: TrainingJobSpec, status: JobStatus, pods: list[PodView],
                  now: dt.datetime, generation: int | None = None,
-                 taken: tuple[str, ...] = ()) -> None:
+                 taken: tuple[str, ...] = (), refused: Refusal | None = None) -> None:
         self.spec, self.pods, self.now, self.generation = spec, pods, now, generation
-        self.taken = taken
+        self.taken, self.refused = taken, refused
         self.priced = any(p.price is not None for p in pods)
         self.plan = Plan(status=status.model_copy(deep=True))
         self.status = self.plan.status
@@ -171,6 +180,9 @@ class Decider:
             self._after_finish()
             return
         active = [p for p in self.pods if not p.deleting]
+        if self.refused:
+            self._on_refused(self.refused)
+            return
 
         if policy.suspend:
             self.remove_pods(active)
@@ -276,6 +288,18 @@ class Decider:
             return
         self._restart(active, failure)
 
+    def _on_refused(self, refused: Refusal) -> None:
+        """A create the API server refused never loops silently: for good, the job fails with
+        the API server's words; for now, it waits, saying why."""
+        message = f"the API server refused to create the job's pods: {refused.message}"
+        if refused.permanent:
+            self.finish(False, Reason.CREATE_REFUSED, message)
+            return
+        if self.status.phase not in (Phase.RUNNING, Phase.RESTARTING):
+            self.status.phase = Phase.PENDING
+        self.condition(ConditionType.RUNNING, False, Reason.CREATE_DELAYED,
+                       f"{message}; retrying", warning=True)
+
     def _on_deleted(self, gone: list[PodView], active: list[PodView]) -> None:
         """Someone else deleted a pod: a gang restart, counted unless it was a disruption
         (eviction, preemption), which is no fault of the job. The deleted pods' GPU time up to
@@ -315,6 +339,8 @@ class Decider:
 
 
 def decide(spec: TrainingJobSpec, status: JobStatus, pods: list[PodView], now: dt.datetime,
-           generation: int | None = None, taken: tuple[str, ...] = ()) -> Plan:
-    """`taken` names children (config, service) that exist under another owner."""
-    return Decider(spec, status, pods, now, generation, taken).decide()
+           generation: int | None = None, taken: tuple[str, ...] = (),
+           refused: Refusal | None = None) -> Plan:
+    """`taken` names children (config, service) that exist under another owner; `refused` is
+    the API server's refusal of the last create."""
+    return Decider(spec, status, pods, now, generation, taken, refused).decide()

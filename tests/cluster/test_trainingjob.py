@@ -236,3 +236,33 @@ def test_every_example_is_accepted_by_the_api_server(kube: Kube) -> None:
         kube("apply", "-f", str(path))
     names = kube("get", "trainingjobs", "-o", "jsonpath={.items[*].metadata.name}").split()
     assert sorted(names) == ["finetune", "llama-fsdp", "quickstart"]
+
+
+def test_a_pod_the_api_server_refuses_fails_the_job_with_its_words(kube: Kube) -> None:
+    """Specs that pass the CRD but make every pod invalid (422) or forbidden by Pod Security
+    (403) end Failed at once, with the API server's message: they never loop silently."""
+    kube.apply(training_job("hostpath", template={
+        "volumes": [{"name": "host", "hostPath": {"path": "/tmp"}}],
+        "volumeMounts": [{"name": "host", "mountPath": "/host"}]}))
+    kube.apply(training_job("negative", template={"resources": {"requests": {"cpu": "-1"}}}))
+    for name, words in (("hostpath", "violates PodSecurity"), ("negative", "cpu")):
+        kube.wait(f"trainingjob/{name}", "condition=Failed")
+        failed = kube.condition(name, "Failed")
+        assert failed["reason"] == "CreateRefused"
+        assert words in failed["message"], failed["message"]
+        assert not kube.pods(name)
+        assert any(e["reason"] == "CreateRefused" for e in kube.events(name))
+
+
+def test_a_pod_refused_for_now_waits_then_runs(kube: Kube) -> None:
+    kube.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+                "spec": {"hard": {"pods": "0"}}})
+    kube.apply(training_job("quota"))
+    kube.wait("trainingjob/quota", "jsonpath={.status.conditions[?(@.type=='Running')]"
+              ".reason}=CreateDelayed")
+    running = kube.condition("quota", "Running")
+    assert "exceeded quota" in running["message"]
+    assert kube.get("trainingjob", "quota")["status"]["phase"] == "Pending"
+    kube("delete", "resourcequota", "no-pods")
+    kube.wait("trainingjob/quota", "condition=Running", timeout=90)
+    assert len(kube.pods("quota")) == 2

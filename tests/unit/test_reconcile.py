@@ -334,3 +334,30 @@ def test_time_driven_work_is_queued_for_when_it_falls_due() -> None:
     assert next_due(s, done, T0 + dt.timedelta(seconds=45), settings) == 15.0, "the TTL"
     assert next_due(spec(), done, T0, settings) is None, "finished, no TTL: nothing to wait for"
     assert next_due(s, JobStatus(phase=Phase.SUSPENDED), T0, settings) is None
+
+
+def test_a_create_refused_for_good_fails_the_job_with_the_api_servers_words() -> None:
+    from mentor.reconcile import Refusal
+
+    s = spec()
+    refused = Refusal('pods "demo-0" is forbidden: violates PodSecurity "restricted:latest": '
+                      'hostPath volumes', permanent=True)
+    plan = decide(s, JobStatus(), [], T0, refused=refused)
+    assert plan.status.phase == Phase.FAILED
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "CreateRefused"
+    assert "violates PodSecurity" in failed.message
+    assert not plan.create_ranks
+    assert [e.reason for e in plan.events] == ["CreateRefused"]
+
+
+def test_a_create_refused_for_now_waits_and_says_why_without_counting_an_attempt() -> None:
+    from mentor.reconcile import Refusal
+
+    refused = Refusal('pods "demo-0" is forbidden: exceeded quota: gpus', permanent=False)
+    plan = decide(spec(), JobStatus(), [], T0, refused=refused)
+    assert plan.status.phase == Phase.PENDING
+    assert plan.status.attempts == 0 and not plan.create_ranks
+    running = get_condition(plan.status, ConditionType.RUNNING)
+    assert running is not None and running.reason == "CreateDelayed"
+    assert "exceeded quota" in running.message and running.message.endswith("; retrying")

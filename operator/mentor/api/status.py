@@ -55,6 +55,8 @@ class Reason(StrEnum):
     SUSPENDED = "JobSuspended"
     RESUMED = "JobResumed"
     CHILD_NAME_TAKEN = "ChildNameTaken"
+    CREATE_REFUSED = "CreateRefused"
+    CREATE_DELAYED = "CreateDelayed"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

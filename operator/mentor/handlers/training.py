@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import socket
 import time
@@ -36,7 +37,7 @@ from mentor.config import Settings
 from mentor.metrics import METRICS
 from mentor.podview import PodView, format_time, parse_time
 from mentor.progress import token_for
-from mentor.reconcile import TERMINAL, Event, Plan, decide
+from mentor.reconcile import TERMINAL, Event, Plan, Refusal, decide
 from mentor.state import Expectations, Jobs, Key, Pods
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ KIND, PLURAL = TRAINING_JOB.kind, TRAINING_JOB.plural
 
 
 ACCOUNTING = ("gpuHours", "costEstimate")  # status fields that change with time alone
+CREATE_RETRY_SECONDS = 15.0  # after a create refused for now (a quota, 429, 5xx)
 
 
 @dataclass
@@ -107,15 +109,46 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
     now = dt.datetime.now(dt.UTC)
     generation = body["metadata"].get("generation")
     plan = decide(spec, status, views, now, generation)
-    if plan.create_ranks:
-        taken = _create_children(job, spec, ctl.settings)
-        if taken:  # a name held by another owner: never adopted, said in the status
-            plan = decide(spec, status, views, now, generation, taken)
-    _apply(ctl, body, job, spec, plan)
+    try:
+        if plan.create_ranks:
+            taken = _create_children(job, spec, ctl.settings)
+            if taken:  # a name held by another owner: never adopted, said in the status
+                plan = decide(spec, status, views, now, generation, taken)
+        _apply(ctl, body, job, spec, plan)
+    except ApiException as e:
+        refused = refusal(e) if plan.create_ranks else None
+        if refused is None:
+            raise
+        plan = decide(spec, status, views, now, generation, refused=refused)
+        _apply(ctl, body, job, spec, plan)
+        if not refused.permanent:
+            return CREATE_RETRY_SECONDS
     if not plan.delete_job:
         METRICS.observe_status(job.namespace, KIND, job.name, plan.status,
                                spec.run_policy.max_gpu_hours)
     return next_due(spec, plan.status, now, ctl.settings)
+
+
+def refusal(e: ApiException) -> Refusal | None:
+    """What an API error on a create means for the job, if it is a refusal of the object: 422
+    (invalid) and admission's 403 (Pod Security, a webhook) for good; a quota's 403, 429 and 5xx
+    for now. Other errors are the operator's own (and retried as such)."""
+    message = str(_json_body(e).get("message") or e.reason)
+    if e.status == 422:
+        return Refusal(message, permanent=True)
+    if e.status == 403:
+        return Refusal(message, permanent="exceeded quota" not in message)
+    if e.status == 429 or (e.status or 0) >= 500:
+        return Refusal(message, permanent=False)
+    return None
+
+
+def _json_body(e: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(e.body or "{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
