@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import math
 from typing import Any
 
 from mentor.api.status import CheckpointStatus, Progress
@@ -26,10 +27,32 @@ def authorized(key: bytes, uid: str, header: str | None) -> bool:
     return hmac.compare_digest(token_for(key, uid), header.removeprefix("Bearer ").strip())
 
 
+def _check(report: dict[str, Any]) -> None:
+    step = int(report["step"])
+    if step < 0:
+        raise ValueError(f"step {step} is negative")
+    if "loss" in report:
+        total = int(report["total_steps"])
+        if total < 1 or step > total:
+            raise ValueError(f"step {step} of {total} is out of range")
+    for name in ("loss", "eval_loss", "tokens_per_second", "seconds_per_step"):
+        if name in report and report[name] is not None:
+            value = float(report[name])
+            if not math.isfinite(value):
+                raise ValueError(f"{name} is {value}, not a finite number")
+            if name in ("tokens_per_second", "seconds_per_step") and value < 0:
+                raise ValueError(f"{name} is negative")
+
+
 def apply_report(report: dict[str, Any], progress: Progress | None,
                  checkpoint: CheckpointStatus | None,
                  now: dt.datetime) -> tuple[Progress | None, CheckpointStatus | None]:
-    """Fold one trainer report (a metrics record) into the status' progress and checkpoint."""
+    """Fold one trainer report (a metrics record) into the status' progress and checkpoint.
+
+    A report out of range raises ValueError (the endpoint answers 400): written as it is, it
+    would be refused by the status schema and retried for ever.
+    """
+    _check(report)
     stamp = format_time(now)
     if "checkpoint" in report:
         return progress, CheckpointStatus(step=int(report["step"]), uri=str(report["checkpoint"]),
