@@ -230,7 +230,9 @@ class Decider:
             return
 
         current = max(p.attempt for p in active)
-        failed = sorted((p for p in active if p.phase == "Failed"), key=lambda p: p.rank)
+        # The root cause is the pod that ended first; the others were most often stopped by it.
+        failed = sorted((p for p in active if p.phase == "Failed"),
+                        key=lambda p: (p.finished_at or self.now, p.rank))
         if failed:
             failure = classify(failed[0], spec)
             self.keep(failed[0], failure)

@@ -361,3 +361,15 @@ def test_a_create_refused_for_now_waits_and_says_why_without_counting_an_attempt
     running = get_condition(plan.status, ConditionType.RUNNING)
     assert running is not None and running.reason == "CreateDelayed"
     assert "exceeded quota" in running.message and running.message.endswith("; retrying")
+
+
+def test_the_root_cause_is_the_pod_that_ended_first_not_the_lowest_rank() -> None:
+    s = spec(parallelism={"nodes": 3, "gpusPerNode": 1})
+    status = decide(s, JobStatus(), [], T0).status
+    first = T0 + dt.timedelta(seconds=10)
+    pods = [pod(s, 0, "Failed", exit_code=137, finished=first + dt.timedelta(seconds=5)),
+            pod(s, 1, "Failed", exit_code=3, finished=first),
+            pod(s, 2, "Running")]
+    plan = decide(s, status, pods, first + dt.timedelta(seconds=6))
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and "pod demo-1 exited with code 3" in failed.message
