@@ -198,3 +198,12 @@ def test_pods_get_default_requests_and_a_shm_of_half_their_memory() -> None:
     shm = next(v for v in build_pod(JOB, sized, 0, 1, Settings())["spec"]["volumes"]
                if v["name"] == "dshm")
     assert shm["emptyDir"]["sizeLimit"] == "32768Mi"
+
+
+def test_a_recreated_job_never_meets_the_old_ones_report_secret() -> None:
+    again = JobRef(kind="TrainingJob", name="llm", namespace="team", uid="u-2-other")
+    assert JOB.secret != again.secret
+    env = build_pod(again, spec(), 0, 1, Settings(report_url="http://op"))["spec"][
+        "containers"][0]["env"]
+    token = next(e for e in env if e["name"] == "MENTOR_REPORT_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"]["name"] == again.secret

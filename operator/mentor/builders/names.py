@@ -35,7 +35,10 @@ class JobRef:
 
     @property
     def secret(self) -> str:
-        return f"{self.name}-report"
+        """Per job instance: a job deleted and created again under its name never meets the
+        old one's token (which Mentor, allowed to create Secrets but not read them, could not
+        tell from its own)."""
+        return f"{self.name}-report-{self.uid[:8]}"
 
     def pod(self, rank: int) -> str:
         return f"{self.name}-{rank}"
