@@ -46,6 +46,14 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.data.validationSplit", "0.5"),
     ("negative-budget", {"runPolicy": {"maxGPUHours": -1}}, "spec.runPolicy.maxGPUHours", "0"),
     ("too-many-gpus", {"parallelism": {"gpusPerNode": 17}}, "spec.parallelism.gpusPerNode", "16"),
+    ("ftp-output", {"output": {"uri": "ftp://host/models"}}, "spec.output.uri",
+     "must be an absolute path, pvc://"),
+    ("parent-segments", {"data": {"source": "pvc://datasets/../secrets/x"}}, "spec.data.source",
+     "'..' segments"),
+    ("batch-over-ranks", {"optimization": {"steps": 10, "globalBatchSize": 12,
+                                           "microBatchSize": 4},
+                          "parallelism": {"nodes": 2, "procsPerNode": 1}},
+     "spec.optimization.globalBatchSize", "multiple of nodes × processes per node"),
 ]
 
 

@@ -111,7 +111,8 @@ def training_job(name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": {"size": "tiny"},
         "data": {"source": "/data/shakespeare.txt"},
-        "optimization": {"steps": 100},
+        # 64 divides over any layout the tests use (nodes × GPUs × a micro batch of 1).
+        "optimization": {"steps": 100, "globalBatchSize": 64, "microBatchSize": 1},
         "output": {"uri": "/models/" + name},
         "parallelism": {"nodes": 2, "gpusPerNode": 4},
     }

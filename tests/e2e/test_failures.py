@@ -113,9 +113,9 @@ def test_a_deleted_pod_checkpoints_then_the_job_resumes(kube: Kube, agent: NodeA
     pytest.param("nan", {"optimization": {"learningRate": 10, "optimizer": "sgd",
                                           "gradClip": 1000, "weightDecay": 0}},
                  "NonFiniteLoss", ["exited with code 4", "NonFiniteLoss"], id="nan-loss"),
-    pytest.param("badconfig", {"optimization": {"globalBatchSize": 12, "microBatchSize": 8}},
+    pytest.param("badconfig", {"data": {"format": "jsonl", "field": "text"}},  # plain text
                  "ExitCode", ["exited with code 2 (invalid trainer config)", "BadConfig",
-                              "multiple of world size"], id="bad-config"),
+                              "not a JSON object with field 'text'"], id="bad-config"),
     pytest.param("nodata", {"data": {"source": "pvc://datasets/nowhere.txt"}},
                  "ExitCode", ["exited with code 3 (data not found)", "DataNotFound",
                               "nowhere.txt"], id="missing-data"),

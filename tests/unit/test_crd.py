@@ -98,3 +98,23 @@ def test_an_unsupported_type_is_an_error_not_a_weaker_schema() -> None:
 
     with pytest.raises(UnsupportedSchema, match="union"):
         model_schema(Ambiguous)
+
+
+def test_every_cel_rule_names_a_reason_the_api_server_accepts() -> None:
+    import yaml
+
+    supported = {"FieldValueDuplicate", "FieldValueForbidden", "FieldValueInvalid",
+                 "FieldValueRequired"}
+
+    def rules(node: object) -> list[dict[str, str]]:
+        if isinstance(node, dict):
+            found = list(node.get("x-kubernetes-validations", []))
+            return found + [r for value in node.values() for r in rules(value)]
+        if isinstance(node, list):
+            return [r for item in node for r in rules(item)]
+        return []
+
+    crd_file = Path(__file__).resolve().parents[2] / "crds" / "trainingjobs.mentor.dev.yaml"
+    found = rules(yaml.safe_load(crd_file.read_text()))
+    assert found
+    assert {r["reason"] for r in found if "reason" in r} <= supported

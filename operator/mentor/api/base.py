@@ -73,4 +73,8 @@ ObjectName = Annotated[
 ]
 
 # A URI to data, a model or a checkpoint: hf://, s3://, pvc://<claim>/<path>, or a plain path.
-Uri = Annotated[str, Field(min_length=1, max_length=2048)]
+# No `..` segment: a URI never climbs out of the claim or bucket it names.
+NO_PARENT_SEGMENTS = {"rule": "!self.matches('(^|/)[.][.](/|$)')",
+                      "message": "may not contain '..' segments", "reason": "FieldValueInvalid"}
+Uri = Annotated[str, Field(min_length=1, max_length=2048,
+                           json_schema_extra={"x-kubernetes-validations": [NO_PARENT_SEGMENTS]})]

@@ -221,6 +221,13 @@ class CheckpointSpec(ApiModel):
 
 
 class OutputSpec(ApiModel):
+    cel_rules = (
+        # Checked here, not after training: the model is written where the trainer can write.
+        Rule("self.uri.startsWith('/') || self.uri.matches('^(pvc|s3|gs)://[^/]')",
+             "uri must be an absolute path, pvc://<claim>/<path>, s3://<bucket>/<path> or "
+             "gs://<bucket>/<path>", field_path=".uri", reason="FieldValueInvalid"),
+    )
+
     uri: Uri = Field(description="uri is where the trained model is written, in Hugging Face "
                                  "format: a path or pvc://<claim>/<path>.")
 
@@ -351,8 +358,24 @@ class AdaptationSpec(ApiModel):
                                     "adapter alone. Default false.")
 
 
+# Processes of one node, as the trainer counts them: GPUs, else CPU processes, else 1.
+_NODES = "(has(self.parallelism) ? self.parallelism.nodes : 1)"
+_PROCS = ("(has(self.parallelism) && has(self.parallelism.gpusPerNode) ? "
+          "self.parallelism.gpusPerNode : (has(self.parallelism) && "
+          "has(self.parallelism.procsPerNode) ? self.parallelism.procsPerNode : 1))")
+
+
 class TrainingSections(ApiModel):
     """The sections that a job and the trainer share."""
+
+    cel_rules = (
+        # Refused at admission, before the pods take their GPUs to find it out.
+        Rule(f"self.optimization.globalBatchSize % ({_NODES} * {_PROCS} * "
+             "self.optimization.microBatchSize) == 0",
+             "globalBatchSize must be a multiple of nodes × processes per node × "
+             "microBatchSize", field_path=".optimization.globalBatchSize",
+             reason="FieldValueInvalid"),
+    )
 
     model: ModelSpec = Field(description="model is what is trained.")
     data: DataSpec = Field(description="data is what it learns from.")
