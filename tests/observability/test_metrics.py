@@ -137,7 +137,7 @@ def test_gpu_hours_match_the_pods_across_an_operator_restart_and_a_job_restart(
     watcher.stop()
 
     truth = watcher.gpu_seconds()
-    assert truth > 8 * 2 * 30, "two attempts of 8 GPUs, each over 30 s"
+    assert truth >= 8 * 2 * 30, "two attempts of 8 GPUs, each of 30 s or more"
     status = kube.get("trainingjob", "acct")["status"]
     status_seconds = status["gpuHours"] * 3600
     assert status_seconds == pytest.approx(truth, rel=0.01)
