@@ -333,6 +333,28 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> 
     raise TimeoutError(url)
 
 
+def apply_only(cp: ControlPlane, work: Path, bursts: list[int]) -> None:
+    cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    peer = Path(subprocess.run([str(ROOT / "benchmarks" / "peers" / "build.sh")], check=True,
+                               capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    cp.kubectl("apply", "--server-side", "-f", str(peer / "crds"))
+    time.sleep(3)
+    apiserver = next(psutil.Process(p.pid) for n, p in cp.procs.items() if n == "kube-apiserver")
+    for count in bursts:
+        for kind, make in (("TrainingJob", mentor_job), ("PyTorchJob", peer_job)):
+            ns = f"apply-{kind.lower()}-{count}"
+            cp.kubectl("create", "namespace", ns)
+            path = work / f"{ns}.json"
+            path.write_text(json.dumps({"apiVersion": "v1", "kind": "List",
+                                        "items": [make(f"j{i}") for i in range(count)]}))
+            cpu0 = sum(apiserver.cpu_times()[:2])
+            start = time.monotonic()
+            cp.kubectl("apply", "--server-side", "-n", ns, "-f", str(path))
+            print(json.dumps({"kind": kind, "jobs": count, "no_operator_apply_s":
+                              round(time.monotonic() - start, 2), "apiserver_cpu_s":
+                              round(sum(apiserver.cpu_times()[:2]) - cpu0, 1)}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -340,11 +362,17 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, nargs="*", default=[100, 1000])
     parser.add_argument("--no-peer", action="store_true", help="Mentor only")
     parser.add_argument("--nodes", type=int, default=250, help="kwok nodes of 8 GPUs")
+    parser.add_argument("--apply-only", action="store_true",
+                        help="no operator: how long the API server takes to accept each burst "
+                             "of TrainingJobs and of PyTorchJobs (the floor of both races)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mentor-scale-"))
     results: list[dict[str, Any]] = []
     with ControlPlane(build_binaries(), work_dir=work / "k8s", gpu_nodes=args.nodes) as cp:
         race = Race(cp, work)
+        if args.apply_only:
+            apply_only(cp, work, args.bursts)
+            return
         mentor_id, peer_id = Identity(cp, "bench-mentor", work), Identity(cp, "bench-peer", work)
         operator = start_mentor(cp, mentor_id, work)
         try:
