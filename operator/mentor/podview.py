@@ -55,6 +55,7 @@ class PodView:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     node: str | None = None
+    created_at: dt.datetime | None = None
     price: float | None = None  # per GPU-hour, from the node's GPU product (None: unpriced)
 
     @classmethod
@@ -93,6 +94,7 @@ class PodView:
             started_at=parse_time(running.get("startedAt") or terminated.get("startedAt")),
             finished_at=parse_time(terminated.get("finishedAt")),
             node=spec.get("nodeName"),
+            created_at=parse_time(meta.get("creationTimestamp")),
         )
 
     def cost(self, now: dt.datetime) -> float:

@@ -25,6 +25,7 @@ from mentor.podview import IMAGE_PULL_REASONS, PodView, format_time, parse_time
 # What the trainer's own exit codes mean (see the README); they make failure messages readable.
 TRAINER_EXIT_CODES = {2: "invalid trainer config", 3: "data not found", 4: "loss became NaN/Inf"}
 NON_FINITE_LOSS_EXIT = 4
+IMAGE_PULL_GRACE_SECONDS = 300  # a pod may fail to pull its image this long before the job fails
 MESSAGE_TAIL = 2048  # of a pod's termination message, in a condition (which holds 4096)
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
@@ -144,7 +145,14 @@ class Decider:
             cost = self.status.ledger.retired_cost + sum(p.cost(self.now) for p in self.live())
             self.status.cost_estimate = round(cost, 4)
 
+    def stop_clock(self) -> None:
+        """Suspended or finished: the active time so far is banked, and the clock stops."""
+        ledger = self.status.ledger
+        ledger.active_seconds = round(active_seconds(self.status, self.now), 3)
+        ledger.active_since = None
+
     def finish(self, success: bool, reason: Reason, message: str) -> None:
+        self.stop_clock()
         self.status.phase = Phase.SUCCEEDED if success else Phase.FAILED
         self.status.completion_time = self.stamp
         self.condition(ConditionType.RUNNING, False, reason, message)
@@ -185,6 +193,7 @@ class Decider:
             return
 
         if policy.suspend:
+            self.stop_clock()
             self.remove_pods(active)
             status.phase = Phase.SUSPENDED
             self.condition(ConditionType.SUSPENDED, True, Reason.SUSPENDED,
@@ -196,9 +205,8 @@ class Decider:
                            "the job is resumed from its latest checkpoint")
             self.plan.events.append(Event("Normal", Reason.RESUMED.value, "job resumed"))
 
-        started = parse_time(status.start_time)
         deadline = policy.active_deadline_seconds
-        if started and deadline and (self.now - started).total_seconds() >= deadline:
+        if deadline and active_seconds(status, self.now) >= deadline:
             self.finish(False, Reason.DEADLINE_EXCEEDED,
                         f"the job ran longer than activeDeadlineSeconds={deadline}")
             return
@@ -240,9 +248,18 @@ class Decider:
             return
         pulling = next((p for p in active if p.waiting_reason in IMAGE_PULL_REASONS), None)
         if pulling:
-            self.finish(False, Reason.IMAGE_PULL_BACKOFF,
-                        f"pod {pulling.name} cannot pull its image: "
-                        f"{pulling.waiting_message or pulling.waiting_reason}")
+            # A registry's hiccup heals: only an image still not pulled after the grace fails.
+            waited = (self.now - (pulling.created_at or self.now)).total_seconds()
+            message = (f"pod {pulling.name} cannot pull its image: "
+                       f"{pulling.waiting_message or pulling.waiting_reason}")
+            if waited >= IMAGE_PULL_GRACE_SECONDS:
+                self.finish(False, Reason.IMAGE_PULL_BACKOFF, message)
+                return
+            if status.phase != Phase.RESTARTING:
+                status.phase = Phase.PENDING
+            self.condition(ConditionType.RUNNING, False, Reason.IMAGE_PULL_BACKOFF,
+                           f"{message}; the job fails if it still cannot after "
+                           f"{IMAGE_PULL_GRACE_SECONDS} s", warning=True)
             return
 
         ranks = {p.rank for p in active if p.attempt == current}
@@ -262,6 +279,8 @@ class Decider:
         if all(p.phase in ("Running", "Succeeded") for p in active):
             if status.start_time is None:
                 status.start_time = self.stamp
+            if status.ledger.active_since is None:  # the deadline's clock runs from here
+                status.ledger.active_since = self.stamp
             status.phase = Phase.RUNNING
             self.condition(ConditionType.RUNNING, True, Reason.ALL_PODS_RUNNING,
                            f"all {len(active)} pod(s) are running")
@@ -338,6 +357,13 @@ class Decider:
         if ttl is None or finished is None:
             return
         self.plan.delete_job = (self.now - finished).total_seconds() >= ttl
+
+
+def active_seconds(status: JobStatus, now: dt.datetime) -> float:
+    """How long the job has run, suspended time and the wait for its first run left out."""
+    since = parse_time(status.ledger.active_since)
+    running = (now - since).total_seconds() if since else 0.0
+    return status.ledger.active_seconds + max(running, 0.0)
 
 
 def decide(spec: TrainingJobSpec, status: JobStatus, pods: list[PodView], now: dt.datetime,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from mentor.api.status import ConditionType, JobStatus, Phase
+from mentor.api.status import ConditionType, JobStatus, Ledger, Phase
 from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
 from mentor.builders.pods import build_pod
@@ -58,6 +58,7 @@ def pod(s: TrainingJobSpec, rank: int, phase: str, attempt: int = 1, *,
                           "containerStatuses": [{"name": "trainer", "state": state}]}
     if deleting:
         manifest["metadata"]["deletionTimestamp"] = format_time(T0)
+    manifest["metadata"]["creationTimestamp"] = format_time(T0)
     return PodView.from_pod(manifest)
 
 
@@ -161,11 +162,18 @@ def test_oom_killed_fails_with_its_reason() -> None:
     assert failed is not None and failed.reason == "OOMKilled"
 
 
-def test_image_pull_backoff_fails() -> None:
+def test_an_image_that_cannot_be_pulled_fails_the_job_only_after_a_grace() -> None:
     s = spec()
-    plan = decide(s, JobStatus(phase=Phase.PENDING),
-                  [pod(s, 0, "Pending", waiting="ImagePullBackOff"), pod(s, 1, "Pending")], T0)
-    failed = get_condition(plan.status, ConditionType.FAILED)
+    pods = [pod(s, 0, "Pending", waiting="ImagePullBackOff"), pod(s, 1, "Pending")]
+    early = decide(s, JobStatus(phase=Phase.PENDING, attempts=1), pods,
+                   T0 + dt.timedelta(seconds=60))
+    assert early.status.phase == Phase.PENDING, "a registry's hiccup heals"
+    waiting = get_condition(early.status, ConditionType.RUNNING)
+    assert waiting is not None and waiting.reason == "ImagePullBackOff"
+    assert "fails if it still cannot after 300 s" in waiting.message
+    late = decide(s, JobStatus(phase=Phase.PENDING, attempts=1), pods,
+                  T0 + dt.timedelta(seconds=300))
+    failed = get_condition(late.status, ConditionType.FAILED)
     assert failed is not None and failed.reason == "ImagePullBackOff"
 
 
@@ -196,7 +204,8 @@ def test_suspend_deletes_pods_and_resume_recreates_them() -> None:
 
 def test_deadline_fails_and_removes_pods() -> None:
     s = spec(runPolicy={"activeDeadlineSeconds": 60})
-    status = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0), attempts=1)
+    status = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0), attempts=1,
+                       ledger=Ledger(active_since=format_time(T0)))
     plan = decide(s, status, [pod(s, 0, "Running"), pod(s, 1, "Running")],
                   T0 + dt.timedelta(seconds=61))
     failed = get_condition(plan.status, ConditionType.FAILED)
@@ -326,7 +335,8 @@ def test_time_driven_work_is_queued_for_when_it_falls_due() -> None:
 
     settings = Settings()
     s = spec(runPolicy={"activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60})
-    running = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0))
+    running = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0),
+                        ledger=Ledger(active_since=format_time(T0)))
     later = T0 + dt.timedelta(seconds=590)
     assert next_due(s, running, later, settings) == 10.0, "the deadline, before the GPU-hours"
     assert next_due(s, running, T0, settings) == settings.resync_seconds
@@ -373,3 +383,25 @@ def test_the_root_cause_is_the_pod_that_ended_first_not_the_lowest_rank() -> Non
     plan = decide(s, status, pods, first + dt.timedelta(seconds=6))
     failed = get_condition(plan.status, ConditionType.FAILED)
     assert failed is not None and "pod demo-1 exited with code 3" in failed.message
+
+
+def test_the_deadline_counts_active_time_only() -> None:
+    s = spec(runPolicy={"activeDeadlineSeconds": 100})
+    status = decide(s, JobStatus(), [], T0).status
+    status = decide(s, status, [pod(s, 0, "Running"), pod(s, 1, "Running")], T0).status
+    assert status.ledger.active_since == format_time(T0)
+    paused = spec(runPolicy={"activeDeadlineSeconds": 100, "suspend": True})
+    at = T0 + dt.timedelta(seconds=60)
+    status = decide(paused, status, [pod(s, 0, "Running"), pod(s, 1, "Running")], at).status
+    assert (status.ledger.active_seconds, status.ledger.active_since) == (60, None)
+    # An hour suspended, then resumed and running again for 30 s: 90 s of 100 used.
+    back = at + dt.timedelta(hours=1)
+    status = decide(s, status, [], back).status
+    status = decide(s, status, [pod(s, 0, "Running", 2), pod(s, 1, "Running", 2)], back).status
+    plan = decide(s, status, [pod(s, 0, "Running", 2), pod(s, 1, "Running", 2)],
+                  back + dt.timedelta(seconds=30))
+    assert plan.status.phase == Phase.RUNNING
+    plan = decide(s, status, [pod(s, 0, "Running", 2), pod(s, 1, "Running", 2)],
+                  back + dt.timedelta(seconds=41))
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "DeadlineExceeded"

@@ -130,6 +130,13 @@ class Ledger(ApiModel):
                     "suspended ones); it is added before they are deleted, so nothing is lost.")
     retired_cost: float = Field(default=0, ge=0,
                                 description="retiredCost is the cost of pods already removed.")
+    active_seconds: float = Field(
+        default=0, ge=0,
+        description="activeSeconds is the time the job ran before its last suspension: "
+                    "activeDeadlineSeconds counts active time only.")
+    active_since: Timestamp | None = Field(
+        default=None, description="activeSince is when the job last started running (unset "
+                                  "while it is suspended, pending its first run, or finished).")
 
 
 class JobStatus(ApiModel):

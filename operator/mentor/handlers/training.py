@@ -37,7 +37,7 @@ from mentor.config import Settings
 from mentor.metrics import METRICS
 from mentor.podview import PodView, format_time, parse_time
 from mentor.progress import token_for
-from mentor.reconcile import TERMINAL, Event, Plan, Refusal, decide
+from mentor.reconcile import TERMINAL, Event, Plan, Refusal, active_seconds, decide
 from mentor.state import Expectations, Jobs, Key, Pods
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,8 @@ def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
     if status.phase == Phase.SUSPENDED:
         return None
     due = [settings.resync_seconds]
-    started = parse_time(status.start_time)
-    if started and policy.active_deadline_seconds:
-        due.append((started - now).total_seconds() + policy.active_deadline_seconds)
+    if policy.active_deadline_seconds and status.ledger.active_since:
+        due.append(policy.active_deadline_seconds - active_seconds(status, now))
     return max(min(due), 0.0)
 
 
