@@ -129,9 +129,11 @@ def app_for(job: TrainingJob, config_path: Path) -> AppDef:
     """The job's AppDef on this machine: one node running every rank, so the world size (and
     hence the data order and the losses) is the one the cluster would have."""
     parallelism = job.spec.parallelism
+    # The machine's cores shared among the ranks (one process alone gets them all).
+    threads = max(1, (os.cpu_count() or 1) // parallelism.world_size)
     env = {"MENTOR_JOB_NAME": job.metadata.name, "MENTOR_JOB_NAMESPACE": "local",
            "MENTOR_JOB_KIND": job.kind,
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     env.update({v.name: v.value for v in job.spec.template.env if v.value is not None})
     return trainer_app(job.metadata.name, image=job.spec.template.image or "local",
                        config_path=str(config_path), nnodes=1, nproc=parallelism.world_size,

@@ -207,3 +207,20 @@ def test_a_recreated_job_never_meets_the_old_ones_report_secret() -> None:
         "containers"][0]["env"]
     token = next(e for e in env if e["name"] == "MENTOR_REPORT_TOKEN")
     assert token["valueFrom"]["secretKeyRef"]["name"] == again.secret
+
+
+def test_mentor_run_shares_the_cores_among_the_ranks(tmp_path: Any, monkeypatch: Any) -> None:
+    import os
+
+    from mentor.local import app_for
+    from mentor.validation import validate
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    for procs, threads in ((1, "8"), (2, "4"), (16, "1")):
+        s = spec(parallelism={"nodes": 1, "procsPerNode": procs},
+                 optimization={"steps": 10, "globalBatchSize": 16 * procs, "microBatchSize": 1})
+        job = validate({"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob",
+                        "metadata": {"name": "llm"},
+                        "spec": s.model_dump(by_alias=True, exclude_none=True)})
+        assert app_for(job, tmp_path / "c.json").roles[0].env["OMP_NUM_THREADS"] == threads
