@@ -8,10 +8,12 @@ time. The configuration is the in-cluster one, or the kubeconfig outside a clust
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any, cast
 
 from kubernetes import client
 from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
 
 # Connections kept open to the API server: the reconcile workers, the progress flusher and the
 # pod watches all share them.
@@ -45,3 +47,12 @@ def to_json(obj: Any) -> dict[str, Any]:
     """A model object (V1Pod, ...) as the API server's JSON."""
     return cast(dict[str, Any],
                 api_client().sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+
+
+def error_body(e: ApiException) -> dict[str, Any]:
+    """An API error's Status object (message, reason, details.causes), or {} if it has none."""
+    try:
+        body = json.loads(e.body or "{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -35,6 +35,7 @@ from urllib3.exceptions import HTTPError
 
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
 from mentor.builders.names import ATTEMPT, JOB_KIND, JOB_NAME, NODE_RANK, TRAINER_CONTAINER
+from mentor.kube import error_body
 from mentor.validation import InvalidJob, validate
 
 KIND = TRAINING_JOB.kind
@@ -332,7 +333,7 @@ class Client:
                                      f"{_reason(e)}") from None
 
     def _error(self, e: ApiException, verb: str, name: str, resource: str) -> MentorError:
-        body = _body(e)
+        body = error_body(e)
         message = body.get("message") or e.reason or "error"
         if e.status == 404 and resource in (PLURAL, "pods/log") and name:
             kind = KIND.lower() if resource == PLURAL else "pod"
@@ -363,15 +364,6 @@ def _plain(message: str) -> str:
     """The API server's CEL message without the value it quotes: `Invalid value: "object":
     set exactly one` -> `set exactly one`."""
     return re.sub(r'^Invalid value: ("(?:[^"\\]|\\.)*"|[^:]*): ', "", message)
-
-
-def _body(e: ApiException) -> dict[str, Any]:
-    import json
-
-    try:
-        return cast(dict[str, Any], json.loads(e.body or "{}"))
-    except ValueError:
-        return {}
 
 
 def _reason(e: Exception) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import socket
 import time
@@ -133,7 +132,7 @@ def refusal(e: ApiException) -> Refusal | None:
     """What an API error on a create means for the job, if it is a refusal of the object: 422
     (invalid) and admission's 403 (Pod Security, a webhook) for good; a quota's 403, 429 and 5xx
     for now. Other errors are the operator's own (and retried as such)."""
-    message = str(_json_body(e).get("message") or e.reason)
+    message = str(kube.error_body(e).get("message") or e.reason)
     if e.status == 422:
         return Refusal(message, permanent=True)
     if e.status == 403:
@@ -141,14 +140,6 @@ def refusal(e: ApiException) -> Refusal | None:
     if e.status == 429 or (e.status or 0) >= 500:
         return Refusal(message, permanent=False)
     return None
-
-
-def _json_body(e: ApiException) -> dict[str, Any]:
-    try:
-        body = json.loads(e.body or "{}")
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
