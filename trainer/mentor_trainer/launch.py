@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-from mentor_trainer.errors import EXIT_CRASH
+from mentor_trainer.errors import EXIT_CRASH, EXIT_SIGTERM
 
 # Where the kubelet collects a container's termination message (the pod sets the same path).
 TERMINATION_LOG_ENV = "MENTOR_TERMINATION_LOG"
@@ -45,6 +47,19 @@ def traceback_tail(message: object) -> str:
     return "\n".join(stack.rstrip().splitlines()[-TRACEBACK_LINES:])
 
 
+def root_cause(failures: dict[int, Any]) -> tuple[int, Any]:
+    """The failure that started it. After the first failure torchrun stops the other workers
+    with SIGTERM, and they exit 143 (having checkpointed) or -15: those are consequences, never
+    the cause while another failure exists. Then the earliest (torchelastic's timestamps have
+    whole seconds, so a tie goes to the lowest rank)."""
+    def order(item: tuple[int, Any]) -> tuple[bool, int, int]:
+        rank, failure = item
+        stopped = failure.exitcode in (EXIT_SIGTERM, -signal.SIGTERM)
+        return stopped, failure.timestamp, rank
+
+    return min(failures.items(), key=order)
+
+
 def report(line: str) -> None:
     """Say why on stderr, and in the termination message if the container has one (the kubelet
     creates the file; on a plain machine there is none, and nothing is written)."""
@@ -69,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         report(f"exit code {code}: stopped by signal {int(e.sigval)} ({e.sigval.name})")
         return code
     except ChildFailedError as e:
-        rank, first = e.get_first_failure()  # the root cause; the others were stopped after it
+        rank, first = root_cause(e.failures)
         code = exit_code(first.exitcode)
         line = f"exit code {code} from rank {rank}: {reason(first.message)}"
         if code == EXIT_CRASH:  # a crash is explained by where it happened
