@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
-from mentor.builders.names import ATTEMPT, JOB_KIND, JOB_NAME, NODE_RANK, TRAINER_CONTAINER
+from mentor.builders.names import JOB_KIND, JOB_NAME, NODE_RANK, TRAINER_CONTAINER
 from mentor.kube import error_body
 from mentor.validation import InvalidJob, validate
 
@@ -299,9 +299,6 @@ class Client:
     def failures(self, name: str) -> builtins.list[dict[str, Any]]:
         """What the job keeps of its failed attempts (status.failures): kept after the pods go."""
         return cast(list[dict[str, Any]], self.get(name).status.get("failures", []))
-
-    def attempt_of(self, pod: dict[str, Any]) -> int:
-        return int(pod["metadata"].get("annotations", {}).get(ATTEMPT, "1"))
 
     # -- changing
 

@@ -124,9 +124,11 @@ def test_a_failed_jobs_last_words_are_kept(kube: Kube, agent: NodeAgent, claims:
     assert kept.returncode == 0, kept.stderr
     assert "attempt 1 failed (ExitCode, pod nodata-" in kept.stdout
     assert "DataNotFound" in kept.stdout and "nowhere.txt" in kept.stdout
+    client = Client(namespace=kube.ns)
     with pytest.raises(JobFailed) as failed:
-        Client(namespace=kube.ns).wait("nodata", timeout=10)
+        client.wait("nodata", timeout=10)
     assert failed.value.reason == "BackoffLimitExceeded"
+    assert [f["attempt"] for f in client.failures("nodata")] == [1, 2]
 
 
 def test_errors_are_one_line(kube: Kube, tmp_path: Path, control_plane: Any) -> None:
