@@ -47,15 +47,23 @@ def traceback_tail(message: object) -> str:
     return "\n".join(stack.rstrip().splitlines()[-TRACEBACK_LINES:])
 
 
+# What a worker says when it failed because a peer died first: a consequence, not a cause.
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "remote process exited",
+             "Broken pipe", "communicator was aborted")
+
+
 def root_cause(failures: dict[int, Any]) -> tuple[int, Any]:
-    """The failure that started it. After the first failure torchrun stops the other workers
-    with SIGTERM, and they exit 143 (having checkpointed) or -15: those are consequences, never
-    the cause while another failure exists. Then the earliest (torchelastic's timestamps have
-    whole seconds, so a tie goes to the lowest rank)."""
+    """The failure that started it. Two kinds of failure are consequences, never the cause while
+    another failure exists: the workers torchrun stopped with SIGTERM after the first failure
+    (exit 143 after a checkpoint, or -15), and those whose collective broke because a peer had
+    died (a killed worker writes no error file, so its own time is only when torchrun noticed).
+    Then the earliest (torchelastic's timestamps have whole seconds; a tie goes to the lowest
+    rank)."""
     def order(item: tuple[int, Any]) -> tuple[bool, int, int]:
         rank, failure = item
-        stopped = failure.exitcode in (EXIT_SIGTERM, -signal.SIGTERM)
-        return stopped, failure.timestamp, rank
+        consequence = failure.exitcode in (EXIT_SIGTERM, -signal.SIGTERM) or any(
+            words in reason(failure.message) for words in PEER_GONE)
+        return consequence, failure.timestamp, rank
 
     return min(failures.items(), key=order)
 
