@@ -272,7 +272,8 @@ def start_mentor(cp: ControlPlane, identity: Identity, work: Path) -> Watched:
     cp.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.mentor.dev")
     port, health = free_port(), free_port()
     env = {**cp.env(), "KUBECONFIG": str(identity.kubeconfig), "MENTOR_HTTP_HOST": "127.0.0.1",
-           "MENTOR_HTTP_PORT": str(port), "MENTOR_WORKERS": str(WORKERS)}
+           "MENTOR_HTTP_PORT": str(port), "MENTOR_WORKERS": str(WORKERS),
+           "MENTOR_LEADER_ELECTION": "false"}  # as the peer runs (--leader-elect=false)
     log = (work / "mentor.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "mentor.cli", "operator", "--standalone",
                              f"--liveness=http://127.0.0.1:{health}/healthz"],

@@ -64,6 +64,26 @@ class Settings:
     gpu_prices: dict[str, float] = field(
         default_factory=lambda: json.loads(_env("GPU_PRICES", "{}")))
 
+    # MENTOR_LEADER_ELECTION: "false" only for a single replica that must start at once (local
+    # runs). With it on, replicas share the Lease MENTOR_LEASE_NAME in MENTOR_POD_NAMESPACE (the
+    # chart sets it from the downward API) and one works; MENTOR_LEASE_SECONDS is how long a
+    # silent leader's Lease lasts before a standby takes over.
+    leader_election: bool = field(
+        default_factory=lambda: _env("LEADER_ELECTION", "true").lower() != "false")
+    lease_name: str = field(default_factory=lambda: _env("LEASE_NAME", "mentor-operator"))
+    lease_namespace: str = field(
+        default_factory=lambda: _env("POD_NAMESPACE", "") or _own_namespace())
+    lease_seconds: float = field(default_factory=lambda: float(_env("LEASE_SECONDS", "15")))
+
+
+def _own_namespace() -> str:
+    """The namespace of the pod this runs in, from its service account; "default" outside."""
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
 
 def settings() -> Settings:
     return Settings()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -19,6 +20,7 @@ from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
 from mentor.config import Settings
 from mentor.handlers import training
 from mentor.handlers.training import Controller
+from mentor.leader import Leadership
 from mentor.metrics import METRICS
 from mentor.server import ProgressBook
 from mentor.state import Expectations, Jobs, Pods, key_of
@@ -38,14 +40,18 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     pods = Pods(TRAINING_JOB.kind, SETTINGS.namespaces, on_change=queue.add)
     controller = Controller(SETTINGS, jobs, pods, expectations)
     queue.process = lambda key: training.reconcile(controller, key)  # type: ignore[arg-type]
-    pods.start()
-    queue.start()
+    leadership = Leadership(SETTINGS.lease_name, SETTINGS.lease_namespace,
+                            duration=SETTINGS.lease_seconds,
+                            deadline=SETTINGS.lease_seconds * 2 / 3,
+                            retry=max(SETTINGS.lease_seconds / 7.5, 0.2))
+    pods.start()  # every replica watches, so a standby takes over with its memory warm
     book = ProgressBook()
     memo["controller"], memo["queue"], memo["book"] = controller, queue, book
+    memo["leadership"] = leadership
     memo["tasks"] = [
-        asyncio.create_task(_resync_forever(controller, queue)),
-        # Progress reports in, /metrics out (mentor.server).
-        asyncio.create_task(server.serve(SETTINGS, book, METRICS, jobs)),
+        asyncio.create_task(_lead(leadership, controller, queue)),
+        # Progress reports in, /metrics out (mentor.server); reports only while leading.
+        asyncio.create_task(server.serve(SETTINGS, book, METRICS, jobs, leadership.acquired)),
     ]
 
 
@@ -54,7 +60,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo["tasks"]:
         task.cancel()
     memo["controller"].pods.stop()
-    await asyncio.get_running_loop().run_in_executor(None, memo["queue"].stop)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, memo["queue"].stop)
+    await loop.run_in_executor(None, memo["leadership"].stop)  # a standby takes over now
 
 
 @kopf.on.event(GROUP, VERSION, TRAINING_JOB.plural)
@@ -73,6 +81,34 @@ def on_job(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         return
     controller.jobs.observe(body)
     queue.add(key)
+
+
+async def _lead(leadership: Leadership, controller: Controller, queue: WorkQueue) -> None:
+    """Work only while this replica holds the Lease (or alone, with election off): the queue's
+    workers and the safety resync start once it is acquired."""
+    loop = asyncio.get_running_loop()
+    if SETTINGS.leader_election:
+        leadership.on_acquired = _label_leader
+        leadership.start()
+        await loop.run_in_executor(None, leadership.acquired.wait)
+    else:
+        leadership.acquired.set()
+    METRICS.leader.set(1)
+    queue.start()
+    await _resync_forever(controller, queue)
+
+
+def _label_leader() -> None:
+    """Label this replica's pod as the leader: the chart's Service selects it, so the trainers'
+    progress reports reach the replica that writes them."""
+    pod = os.environ.get("MENTOR_POD_NAME")
+    if not pod:
+        return
+    try:
+        kube.core().patch_namespaced_pod(pod, SETTINGS.lease_namespace, [
+            {"op": "add", "path": "/metadata/labels/mentor.dev~1leader", "value": "true"}])
+    except Exception as e:  # reports are best effort; leading is not
+        log.warning("could not label this pod as the leader: %s", getattr(e, "reason", e))
 
 
 async def _resync_forever(controller: Controller, queue: WorkQueue) -> None:

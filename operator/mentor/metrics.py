@@ -58,6 +58,8 @@ class Metrics:
         self.reconcile_errors = Counter("mentor_reconcile_errors_total",
                                         "Reconciles that failed and will be retried.", ["kind"],
                                         registry=r)
+        self.leader = Gauge("mentor_operator_leader",
+                            "1 on the replica that holds the Lease and works.", registry=r)
         self._lock = threading.Lock()
         self._gpu_seen: dict[tuple[str, str, str], float] = {}
         self._phases: dict[tuple[str, str, str], str] = {}

@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from mentor.builders.names import ATTEMPT, NODE_RANK, TRAINER_CONTAINER
+from mentor.builders.names import ATTEMPT, GPU_FINALIZER, NODE_RANK, TRAINER_CONTAINER
 from mentor.builders.pods import GPU_RESOURCE
 
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName"})
@@ -57,6 +57,11 @@ class PodView:
     node: str | None = None
     created_at: dt.datetime | None = None
     price: float | None = None  # per GPU-hour, from the node's GPU product (None: unpriced)
+    uid: str = ""
+    tracked: bool = False  # holds Mentor's GPU-accounting finalizer
+    # When a deleted pod must be gone: the API server sets deletionTimestamp to the deletion's
+    # time plus its grace period, after which the kubelet kills the container.
+    deletion_deadline: dt.datetime | None = None
 
     @classmethod
     def from_pod(cls, pod: dict[str, Any]) -> PodView:
@@ -95,14 +100,34 @@ class PodView:
             finished_at=parse_time(terminated.get("finishedAt")),
             node=spec.get("nodeName"),
             created_at=parse_time(meta.get("creationTimestamp")),
+            uid=meta.get("uid", ""),
+            tracked=GPU_FINALIZER in (meta.get("finalizers") or []),
+            deletion_deadline=parse_time(meta.get("deletionTimestamp")),
         )
 
     def cost(self, now: dt.datetime) -> float:
         return self.gpu_seconds(now) / 3600 * (self.price or 0.0)
 
+    def end(self, now: dt.datetime) -> dt.datetime:
+        """When the container stopped holding its GPUs: its finish, or for a deleted pod whose
+        kubelet never said (a lost node) its deletion deadline, or now while it runs."""
+        if self.finished_at:
+            return self.finished_at
+        if self.deletion_deadline:
+            return min(now, self.deletion_deadline)
+        return now
+
     def gpu_seconds(self, now: dt.datetime) -> float:
         """GPUs requested × the time the container ran: from start to end, or to now."""
         if not self.gpus or self.started_at is None:
             return 0.0
-        end = self.finished_at or now
-        return self.gpus * max(0.0, (end - self.started_at).total_seconds())
+        return self.gpus * max(0.0, (self.end(now) - self.started_at).total_seconds())
+
+    def ended(self, now: dt.datetime) -> bool:
+        """Its GPU time can grow no more: finished, never started and deleted, or deleted and
+        past its deadline. Then it is settled into the job's ledger, once."""
+        if self.phase in ("Succeeded", "Failed") or self.finished_at:
+            return True
+        if self.deletion_deadline is None:
+            return False
+        return self.started_at is None or now >= self.deletion_deadline

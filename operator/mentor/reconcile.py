@@ -45,6 +45,8 @@ class Plan:
     create_ranks: list[int] = field(default_factory=list)
     attempt: int = 0
     delete_pods: list[str] = field(default_factory=list)
+    # Pods whose GPU time is settled in `status`: their finalizer goes once status is written.
+    release: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     delete_job: bool = False
 
@@ -115,12 +117,27 @@ class Decider:
             self.plan.events.append(Event(kind, reason.value, message))
 
     def remove_pods(self, pods: list[PodView]) -> None:
-        """Delete pods, first moving their GPU time into the status so none of it is lost."""
+        """Delete pods. Their GPU time is charged until they have ended (`settle`)."""
         for pod in pods:
             if not pod.deleting and pod.name not in self.plan.delete_pods:
-                self.status.ledger.retired_gpu_seconds += pod.gpu_seconds(self.now)
-                self.status.ledger.retired_cost += pod.cost(self.now)
                 self.plan.delete_pods.append(pod.name)
+
+    def settle(self) -> None:
+        """Move the GPU time of every pod that has ended into the ledger, once per pod UID, and
+        release its finalizer, which the handler does only after this status is written: an
+        operator stopped between the two finds the UID settled and only releases the pod."""
+        ledger = self.status.ledger
+        settled = set(ledger.settled_pods)
+        for pod in self.pods:
+            if pod.uid not in settled and pod.ended(self.now):
+                ledger.retired_gpu_seconds += pod.gpu_seconds(self.now)
+                ledger.retired_cost += pod.cost(self.now)
+                ledger.settled_pods.append(pod.uid)
+                settled.add(pod.uid)
+            if pod.uid in settled and pod.tracked:
+                self.plan.release.append(pod.name)
+        present = {p.uid for p in self.pods}  # a released pod that is gone needs no memory
+        ledger.settled_pods = [uid for uid in ledger.settled_pods if uid in present]
 
     def keep(self, pod: PodView, failure: Failure) -> None:
         """Remember why this attempt failed, with the pod's last words, beyond the pod's life."""
@@ -132,17 +149,20 @@ class Decider:
             return
         self.status.failures = [*self.status.failures, kept][-MAX_FAILURES_KEPT:]
 
-    def live(self) -> list[PodView]:
-        return [p for p in self.pods if p.name not in self.plan.delete_pods and not p.deleting]
+    def unsettled(self) -> list[PodView]:
+        settled = set(self.status.ledger.settled_pods)
+        return [p for p in self.pods if p.uid not in settled]
 
     def gpu_hours(self) -> float:
-        live = sum(p.gpu_seconds(self.now) for p in self.live())
-        return (self.status.ledger.retired_gpu_seconds + live) / 3600
+        held = sum(p.gpu_seconds(self.now) for p in self.unsettled())
+        return (self.status.ledger.retired_gpu_seconds + held) / 3600
 
     def account(self) -> None:
+        """GPU-hours and cost: the settled pods' plus the time the others hold until now."""
         self.status.gpu_hours = round(self.gpu_hours(), 6)
         if self.priced or self.status.ledger.retired_cost:
-            cost = self.status.ledger.retired_cost + sum(p.cost(self.now) for p in self.live())
+            cost = self.status.ledger.retired_cost + sum(p.cost(self.now)
+                                                         for p in self.unsettled())
             self.status.cost_estimate = round(cost, 4)
 
     def stop_clock(self) -> None:
@@ -175,15 +195,18 @@ class Decider:
     # -- the decision
 
     def decide(self) -> Plan:
-        finished = self.status.phase in TERMINAL
+        self.settle()
         self._decide()
-        if not finished:  # a finished job's GPU-hours and cost are final, whatever its pods do
-            self.account()
+        # Also after the job has finished: its pods are charged until each one has ended.
+        self.account()
         self.status.observed_generation = self.generation
         return self.plan
 
     def _decide(self) -> None:
         spec, status, policy = self.spec, self.status, self.spec.run_policy
+        # Pods are created before the status that counts their attempt is written: an operator
+        # stopped in between finds the attempt on the pods.
+        status.attempts = max([status.attempts, *(p.attempt for p in self.pods)])
         if status.phase in TERMINAL:
             self._after_finish()
             return
@@ -323,12 +346,9 @@ class Decider:
 
     def _on_deleted(self, gone: list[PodView], active: list[PodView]) -> None:
         """Someone else deleted a pod: a gang restart, counted unless it was a disruption
-        (eviction, preemption), which is no fault of the job. The deleted pods' GPU time up to
-        now is charged here, since Mentor never deletes (and so never retires) them itself."""
+        (eviction, preemption), which is no fault of the job. Their GPU time is charged until
+        they have ended, like any pod's (`settle`)."""
         pod = gone[0]
-        for p in gone:
-            self.status.ledger.retired_gpu_seconds += p.gpu_seconds(self.now)
-            self.status.ledger.retired_cost += p.cost(self.now)
         if pod.disruption:
             failure = classify(pod, self.spec)
         else:

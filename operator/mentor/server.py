@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,16 +47,18 @@ class ProgressBook:
 
 
 def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
-              jobs: Jobs) -> web.Application:
+              jobs: Jobs, leading: threading.Event) -> web.Application:
     key = settings.report_key
 
     async def report(request: web.Request) -> web.Response:
+        if not leading.is_set():  # the Service routes to the leader; a stray report retries
+            return web.json_response({"error": "not the leader"}, status=503)
         namespace, name = request.match_info["namespace"], request.match_info["name"]
+        job = jobs.get((namespace, name))  # from memory: a report costs no API call
+        if job is None:
+            return web.json_response({"error": "no such job"}, status=404)
         entry = book.jobs.get((namespace, name))
-        if entry is None:
-            job = jobs.get((namespace, name))  # from memory: a report costs no API call
-            if job is None:
-                return web.json_response({"error": "no such job"}, status=404)
+        if entry is None or entry.uid != job["metadata"]["uid"]:  # a new job of an old name
             entry = JobProgress(uid=job["metadata"]["uid"])
         if not authorized(key, entry.uid, request.headers.get("Authorization")):
             return web.json_response({"error": "bad token"}, status=403)
@@ -116,15 +119,18 @@ def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None
             log.warning("progress of %s/%s not written: %s", namespace, name, e.reason)
 
 
-async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs) -> None:
-    """Run the endpoint and the flusher until cancelled."""
-    runner = web.AppRunner(build_app(settings, book, metrics, jobs), access_log=None)
+async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs,
+                leading: threading.Event) -> None:
+    """Run the endpoint and the flusher until cancelled: both idle unless `leading`."""
+    runner = web.AppRunner(build_app(settings, book, metrics, jobs, leading), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     loop = asyncio.get_running_loop()
     try:
         while True:
             await asyncio.sleep(settings.progress_interval)
+            if not leading.is_set():
+                continue
             try:
                 await loop.run_in_executor(None, flush, book)
             except Exception:

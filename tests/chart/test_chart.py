@@ -46,18 +46,34 @@ def test_helm_lint_passes() -> None:
 
 def test_values_schema_rejects_unknown_values() -> None:
     result = subprocess.run([str(build_binaries() / "helm"), "template", "x", str(CHART),
-                             "--set", "operator.replicas=2"], capture_output=True, text=True,
+                             "--set", "operator.replica=2"], capture_output=True, text=True,
                             check=False)
     assert result.returncode != 0
-    assert "additional properties 'replicas' not allowed" in result.stderr
+    assert "additional properties 'replica' not allowed" in result.stderr
 
 
-def test_deployment_is_one_recreated_restricted_replica() -> None:
-    (deployment,) = find(render(), "Deployment")
+def test_deployment_is_two_restricted_replicas_one_leading() -> None:
+    docs = render()
+    (deployment,) = find(docs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2 and "strategy" not in spec, "rolling: a standby takes over"
     pod = spec["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    (pdb,) = find(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    (service,) = find(docs, "Service")
+    assert service["spec"]["selector"]["mentor.dev/leader"] == "true", "reports reach the leader"
+    assert not find(render("operator.replicas=1"), "PodDisruptionBudget")
+    fields = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+              for e in pod["containers"][0]["env"]}
+    assert fields["MENTOR_POD_NAME"] == "metadata.name"
+    assert fields["MENTOR_POD_NAMESPACE"] == "metadata.namespace"
+    (leader,) = [r for r in find(docs, "Role") if r["metadata"]["name"].endswith("-leader")]
+    assert leader["metadata"]["namespace"] == NAMESPACE
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+            "verbs": ["get", "create", "update"]} in leader["rules"]
     container = pod["containers"][0]
     assert container["args"][:2] == ["operator", "--standalone"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -94,11 +110,20 @@ def test_rbac_is_least_privilege() -> None:
         assert "pods/exec" not in rule["resources"]
 
 
+def test_users_get_mentor_rights_through_the_builtin_roles() -> None:
+    roles = {r["metadata"]["name"]: r for r in find(render(), "ClusterRole")}
+    edit, view = roles[f"{RELEASE}-edit"], roles[f"{RELEASE}-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "create" in edit["rules"][0]["verbs"]
+    assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in view["rules"])
+
+
 def test_namespaced_install_uses_roles_only() -> None:
     docs = render("watchNamespaces={team-a,team-b}")
     assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
     roles = find(docs, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == [NAMESPACE, "team-a", "team-b"]
     (deployment,) = find(docs, "Deployment")
     env = {e["name"]: e.get("value") for e in
            deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -173,7 +198,8 @@ def operator_as_its_service_account(installed: ControlPlane,
         "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
     }))
-    op = Operator(installed, work / "operator.log", KUBECONFIG=str(kubeconfig))
+    op = Operator(installed, work / "operator.log", KUBECONFIG=str(kubeconfig),
+                  MENTOR_POD_NAMESPACE=NAMESPACE, MENTOR_LEASE_NAME=RELEASE)
     op.start()
     yield op
     op.stop()

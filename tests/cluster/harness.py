@@ -21,7 +21,11 @@ class Operator:
 
     def __init__(self, cp: ControlPlane, log: Path, **env: str) -> None:
         self.cp, self.log_path, self.port = cp, log, free_port()
-        self.env = {**cp.env(), "MENTOR_RESYNC_SECONDS": "1", **env}
+        # Each operator of a test run has its own Lease (one per port), unless a test makes
+        # replicas share one; a short Lease lets a standby take over within seconds.
+        self.env = {**cp.env(), "MENTOR_RESYNC_SECONDS": "1", "MENTOR_POD_NAMESPACE": "default",
+                    "MENTOR_LEASE_NAME": f"mentor-{self.port}", "MENTOR_LEASE_SECONDS": "3",
+                    **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = ""
 

@@ -32,7 +32,7 @@ def pod(s: TrainingJobSpec, rank: int, phase: str, attempt: int = 1, *,
         exit_code: int | None = None, reason: str | None = None,
         deleting: bool = False, unschedulable: str | None = None,
         disrupted: bool = False, waiting: str | None = None,
-        message: str | None = None) -> PodView:
+        message: str | None = None, deadline: dt.datetime | None = None) -> PodView:
     """A pod built by the real builder, with the status a kubelet (or kwok) would write."""
     manifest = build_pod(JOB, s, rank, attempt, Settings())
     state: dict[str, Any] = {}
@@ -56,8 +56,10 @@ def pod(s: TrainingJobSpec, rank: int, phase: str, attempt: int = 1, *,
                            "reason": "PreemptionByScheduler"})
     manifest["status"] = {"phase": phase, "conditions": conditions,
                           "containerStatuses": [{"name": "trainer", "state": state}]}
-    if deleting:
-        manifest["metadata"]["deletionTimestamp"] = format_time(T0)
+    manifest["metadata"]["uid"] = f"uid-{rank}-{attempt}"
+    if deleting:  # the deletion's deadline (its time plus the grace period): by default, far off
+        manifest["metadata"]["deletionTimestamp"] = format_time(deadline or
+                                                                T0 + dt.timedelta(days=30))
     manifest["metadata"]["creationTimestamp"] = format_time(T0)
     return PodView.from_pod(manifest)
 
@@ -222,14 +224,48 @@ def test_ttl_deletes_the_finished_job_only_when_due() -> None:
 
 def test_gpu_hours_survive_a_gang_restart() -> None:
     s = spec()
-    hour = dt.timedelta(hours=1)
+    hour, grace = dt.timedelta(hours=1), dt.timedelta(seconds=30)
     pods = [pod(s, 0, "Running"), pod(s, 1, "Failed", exit_code=137, finished=T0 + hour)]
     plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1), pods, T0 + hour)
-    # two pods × 4 GPUs × 1 hour, moved into the status before the pods are deleted
-    assert plan.status.ledger.retired_gpu_seconds == 8 * 3600
-    assert plan.status.gpu_hours == 8
-    after = decide(s, plan.status, [], T0 + 2 * hour)
-    assert after.status.gpu_hours == 8, "time between attempts is not counted"
+    # the failed pod has ended: its 4 GPUs × 1 hour are settled, and it may go
+    assert plan.status.ledger.retired_gpu_seconds == 4 * 3600
+    assert plan.status.ledger.settled_pods == ["uid-1-1"] and plan.release == ["demo-1"]
+    assert sorted(plan.delete_pods) == ["demo-0", "demo-1"]
+    assert plan.status.gpu_hours == 8, "the deleted pod is charged while it stops"
+    # rank 0 took its grace period to checkpoint and stop: those 30 s are charged too
+    stopped = pod(s, 0, "Failed", exit_code=143, finished=T0 + hour + grace, deleting=True)
+    later = decide(s, plan.status, [stopped, pods[1]], T0 + 2 * hour)
+    assert later.status.ledger.retired_gpu_seconds == 4 * 3600 + 4 * 3630
+    assert sorted(later.release) == ["demo-0", "demo-1"]
+    assert later.status.ledger.settled_pods == ["uid-1-1", "uid-0-1"]
+    after = decide(s, later.status, [], T0 + 3 * hour)
+    assert after.status.gpu_hours == round((4 * 3600 + 4 * 3630) / 3600, 6), \
+        "time between attempts is not counted"
+    assert after.status.ledger.settled_pods == [], "gone pods need no memory"
+
+
+def test_a_pod_is_charged_once_however_often_it_is_seen() -> None:
+    s = spec()
+    hour = dt.timedelta(hours=1)
+    done = [pod(s, 0, "Succeeded", finished=T0 + hour), pod(s, 1, "Succeeded", finished=T0 + hour)]
+    first = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1), done, T0 + hour)
+    assert first.status.phase == Phase.SUCCEEDED and first.status.gpu_hours == 8
+    # the operator stopped after writing the status, before releasing the pods: seen again
+    again = decide(s, first.status, done, T0 + 5 * hour)
+    assert again.status.ledger.retired_gpu_seconds == 8 * 3600
+    assert again.status.gpu_hours == 8
+    assert sorted(again.release) == ["demo-0", "demo-1"], "released, not charged again"
+
+
+def test_a_pod_on_a_lost_node_is_charged_until_its_deletion_deadline() -> None:
+    s = spec()
+    hour = dt.timedelta(hours=1)
+    status = JobStatus(phase=Phase.RESTARTING, attempts=1, restarts=1)
+    lost = pod(s, 0, "Running", deleting=True, deadline=T0 + hour)  # no kubelet says it stopped
+    plan = decide(s, status, [lost], T0 + hour / 2)
+    assert plan.status.gpu_hours == 2 and not plan.release, "still held, for all we know"
+    plan = decide(s, plan.status, [lost], T0 + 3 * hour)
+    assert plan.status.gpu_hours == 4 and plan.release == ["demo-0"]
 
 
 def test_a_partly_created_gang_is_completed_not_duplicated() -> None:
@@ -270,10 +306,15 @@ def test_cost_estimate_prices_each_pod_by_its_gpu_product() -> None:
     assert plan.status.cost_estimate == 4 * 2.0 + 4 * 3.0
 
 
-def test_a_finished_jobs_gpu_hours_are_final() -> None:
+def test_a_finished_jobs_gpu_hours_are_final_once_its_pods_have_ended() -> None:
     s = spec()
-    done = JobStatus(phase=Phase.SUCCEEDED, completion_time=format_time(T0), gpu_hours=5)
+    done = JobStatus(phase=Phase.SUCCEEDED, completion_time=format_time(T0), gpu_hours=5,
+                     ledger=Ledger(retired_gpu_seconds=5 * 3600))
     assert decide(s, done, [], T0 + dt.timedelta(days=1)).status.gpu_hours == 5
+    failed = JobStatus(phase=Phase.FAILED, completion_time=format_time(T0), attempts=1)
+    stopping = [pod(s, 0, "Running", deleting=True), pod(s, 1, "Running", deleting=True)]
+    plan = decide(s, failed, stopping, T0 + dt.timedelta(hours=1))
+    assert plan.status.gpu_hours == 8, "pods still stopping after the failure hold their GPUs"
 
 
 def test_a_pod_deleted_by_someone_else_is_a_counted_gang_restart() -> None:

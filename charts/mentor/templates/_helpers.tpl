@@ -49,10 +49,15 @@ app.kubernetes.io/component: operator
   verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  # patch: only to remove Mentor's GPU-accounting finalizer once a pod's time is settled
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services"]
   verbs: ["get", "create"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  # patch: the trainer config follows the spec by server-side apply
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]

@@ -119,6 +119,7 @@ class AttemptFailure(ApiModel):
 
 
 MAX_FAILURES_KEPT = 5
+MAX_SETTLED_KEPT = 10_000  # pods ended but not gone yet: at most about two gangs
 
 
 class Ledger(ApiModel):
@@ -126,10 +127,16 @@ class Ledger(ApiModel):
 
     retired_gpu_seconds: float = Field(
         default=0, ge=0, alias="retiredGPUSeconds",
-        description="retiredGPUSeconds is the GPU time of pods already removed (earlier attempts, "
-                    "suspended ones); it is added before they are deleted, so nothing is lost.")
+        description="retiredGPUSeconds is the GPU time of the job's pods that have ended, "
+                    "settled once each (see settledPods); live pods are added to it in gpuHours.")
     retired_cost: float = Field(default=0, ge=0,
-                                description="retiredCost is the cost of pods already removed.")
+                                description="retiredCost is the cost of the settled pods.")
+    settled_pods: list[str] = Field(
+        default_factory=list, max_length=MAX_SETTLED_KEPT,
+        description="settledPods are the UIDs of ended pods whose time is in retiredGPUSeconds "
+                    "and that still exist: a pod's tracking finalizer is removed only after its "
+                    "UID is written here, so a pod is charged exactly once, whoever deletes it "
+                    "and whenever the operator stops.")
     active_seconds: float = Field(
         default=0, ge=0,
         description="activeSeconds is the time the job ran before its last suspension: "

@@ -8,6 +8,7 @@ hostname, owner references, volumes, secrets, the security context) is added her
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from typing import Any
 
@@ -26,7 +27,9 @@ from mentor.builders.launch import (
 from mentor.builders.names import (
     ATTEMPT,
     CONFIG_FILE,
+    CONFIG_HASH,
     CONFIG_MOUNT,
+    GPU_FINALIZER,
     NODE_RANK,
     QUEUE_NAME,
     TRAINER_CONTAINER,
@@ -46,6 +49,13 @@ def build_config_map(job: JobRef, config: TrainerConfig) -> dict[str, Any]:
         "metadata": job.metadata(job.config_map),
         "data": {CONFIG_FILE: json.dumps(config.wire(), indent=2, sort_keys=True)},
     }
+
+
+def config_hash(config: TrainerConfig) -> str:
+    """On each pod: which trainer config it was started with (the ConfigMap follows the spec,
+    so a pod from before an edit is told apart from one after)."""
+    text = json.dumps(config.wire(), sort_keys=True).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def build_service(job: JobRef, settings: Settings) -> dict[str, Any]:
@@ -142,7 +152,9 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
     if scheduling.queue_name:
         labels[QUEUE_NAME] = scheduling.queue_name
     metadata = job.metadata(job.pod(rank), **labels)
-    metadata["annotations"] = {**pod["metadata"].get("annotations", {}), ATTEMPT: str(attempt)}
+    metadata["annotations"] = {**pod["metadata"].get("annotations", {}), ATTEMPT: str(attempt),
+                               CONFIG_HASH: config_hash(build_trainer_config(spec))}
+    metadata["finalizers"] = [GPU_FINALIZER]
     pod["metadata"] = metadata
 
     container = pod["spec"]["containers"][0]

@@ -24,7 +24,7 @@ from mentor import kube
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
 from mentor.api.status import JobStatus, Phase
 from mentor.api.training import TrainingJobSpec
-from mentor.builders.names import JobRef
+from mentor.builders.names import GPU_FINALIZER, JobRef
 from mentor.builders.pods import (
     build_config_map,
     build_pod,
@@ -84,6 +84,10 @@ def reconcile(ctl: Controller, key: Key) -> float | None:
         except ApiException as e:
             if e.status == 404 or (e.status == 403 and "NamespaceTerminating" in str(e.body)):
                 return None
+            if e.status == 409:  # the status changed since it was read: decide again from now
+                ctl.jobs.observe(kube.to_json(kube.custom().get_namespaced_custom_object(
+                    GROUP, VERSION, key[0], PLURAL, key[1])))
+                return 0.0
             METRICS.reconcile_errors.labels(KIND).inc()
             log.warning("reconcile of %s/%s: API error %s %s: %s", *key, e.status, e.reason,
                         str(e.body)[:300])
@@ -95,12 +99,22 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
         return 0.5
     body = ctl.jobs.get(key)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        # The job is going and its record with it: its pods are collected, and released.
         ctl.expectations.forget(key)
+        _release([p for p in ctl.pods.of(key) if p["metadata"].get("deletionTimestamp")])
         return None
     job = job_ref(body)
-    pods = [p for p in ctl.pods.of(key) if job.owns(p["metadata"])]
+    pods: list[dict[str, Any]] = []
+    foreign: list[dict[str, Any]] = []
+    for pod in ctl.pods.of(key):
+        (pods if job.owns(pod["metadata"]) else foreign).append(pod)
     if not ctl.expectations.met(key, pods):
         return 1.0  # the watch has not shown the last creates or deletes yet; it will call back
+    if foreign and not pods:
+        # Pods of an earlier job of this name (deleted, and created again): never adopted;
+        # the new job waits until the garbage collector has taken them.
+        _release([p for p in foreign if p["metadata"].get("deletionTimestamp")])
+        return 1.0
     spec = TrainingJobSpec.model_validate(body["spec"])
     status = JobStatus.model_validate(body.get("status") or {})
     views = [dataclasses.replace(v, price=_price(v.node, ctl.settings))
@@ -161,9 +175,9 @@ def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
     return max(min(due), 0.0)
 
 
-def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool:
-    """Create a child; True if it exists now and is this job's. An existing one with the same
-    name is checked: this job's (a retried reconcile) is fine, another owner's is not."""
+def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool | None:
+    """Create a child: True if created, None if it existed and is this job's (a retried
+    reconcile, an earlier attempt), False if another owner holds the name (never adopted)."""
     core = kube.core()
     create = {"Pod": core.create_namespaced_pod, "Service": core.create_namespaced_service,
               "ConfigMap": core.create_namespaced_config_map,
@@ -175,21 +189,28 @@ def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool:
         if e.status != 409:
             raise
     if kind == "Secret":  # Mentor may create its Secrets, never read them: assume it is ours
-        return True
+        return None
     read = {"Pod": core.read_namespaced_pod, "Service": core.read_namespaced_service,
             "ConfigMap": core.read_namespaced_config_map}
     existing = kube.to_json(read[kind](manifest["metadata"]["name"], job.namespace))
-    return job.owns(existing["metadata"])
+    return None if job.owns(existing["metadata"]) else False
 
 
 def _create_children(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> tuple[str, ...]:
     """The config and the Service (and the report Secret) of a new attempt; the names of those
     that another owner holds."""
     taken = []
-    for kind, manifest in (("ConfigMap", build_config_map(job, build_trainer_config(spec))),
-                           ("Service", build_service(job, settings))):
-        if not _create(kind, manifest, job):
+    config = build_config_map(job, build_trainer_config(spec))
+    for kind, manifest in (("ConfigMap", config), ("Service", build_service(job, settings))):
+        created = _create(kind, manifest, job)
+        if created is False:
             taken.append(f"{kind.lower()}/{manifest['metadata']['name']}")
+        elif created is None and kind == "ConfigMap":
+            # This job's, from an earlier attempt: it follows the spec as edited since (while
+            # suspended), by server-side apply; its pods carry the config's hash.
+            kube.core().patch_namespaced_config_map(
+                job.config_map, job.namespace, config, field_manager="mentor-operator",
+                force=True, _content_type="application/apply-patch+yaml")
     if settings.report_url and not taken:
         _create("Secret", build_report_secret(job, token_for(settings.report_key, job.uid)), job)
     return tuple(taken)
@@ -258,15 +279,39 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
     old_status = {k: v for k, v in (body.get("status") or {}).items()
                   if k not in ("progress", "checkpoint")}
     if new_status != old_status and _worth_writing(ctl, key, new_status, old_status):
+        # Written only over the version decided from: a status another replica (or this one,
+        # before a restart) wrote since is never overwritten; the conflict is decided again.
+        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                 "status": new_status}
         written = kube.custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, job.namespace, PLURAL, job.name, {"status": new_status})
+            GROUP, VERSION, job.namespace, PLURAL, job.name, patch)
         ctl.jobs.observe(written)  # the next reconcile starts from what was just written
         ctl.accounted[key] = time.monotonic()
+    # Only now, with their time in the written status, may settled pods go.
+    by_name = {p["metadata"]["name"]: p for p in ctl.pods.of(key)}
+    _release([by_name[name] for name in plan.release if name in by_name])
     _post(body, plan.events)
     if plan.delete_job:
         kube.custom().delete_namespaced_custom_object(
             GROUP, VERSION, job.namespace, PLURAL, job.name,
             body=V1DeleteOptions(propagation_policy="Background"))
+
+
+def _release(pods: list[dict[str, Any]]) -> None:
+    """Remove Mentor's accounting finalizer from pods whose time is settled (or whose job is
+    gone). A JSON patch that tests the finalizer's place, so no other finalizer is touched."""
+    for pod in pods:
+        meta = pod["metadata"]
+        finalizers = meta.get("finalizers") or []
+        if GPU_FINALIZER not in finalizers:
+            continue
+        at = f"/metadata/finalizers/{finalizers.index(GPU_FINALIZER)}"
+        try:
+            kube.core().patch_namespaced_pod(meta["name"], meta["namespace"], [
+                {"op": "test", "path": at, "value": GPU_FINALIZER}, {"op": "remove", "path": at}])
+        except ApiException as e:
+            if e.status not in (404, 409, 422):  # gone, or changed: the next event says how
+                raise
 
 
 def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str, Any]) -> bool:
