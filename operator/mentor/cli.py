@@ -23,10 +23,15 @@ class Failure(Exception):
 def run_operator(liveness: str, standalone: bool) -> int:
     """Run Kopf with mentor.main's handlers, watching MENTOR_NAMESPACES or the whole cluster."""
     import asyncio
+    import faulthandler
+    import signal
 
     import kopf
 
     import mentor.main  # registers the handlers
+
+    # `kill -USR1` prints every thread's stack to the log: what a stuck operator is waiting on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     kopf.configure(log_format=kopf.LogFormat.FULL)
     logging.getLogger("urllib3").setLevel(logging.WARNING)

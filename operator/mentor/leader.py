@@ -52,6 +52,12 @@ class Leadership:
     _seen: tuple[Any, float] = (None, 0.0)  # the holder's last record, and when it changed
 
     @property
+    def timeout(self) -> float:
+        """Of one Lease request: a renewal that hangs, with urllib3's three retries, must still
+        end before the deadline."""
+        return max(self.deadline / 5, 0.5)
+
+    @property
     def is_leader(self) -> bool:
         return self.acquired.is_set()
 
@@ -103,14 +109,16 @@ class Leadership:
         api = self._api()
         now = _now()
         try:
-            lease = kube.to_json(api.read_namespaced_lease(self.name, self.namespace))
+            lease = kube.to_json(api.read_namespaced_lease(self.name, self.namespace,
+                                                           _request_timeout=self.timeout))
         except ApiException as e:
             if e.status != 404:
                 raise
             body = {"metadata": {"name": self.name, "namespace": self.namespace},
                     "spec": {"holderIdentity": self.me, "leaseDurationSeconds": int(self.duration),
                              "acquireTime": now, "renewTime": now, "leaseTransitions": 0}}
-            return _unless_conflict(lambda: api.create_namespaced_lease(self.namespace, body))
+            return _unless_conflict(lambda: api.create_namespaced_lease(
+                self.namespace, body, _request_timeout=self.timeout))
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
         if holder and holder != self.me:
@@ -128,7 +136,7 @@ class Leadership:
         # The read's resourceVersion makes this a compare-and-swap: of two replicas taking over
         # at once, one gets a 409.
         return _unless_conflict(lambda: api.replace_namespaced_lease(
-            self.name, self.namespace, lease))
+            self.name, self.namespace, lease, _request_timeout=self.timeout))
 
 
 def _unless_conflict(write: Callable[[], Any]) -> bool:

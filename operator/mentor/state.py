@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name) of a job
 PAGE = 500  # pods per page of a list: memory stays bounded however many pods there are
 EXPECTATION_TTL = 60.0  # seconds: a watch event that never came must not block a job forever
+# A watch ends on the server after WATCH_SECONDS and is resumed from its last resourceVersion;
+# the client gives up on a silent connection (an API server that died without a reset) a little
+# later, so no failure of the network can leave the operator blind.
+WATCH_SECONDS = 60
+LIST_TIMEOUT = (10, 60)  # connect, read
+WATCH_TIMEOUT = (10, WATCH_SECONDS + 30)
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -111,17 +117,21 @@ class Pods:
         first = True
         while not self._stop.is_set():
             try:
-                version = self._list(namespace)
+                version: str | None = self._list(namespace)
                 if first:
                     first = False
                     with self._lock:
                         self._pending -= 1
                         if self._pending == 0:
                             self.synced.set()
-                self._watch(namespace, version)
+                while version:  # resumed where it ended, until the version is too old
+                    version = self._watch(namespace, version)
             except (ApiException, HTTPError, OSError, ValueError) as e:
                 log.warning("pod watch (%s) broke: %s; listing again", namespace or "cluster",
                             getattr(e, "reason", e))
+                self._stop.wait(1.0)
+            except Exception:  # whatever it was, a dead watch thread would blind the operator
+                log.exception("pod watch (%s) failed; listing again", namespace or "cluster")
                 self._stop.wait(1.0)
 
     def _call(self, namespace: str | None, **kwargs: Any) -> Any:
@@ -137,7 +147,8 @@ class Pods:
         seen: dict[Key, dict[str, dict[str, Any]]] = {}
         token, version = None, ""
         while True:
-            page = json.loads(self._call(namespace, limit=PAGE, _continue=token).data)
+            page = json.loads(self._call(namespace, limit=PAGE, _continue=token,
+                                         _request_timeout=LIST_TIMEOUT).data)
             for pod in page["items"]:
                 seen.setdefault(self._job(pod), {})[pod["metadata"]["name"]] = pod
             version = str(page["metadata"]["resourceVersion"])
@@ -153,15 +164,18 @@ class Pods:
             self.on_change(k)
         return version
 
-    def _watch(self, namespace: str | None, version: str) -> None:
+    def _watch(self, namespace: str | None, version: str) -> str | None:
+        """Apply the watch's events; the resourceVersion to resume from, or None to list."""
         response = self._call(namespace, watch=True, resource_version=version,
-                              allow_watch_bookmarks=True, timeout_seconds=300)
+                              allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+                              _request_timeout=WATCH_TIMEOUT)
         try:
             for line in self._lines(response):
                 event = json.loads(line)
                 kind, pod = event["type"], event["object"]
                 if kind == "ERROR":
-                    return  # most often 410 Gone: list again
+                    return None  # most often 410 Gone: list again
+                version = pod["metadata"]["resourceVersion"]
                 if kind == "BOOKMARK":
                     continue
                 key, name = self._job(pod), pod["metadata"]["name"]
@@ -176,6 +190,7 @@ class Pods:
                 self.on_change(key)
         finally:
             response.release_conn()
+        return version
 
     def _lines(self, response: Any) -> Iterator[str]:
         for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]

@@ -236,8 +236,21 @@ class ControlPlane:
                     proc.wait(timeout=15)
             del self.procs[name]
 
+    def restart_apiserver(self) -> None:
+        """Kill kube-apiserver and start it again on its port: every client's connection and
+        watch breaks at once, as when its node fails (a graceful stop drains watches for a
+        minute first). kube-scheduler is restarted with it, as on a control-plane node: left
+        running through a kill -9 of its API server, v1.36's logs "Scheduler cache is
+        corrupted" and binds nothing more until its five-minute requeue."""
+        for name in ("kube-scheduler", "kube-apiserver"):
+            proc = self.procs.pop(name)
+            proc.kill()
+            proc.wait(timeout=30)
+        self._start_apiserver()
+        self._start_scheduler()
+
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = open(self.work_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.work_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         self.procs[name] = subprocess.Popen(
             [str(self.bin_dir / args[0]), *args[1:]], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=self.work_dir,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -53,6 +54,13 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def dump_threads(self) -> str:
+        """Every thread's stack (the operator prints them on SIGUSR1): what it is waiting on."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+        return self.log_path.read_text(errors="replace")[-20000:]
 
     def errors(self) -> list[str]:
         """Tracebacks in the operator's log: handlers must never crash."""
