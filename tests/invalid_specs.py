@@ -54,6 +54,13 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
                                            "microBatchSize": 4},
                           "parallelism": {"nodes": 2, "procsPerNode": 1}},
      "spec.optimization.globalBatchSize", "multiple of nodes × processes per node"),
+    ("gpus-in-template", {"template": {"resources": {"limits": {"nvidia.com/gpu": 2}}},
+                          "parallelism": {"gpusPerNode": 4}},
+     "spec.template.resources.limits", "comes from spec.parallelism.gpusPerNode"),
+    ("gpu-request-in-template", {"template": {"resources": {"requests": {"nvidia.com/gpu": "4"}}}},
+     "spec.template.resources.requests", "comes from spec.parallelism.gpusPerNode"),
+    ("float-quantity", {"template": {"resources": {"limits": {"memory": 1.5}}}},
+     "spec.template.resources.limits.memory", "integer"),
 ]
 
 

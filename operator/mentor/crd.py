@@ -22,6 +22,7 @@ _PLAIN = {
     "minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties",
     "x-kubernetes-validations", "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "uniqueItems", "nullable",
+    "x-kubernetes-int-or-string",
 }
 _DROPPED = {"title", "additionalProperties", "$defs"}  # handled below, or meaningless in a CRD
 
@@ -88,7 +89,8 @@ def convert(node: dict[str, Any], defs: dict[str, Any], path: str = "") -> dict[
         out["additionalProperties"] = convert(extra, defs, f"{path}{{}}")
     if "enum" in out and "type" not in out:
         out["type"] = "string"
-    if "type" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if "type" not in out and not (out.get("x-kubernetes-preserve-unknown-fields")
+                                  or out.get("x-kubernetes-int-or-string")):
         raise UnsupportedSchema(f"{path or '<root>'}: no type")
     if out.get("type") == "number" and isinstance(out.get("default"), int):
         out["default"] = float(out["default"])

@@ -7,9 +7,9 @@ that `kubectl explain trainingjob.spec...` is the reference.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from mentor.api.base import ApiModel, KubeObject, ObjectName, Rule, Uri
 
@@ -303,6 +303,40 @@ _reserved = ", ".join(f"'{n}'" for n in RESERVED_ENV)
 _prefixes = " || ".join(f"e.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES)
 
 
+def _quantity(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be of type integer or string (a quantity: 2, \"500m\", \"16Gi\")")
+    return value
+
+
+# A resource quantity as Kubernetes writes it: 2, "500m", "16Gi".
+Quantity = Annotated[Any, AfterValidator(_quantity),
+                     WithJsonSchema({"x-kubernetes-int-or-string": True})]
+_GPU_SET_ELSEWHERE = ("nvidia.com/gpu comes from spec.parallelism.gpusPerNode (one process per "
+                      "GPU); set it there, not in template.resources")
+
+
+class ResourceRequirements(ApiModel):
+    """core/v1 ResourceRequirements of the trainer container, less its GPUs."""
+
+    cel_rules = (
+        Rule("!has(self.limits) || !('nvidia.com/gpu' in self.limits)", _GPU_SET_ELSEWHERE,
+             field_path=".limits", reason="FieldValueForbidden"),
+        Rule("!has(self.requests) || !('nvidia.com/gpu' in self.requests)", _GPU_SET_ELSEWHERE,
+             field_path=".requests", reason="FieldValueForbidden"),
+    )
+
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=32,
+        description="limits: the most of each resource the trainer may use (cpu, memory, ...).")
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=32,
+        description="requests: what the scheduler reserves for the trainer. Default: the "
+                    "operator's cpu and memory defaults when neither is set.")
+    claims: list[KubeObject] | None = Field(
+        default=None, max_length=16, description="claims: DynamicResourceAllocation claims.")
+
+
 class PodTemplate(ApiModel):
     """Overrides for the trainer pods. The operator sets everything torchrun needs."""
 
@@ -326,10 +360,10 @@ class PodTemplate(ApiModel):
             "reason": "FieldValueForbidden",
         }]},
     )
-    resources: KubeObject | None = Field(
+    resources: ResourceRequirements | None = Field(
         default=None,
-        description="resources are core/v1 ResourceRequirements; nvidia.com/gpu is set from "
-                    "parallelism.gpusPerNode.")
+        description="resources are the trainer's core/v1 ResourceRequirements; nvidia.com/gpu "
+                    "is set from parallelism.gpusPerNode.")
     volumes: list[KubeObject] = Field(default_factory=list, max_length=64,
                                       description="volumes are extra core/v1 Volumes.")
     volume_mounts: list[KubeObject] = Field(default_factory=list, max_length=64,

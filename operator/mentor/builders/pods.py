@@ -160,7 +160,9 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
     container = pod["spec"]["containers"][0]
     container["env"] += _secret_env(job, spec, settings)
     container["resources"] = _with_defaults(
-        _merge(container["resources"], template.resources or {}), settings)
+        _merge(container["resources"], template.resources.model_dump(
+            by_alias=True, exclude_none=True, mode="json") if template.resources else {}),
+        settings)
     container["volumeMounts"] = [
         {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
         *container["volumeMounts"],  # TorchX's in-memory /dev/shm
