@@ -59,6 +59,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.template.resources.limits", "comes from spec.parallelism.gpusPerNode"),
     ("gpu-request-in-template", {"template": {"resources": {"requests": {"nvidia.com/gpu": "4"}}}},
      "spec.template.resources.requests", "comes from spec.parallelism.gpusPerNode"),
+    ("beyond-int64", {"runPolicy": {"backoffLimit": 2**64}}, "spec.runPolicy.backoffLimit",
+     "must be of type integer"),
     ("float-quantity", {"template": {"resources": {"limits": {"memory": 1.5}}}},
      "spec.template.resources.limits.memory", "integer"),
 ]

@@ -134,6 +134,19 @@ def _pydantic_errors(kind: Kind, error: ValidationError) -> list[FieldError]:
     return out
 
 
+def _beyond_int64(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        yield path
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _beyond_int64(sub, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from _beyond_int64(sub, f"{path}[{i}]")
+
+
 def validate(obj: dict[str, Any]) -> TrainingJob:
     """Validate a whole object (apiVersion, kind, metadata, spec) or raise InvalidJob."""
     if not isinstance(obj, dict):
@@ -143,6 +156,9 @@ def validate(obj: dict[str, Any]) -> TrainingJob:
     if kind is None:
         known = ", ".join(k.kind for k in KINDS)
         raise InvalidJob([FieldError("kind", f"must be one of {known}, not {obj.get('kind')!r}")])
+    too_big = list(_beyond_int64(obj.get("spec"), "spec"))
+    if too_big:  # JSON allows them, the API server (and CEL) does not
+        raise InvalidJob([FieldError(p, "must be of type integer (64-bit)") for p in too_big])
     try:
         job = TrainingJob.model_validate(obj)
     except ValidationError as e:

@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes.client import V1DeleteOptions
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from mentor import kube
 from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
@@ -128,7 +129,7 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
             if taken:  # a name held by another owner: never adopted, said in the status
                 plan = decide(spec, status, views, now, generation, taken)
         _apply(ctl, body, job, spec, plan)
-    except ApiException as e:
+    except (ApiException, ValidationError) as e:
         refused = refusal(e) if plan.create_ranks else None
         if refused is None:
             raise
@@ -142,10 +143,17 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
     return next_due(spec, plan.status, now, ctl.settings)
 
 
-def refusal(e: ApiException) -> Refusal | None:
+def refusal(e: ApiException | ValidationError) -> Refusal | None:
     """What an API error on a create means for the job, if it is a refusal of the object: 422
     (invalid) and admission's 403 (Pod Security, a webhook) for good; a quota's 403, 429 and 5xx
-    for now. Other errors are the operator's own (and retried as such)."""
+    for now. Other errors are the operator's own (and retried as such). The kubernetes client
+    checks a body before sending it: what it refuses (a template's volume without a name, an
+    unknown affinity field) is refused for good too, in its words."""
+    if isinstance(e, ValidationError):
+        first = e.errors()[:3]
+        where = "; ".join(f"{'.'.join(str(p) for p in err['loc'][1:])}: {err['msg']}"
+                          for err in first)
+        return Refusal(f"the pod built from this spec is invalid: {where}", permanent=True)
     message = str(kube.error_body(e).get("message") or e.reason)
     if e.status == 422:
         return Refusal(message, permanent=True)
@@ -269,7 +277,7 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
             except ApiException as e:
                 if e.status != 404:
                     raise
-    except ApiException:
+    except (ApiException, ValidationError):
         ctl.expectations.forget(key)
         raise
     # progress and checkpoint belong to the trainers' reports (mentor.server): leaving them out
