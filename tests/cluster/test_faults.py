@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 JOB_NAME = "mentor.dev/job-name"
 FINALIZER = "mentor.dev/gpu-accounting"
 GROUP, VERSION, PLURAL = "mentor.dev", "v1alpha1", "trainingjobs"
+pytestmark = pytest.mark.cluster
 
 
 def parse(value: str | None) -> dt.datetime | None:

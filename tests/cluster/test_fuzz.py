@@ -26,6 +26,7 @@ from mentor.api.training import TrainingJobSpec
 from mentor.validation import InvalidJob, validate
 
 GROUP, VERSION, PLURAL = "mentor.dev", "v1alpha1", "trainingjobs"
+pytestmark = pytest.mark.cluster
 GENERATED = 1000
 
 
