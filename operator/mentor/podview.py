@@ -58,6 +58,7 @@ class PodView:
     created_at: dt.datetime | None = None
     price: float | None = None  # per GPU-hour, from the node's GPU product (None: unpriced)
     uid: str = ""
+    gates: tuple[str, ...] = ()  # scheduling gates: Kueue's admission, until it admits the gang
     tracked: bool = False  # holds Mentor's GPU-accounting finalizer
     # When a deleted pod must be gone: the API server sets deletionTimestamp to the deletion's
     # time plus its grace period, after which the kubelet kills the container.
@@ -78,7 +79,11 @@ class PodView:
         waiting = state.get("waiting") or {}
         conditions = {c.get("type"): c for c in status.get("conditions") or []}
         scheduled = conditions.get("PodScheduled", {})
-        disrupted = conditions.get("DisruptionTarget", {})
+        # Kubernetes' DisruptionTarget (eviction, preemption, pod GC), or Kueue's
+        # TerminationTarget (its workload evicted or preempted): no fault of the job.
+        disrupted: dict[str, Any] = next((c for c in (conditions.get("DisruptionTarget", {}),
+                                      conditions.get("TerminationTarget", {}))
+                          if c.get("status") == "True"), {})
         return cls(
             name=meta["name"],
             rank=int(labels.get(NODE_RANK, "0")),
@@ -99,6 +104,7 @@ class PodView:
             started_at=parse_time(running.get("startedAt") or terminated.get("startedAt")),
             finished_at=parse_time(terminated.get("finishedAt")),
             node=spec.get("nodeName"),
+            gates=tuple(g.get("name", "") for g in spec.get("schedulingGates") or []),
             created_at=parse_time(meta.get("creationTimestamp")),
             uid=meta.get("uid", ""),
             tracked=GPU_FINALIZER in (meta.get("finalizers") or []),

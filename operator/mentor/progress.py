@@ -65,6 +65,7 @@ def apply_report(report: dict[str, Any], progress: Progress | None,
         tokens_per_second = float(report["tokens_per_second"])
         current.step, current.total_steps = step, total
         current.percent = round(100 * step / total, 1) if total else None
+        current.shown = f"{current.percent:.0f}%" if current.percent is not None else None
         current.loss = float(report["loss"])
         current.tokens_per_second = round(tokens_per_second, 1)
         seconds_per_step = report.get("seconds_per_step")

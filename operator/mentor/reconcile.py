@@ -192,6 +192,16 @@ class Decider:
         if self.status.phase != Phase.RESTARTING:
             self.status.phase = Phase.PENDING
 
+    def why(self) -> str | None:
+        """The reason of the condition that explains the phase, for `kubectl get`."""
+        explains = {Phase.SUCCEEDED: ConditionType.SUCCEEDED, Phase.FAILED: ConditionType.FAILED,
+                    Phase.SUSPENDED: ConditionType.SUSPENDED,
+                    Phase.RESTARTING: ConditionType.RESTARTING}
+        wanted = explains.get(self.status.phase, ConditionType.RUNNING) \
+            if self.status.phase else None
+        found = next((c for c in self.status.conditions if c.type == wanted), None)
+        return found.reason if found else None
+
     # -- the decision
 
     def decide(self) -> Plan:
@@ -199,6 +209,7 @@ class Decider:
         self._decide()
         # Also after the job has finished: its pods are charged until each one has ended.
         self.account()
+        self.status.reason = self.why()
         self.status.observed_generation = self.generation
         return self.plan
 
@@ -312,8 +323,14 @@ class Decider:
             return
         if status.phase != Phase.RESTARTING:
             status.phase = Phase.PENDING
+        gated = next((p for p in active if p.gates), None)
         blocked = next((p for p in active if p.unschedulable), None)
-        if blocked:
+        if gated:  # no GPU is held while gated: the pods have not even been scheduled
+            self.condition(ConditionType.RUNNING, False, Reason.QUEUED,
+                           f"pod {gated.name} waits for admission by its queue "
+                           f"({self.spec.scheduling.queue_name or 'none named'}; scheduling "
+                           f"gate {', '.join(gated.gates)})")
+        elif blocked:
             self.condition(ConditionType.RUNNING, False, Reason.UNSCHEDULABLE,
                            f"pod {blocked.name} cannot be scheduled: {blocked.unschedulable}",
                            warning=True)

@@ -99,6 +99,12 @@ def test_scheduling_and_template_pass_through() -> None:
     assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
     assert pod["spec"]["priorityClassName"] == "high"
     assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    # every rank of an attempt is one Kueue pod group of `nodes` pods; a restart is a new group
+    again = build_pod(JOB, s, 1, 2, Settings())
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "llm-u-1-1"
+    assert again["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "llm-u-1-2"
+    assert pod["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == "1"
+    assert pod["metadata"]["finalizers"] == ["mentor.dev/gpu-accounting"]
     assert pod["spec"]["containers"][0]["image"] == "example.com/trainer:1"
     assert env_of(pod)["HF_HUB_OFFLINE"] == "1"
     assert pod["spec"]["serviceAccountName"] == "trainer"

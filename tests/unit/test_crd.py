@@ -84,8 +84,14 @@ def test_status_is_a_strict_subresource_with_a_condition_map() -> None:
 def test_printer_columns_short_names_and_category() -> None:
     spec = crd(TRAINING_JOB)["spec"]
     names = [c["name"] for c in spec["versions"][0]["additionalPrinterColumns"]]
-    assert names == ["Phase", "Nodes", "Progress", "Loss", "GPU-Hours", "Age"]
-    assert all(c["description"] for c in spec["versions"][0]["additionalPrinterColumns"])
+    assert names == ["Phase", "Nodes", "Reason", "Restarts", "Progress", "Loss", "GPU-Hours",
+                     "Age", "ETA"]
+    columns = {c["name"]: c for c in spec["versions"][0]["additionalPrinterColumns"]}
+    assert all(c["description"] for c in columns.values())
+    assert columns["ETA"]["priority"] == 1, "wide only"
+    assert columns["Progress"]["jsonPath"] == ".status.progress.shown"
+    status = spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["properties"]["completionTime"]["format"] == "date-time"
     assert spec["names"]["categories"] == ["mentor"]
     core_short_names = {"po", "svc", "cm", "ns", "no", "pv", "pvc", "sa", "ds", "rs", "deploy",
                         "job", "cj", "ing", "ep", "ev", "hpa", "pdb", "sts", "crd"}

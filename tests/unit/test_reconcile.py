@@ -446,3 +446,29 @@ def test_the_deadline_counts_active_time_only() -> None:
                   back + dt.timedelta(seconds=41))
     failed = get_condition(plan.status, ConditionType.FAILED)
     assert failed is not None and failed.reason == "DeadlineExceeded"
+
+
+def test_the_reason_column_says_why_the_job_is_in_its_phase() -> None:
+    s = spec()
+    status = decide(s, JobStatus(), [], T0).status
+    message = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+    pending = decide(s, status, [pod(s, 0, "Pending", started=None, unschedulable=message),
+                                 pod(s, 1, "Pending", started=None)], T0).status
+    assert (pending.phase, pending.reason) == (Phase.PENDING, "Unschedulable")
+    failed = decide(s, pending, [pod(s, 0, "Failed", exit_code=2), pod(s, 1, "Running")],
+                    T0).status
+    assert (failed.phase, failed.reason) == (Phase.FAILED, "ExitCode")
+
+
+def test_a_gang_gated_by_its_queue_is_pending_queued_and_holds_no_gpu() -> None:
+    import dataclasses
+
+    s = spec(scheduling={"queueName": "team"})
+    status = decide(s, JobStatus(), [], T0).status
+    gated = [dataclasses.replace(pod(s, r, "Pending", started=None),
+                                 gates=("kueue.x-k8s.io/admission",)) for r in (0, 1)]
+    plan = decide(s, status, gated, T0 + dt.timedelta(hours=1))
+    assert (plan.status.phase, plan.status.reason) == (Phase.PENDING, "Queued")
+    running = get_condition(plan.status, ConditionType.RUNNING)
+    assert running is not None and "waits for admission by its queue (team" in running.message
+    assert plan.status.gpu_hours == 0

@@ -69,7 +69,11 @@ COMMON_COLUMNS: tuple[dict[str, Any], ...] = (
      "description": "The job's phase: Pending, Running, Restarting, Succeeded, Failed, Suspended."},
     {"name": "Nodes", "type": "integer", "jsonPath": ".spec.parallelism.nodes",
      "description": "Pods (torchrun nodes) per attempt."},
-    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent",
+    {"name": "Reason", "type": "string", "jsonPath": ".status.reason",
+     "description": "Why the job is in its phase."},
+    {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts",
+     "description": "Gang restarts charged to backoffLimit."},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.shown",
      "description": "Percent of the training steps done."},
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss",
      "description": "The last training loss."},
@@ -77,6 +81,8 @@ COMMON_COLUMNS: tuple[dict[str, Any], ...] = (
      "description": "GPUs requested × hours held, over all attempts."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
      "description": "Time since the job was created."},
+    {"name": "ETA", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1,
+     "description": "Seconds of training left, as the trainer estimates (kubectl get -o wide)."},
 )
 
 TRAINING_JOB = Kind(

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     CREATED = "JobCreated"
     PODS_PENDING = "PodsPending"
     UNSCHEDULABLE = "Unschedulable"
+    QUEUED = "Queued"
     ALL_PODS_RUNNING = "AllPodsRunning"
     COMPLETED = "JobCompleted"
     EXIT_CODE = "ExitCode"
@@ -60,7 +61,8 @@ class Reason(StrEnum):
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-Timestamp = Annotated[str, Field(max_length=64, description="An RFC 3339 time.")]
+Timestamp = Annotated[str, Field(max_length=64, description="An RFC 3339 time.",
+                                 json_schema_extra={"format": "date-time"})]
 
 
 class Condition(ApiModel):
@@ -87,6 +89,8 @@ class Progress(ApiModel):
                                     description="totalSteps is the step the job ends at.")
     percent: float | None = Field(default=None, ge=0, le=100,
                                   description="percent is step / totalSteps × 100.")
+    shown: str | None = Field(default=None, max_length=8,
+                              description="shown is percent as kubectl get shows it (42%).")
     loss: float | None = Field(default=None, description="loss is the last training loss.")
     eval_loss: float | None = Field(default=None,
                                     description="evalLoss is the last validation loss.")
@@ -150,6 +154,10 @@ class JobStatus(ApiModel):
     """The observed state of a TrainingJob or TuningJob."""
 
     phase: Phase | None = Field(default=None, description="phase summarises the conditions.")
+    reason: str | None = Field(
+        default=None, max_length=128,
+        description="reason is why the job is in its phase: the reason of the condition that "
+                    "explains it (Queued, Unschedulable, ExitCode, BudgetExhausted, ...).")
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16,
         description="conditions tell what is true of the job now, one per type.",

@@ -14,6 +14,9 @@ CONFIG_HASH = "mentor.dev/config-hash"
 # On every pod Mentor creates: the pod cannot vanish before its GPU time is in the job's ledger.
 GPU_FINALIZER = "mentor.dev/gpu-accounting"
 QUEUE_NAME = "kueue.x-k8s.io/queue-name"
+# Kueue admits a job's pods as one gang: every pod of an attempt names the group and its size.
+POD_GROUP_NAME = "kueue.x-k8s.io/pod-group-name"
+POD_GROUP_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 CONFIG_MOUNT = "/etc/mentor"
 CONFIG_FILE = "config.json"
 TRAINER_CONTAINER = "trainer"
@@ -42,6 +45,12 @@ class JobRef:
         old one's token (which Mentor, allowed to create Secrets but not read them, could not
         tell from its own)."""
         return f"{self.name}-report-{self.uid[:8]}"
+
+    def pod_group(self, attempt: int) -> str:
+        """Kueue's group of one attempt: a gang restart is a new workload, admitted whole again;
+        the UID keeps a job created again under its name apart from the old one's groups."""
+        suffix = f"-{self.uid[:5]}-{attempt}"
+        return self.name[:63 - len(suffix)] + suffix
 
     def pod(self, rank: int) -> str:
         return f"{self.name}-{rank}"

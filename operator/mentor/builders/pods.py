@@ -31,6 +31,8 @@ from mentor.builders.names import (
     CONFIG_MOUNT,
     GPU_FINALIZER,
     NODE_RANK,
+    POD_GROUP_NAME,
+    POD_GROUP_TOTAL,
     QUEUE_NAME,
     TRAINER_CONTAINER,
     JobRef,
@@ -149,11 +151,16 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
                     reserved_millicpu=0, reserved_memmb=0))
 
     labels = {NODE_RANK: str(rank)}
+    annotations = {**pod["metadata"].get("annotations", {}), ATTEMPT: str(attempt),
+                   CONFIG_HASH: config_hash(build_trainer_config(spec))}
+    # One Kueue pod group per attempt, admitted whole or not at all; also without a queue name,
+    # for namespaces where Kueue's manageJobsWithoutQueueName queues every pod (inert elsewhere).
+    labels[POD_GROUP_NAME] = job.pod_group(attempt)
+    annotations[POD_GROUP_TOTAL] = str(spec.parallelism.nodes)
     if scheduling.queue_name:
         labels[QUEUE_NAME] = scheduling.queue_name
     metadata = job.metadata(job.pod(rank), **labels)
-    metadata["annotations"] = {**pod["metadata"].get("annotations", {}), ATTEMPT: str(attempt),
-                               CONFIG_HASH: config_hash(build_trainer_config(spec))}
+    metadata["annotations"] = annotations
     metadata["finalizers"] = [GPU_FINALIZER]
     pod["metadata"] = metadata
 
