@@ -91,6 +91,9 @@ async def _lead(leadership: Leadership, controller: Controller, queue: WorkQueue
         leadership.on_acquired = _label_leader
         leadership.start()
         await loop.run_in_executor(None, leadership.acquired.wait)
+        # A standby's pod watch may lag: decide from a fresh list (job statuses are guarded by
+        # their resourceVersion instead).
+        await loop.run_in_executor(None, controller.pods.refresh)
     else:
         leadership.acquired.set()
     METRICS.leader.set(1)

@@ -45,6 +45,9 @@ class Plan:
     create_ranks: list[int] = field(default_factory=list)
     attempt: int = 0
     delete_pods: list[str] = field(default_factory=list)
+    # The UID of each pod to delete: a delete decided on a late view never takes the newer pod
+    # that has the same name (a restart reuses the names).
+    delete_uids: dict[str, str] = field(default_factory=dict)
     # Pods whose GPU time is settled in `status`: their finalizer goes once status is written.
     release: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -121,6 +124,7 @@ class Decider:
         for pod in pods:
             if not pod.deleting and pod.name not in self.plan.delete_pods:
                 self.plan.delete_pods.append(pod.name)
+                self.plan.delete_uids[pod.name] = pod.uid
 
     def settle(self) -> None:
         """Move the GPU time of every pod that has ended into the ledger, once per pod UID, and
@@ -271,6 +275,13 @@ class Decider:
             self.start_attempt()
             return
 
+        # Pods of an attempt the status has moved past: a restart already counted them and
+        # deleted them, and this view (a new leader's, whose pod watch lags its job watch) has
+        # not seen it yet. Never counted again, and removed by UID in case they linger.
+        leftovers = [p for p in active if p.attempt < status.attempts]
+        if leftovers:
+            self.remove_pods(leftovers)
+            return
         current = max(p.attempt for p in active)
         # The root cause is the pod that ended first; the others were most often stopped by it.
         failed = sorted((p for p in active if p.phase == "Failed"),

@@ -178,19 +178,38 @@ class Pods:
                 version = pod["metadata"]["resourceVersion"]
                 if kind == "BOOKMARK":
                     continue
-                key, name = self._job(pod), pod["metadata"]["name"]
+                key = self._job(pod)
                 with self._lock:
-                    pods = self._pods.setdefault(key, {})
-                    if kind == "DELETED":
-                        pods.pop(name, None)
-                        if not pods:
-                            del self._pods[key]
-                    else:
-                        pods[name] = pod
+                    self._apply(key, kind, pod)
                 self.on_change(key)
         finally:
             response.release_conn()
         return version
+
+    def _apply(self, key: Key, kind: str, pod: dict[str, Any]) -> None:
+        """One watch event, never over a newer version of the pod nor over a newer pod of the
+        same name (a restart reuses names): a relist may have shown more than the stream."""
+        pods = self._pods.setdefault(key, {})
+        meta = pod["metadata"]
+        known = pods.get(meta["name"])
+        if known is not None:
+            same = known["metadata"]["uid"] == meta["uid"]
+            if same and _version(known) > _version(pod):
+                return  # older than what a relist showed
+            if not same and kind == "DELETED":
+                return  # an older pod of that name went; the newer one stays
+        if kind == "DELETED":
+            pods.pop(meta["name"], None)
+            if not pods:
+                del self._pods[key]
+        else:
+            pods[meta["name"]] = pod
+
+    def refresh(self) -> None:
+        """List every pod again, now: a replica that has just become the leader decides from a
+        view at least as new as the moment it took over (its watch may lag its job watch)."""
+        for namespace in self.namespaces or (None,):
+            self._list(namespace)
 
     def _lines(self, response: Any) -> Iterator[str]:
         for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]

@@ -187,7 +187,8 @@ def settle_all(cluster: Cluster, ns: str, restarts: dict[str, int] | None = None
             counted = {name: (job.get("status") or {}).get("restarts", 0)
                        for name, job in jobs.items()}
             for name, expected in restarts.items():
-                assert counted[name] <= expected, f"{name}: a restart counted twice: {counted}"
+                assert counted[name] <= expected, \
+                    f"{name}: a restart counted twice: {json.dumps(jobs[name]['status'])}"
             ok = all(counted[name] == expected for name, expected in restarts.items())
         return ok
 

@@ -472,3 +472,16 @@ def test_a_gang_gated_by_its_queue_is_pending_queued_and_holds_no_gpu() -> None:
     running = get_condition(plan.status, ConditionType.RUNNING)
     assert running is not None and "waits for admission by its queue (team" in running.message
     assert plan.status.gpu_hours == 0
+
+
+def test_a_failed_pod_of_an_attempt_already_restarted_is_not_counted_again() -> None:
+    """A new leader's pod watch can lag its job watch: it may see the status of attempt 2 with
+    the failed pod of attempt 1 not yet deleted. That failure was counted once already."""
+    s = spec()
+    status = JobStatus(phase=Phase.RUNNING, attempts=2, restarts=1)
+    late = [pod(s, 0, "Failed", exit_code=137), pod(s, 1, "Running")]  # attempt 1
+    plan = decide(s, status, late, T0)
+    assert plan.status.restarts == 1 and plan.status.phase == Phase.RUNNING
+    assert sorted(plan.delete_pods) == ["demo-0", "demo-1"] and not plan.create_ranks
+    assert plan.delete_uids == {"demo-0": "uid-0-1", "demo-1": "uid-1-1"}, \
+        "deleted by UID: never the new attempt's pod of the same name"

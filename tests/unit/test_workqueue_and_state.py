@@ -122,3 +122,25 @@ def test_the_newest_version_of_a_job_wins() -> None:
                               "resourceVersion": "3"}}
     jobs.observe(recreated)
     assert jobs.get(("ns", "j")) is recreated, "a new job under the old name is another job"
+
+
+def test_a_late_watch_event_never_overwrites_a_newer_pod() -> None:
+    """After a relist (a new leader's), the watch may still deliver older events: an older
+    version of a pod, or the deletion of the old pod whose name a restart has reused."""
+    from mentor.state import Pods
+
+    pods = Pods("TrainingJob", (), on_change=lambda key: None)
+    key = ("team", "llm")
+
+    def pod(uid: str, version: int) -> dict[str, object]:
+        return {"metadata": {"name": "llm-0", "namespace": "team", "uid": uid,
+                             "resourceVersion": str(version),
+                             "labels": {"mentor.dev/job-name": "llm"}}}
+
+    pods._apply(key, "MODIFIED", pod("new", 20))
+    pods._apply(key, "MODIFIED", pod("new", 10))  # older than what the relist showed
+    pods._apply(key, "DELETED", pod("old", 15))   # the previous attempt's pod of that name
+    (kept,) = pods.of(key)
+    assert kept["metadata"]["uid"] == "new" and kept["metadata"]["resourceVersion"] == "20"
+    pods._apply(key, "DELETED", pod("new", 21))
+    assert pods.of(key) == []

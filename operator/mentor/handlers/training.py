@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client import V1DeleteOptions
+from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -272,10 +272,13 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
         for rank in plan.create_ranks:
             _create("Pod", build_pod(job, spec, rank, plan.attempt, ctl.settings), job)
         for name in plan.delete_pods:
+            uid = plan.delete_uids.get(name)
             try:
-                kube.core().delete_namespaced_pod(name, job.namespace, grace_period_seconds=30)
+                kube.core().delete_namespaced_pod(
+                    name, job.namespace, grace_period_seconds=30,
+                    body=V1DeleteOptions(preconditions=V1Preconditions(uid=uid)) if uid else None)
             except ApiException as e:
-                if e.status != 404:
+                if e.status not in (404, 409):  # gone, or the name is a newer pod's now
                     raise
     except (ApiException, ValidationError):
         ctl.expectations.forget(key)
