@@ -195,9 +195,15 @@ def test_kubectl_get_by_short_name_shows_the_columns(kube: Kube) -> None:
     kube.wait("trainingjob/cols", "condition=Running")
     table = kube("get", "mtj", "cols")
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "NODES", "PROGRESS", "LOSS", "GPU-HOURS", "AGE"]
-    assert row.split()[:3] == ["cols", "Running", "2"]
+    assert header.split() == ["NAME", "PHASE", "NODES", "REASON", "RESTARTS", "PROGRESS", "LOSS",
+                              "GPU-HOURS", "AGE"]
+    assert row.split()[:5] == ["cols", "Running", "2", "AllPodsRunning", "0"]
     assert "cols" in kube("get", "mentor")  # the category
+    assert kube("get", "mtj", "cols", "-o", "wide").splitlines()[0].split()[-1] == "ETA"
+    kube.end_pods("cols", "fail", exit_code=2)
+    kube.wait("trainingjob/cols", "condition=Failed")
+    failed = kube("get", "mtj", "cols").splitlines()[1].split()
+    assert failed[1:4] == ["Failed", "2", "ExitCode"], "the table says why it failed"
 
 
 def test_kubectl_explain_shows_field_descriptions(kube: Kube) -> None:
