@@ -31,6 +31,14 @@ class Settings:
     # no memory to its name). GPU jobs should set their own, sized to the node.
     trainer_cpu: str = field(default_factory=lambda: _env("TRAINER_CPU", "1"))
     trainer_memory: str = field(default_factory=lambda: _env("TRAINER_MEMORY", "4Gi"))
+    # MENTOR_TRAINER_RUN_AS_USER: the UID, GID and fsGroup of trainer pods (the image's user,
+    # 1000); empty leaves them to the image and the platform (OpenShift assigns its own).
+    trainer_uid: int | None = field(default_factory=lambda: (
+        int(_env("TRAINER_RUN_AS_USER", "1000")) if _env("TRAINER_RUN_AS_USER", "1000") else None))
+    # MENTOR_TRAINER_IMAGE_PULL_SECRETS: comma-separated Secrets for pulling the trainer image,
+    # added to every job's own.
+    trainer_pull_secrets: tuple[str, ...] = field(default_factory=lambda: tuple(
+        n.strip() for n in _env("TRAINER_IMAGE_PULL_SECRETS", "").split(",") if n.strip()))
     # MENTOR_SHM_SIZE: the size limit of the in-memory /dev/shm that data loaders and NCCL use.
     # Empty: half the pod's memory (its limit, else its request), since /dev/shm is charged to
     # the container's memory.
@@ -52,10 +60,13 @@ class Settings:
     http_host: str = field(default_factory=lambda: _env("HTTP_HOST", "0.0.0.0"))
     http_port: int = field(default_factory=lambda: int(_env("HTTP_PORT", "8080")))
     # MENTOR_REPORT_KEY: the secret from which each job's report token is derived (HMAC of the
-    # job's UID). The chart keeps it in a Secret; unset, a random key lives as long as the
+    # job's UID). Unset, and with no MENTOR_REPORT_KEY_SECRET, a random key lives as long as the
     # process, and jobs that outlive an operator restart stop reporting progress.
     report_key: bytes = field(default_factory=lambda: (
         _env("REPORT_KEY", "").encode() or secrets.token_bytes(32)))
+    # MENTOR_REPORT_KEY_SECRET: with no MENTOR_REPORT_KEY, the Secret (in MENTOR_POD_NAMESPACE)
+    # where the operator keeps the key, creating it on first start: the chart's default.
+    report_key_secret: str = field(default_factory=lambda: _env("REPORT_KEY_SECRET", ""))
     # MENTOR_PROGRESS_INTERVAL: the shortest time between two progress patches of one job.
     progress_interval: float = field(
         default_factory=lambda: float(_env("PROGRESS_INTERVAL", "2")))

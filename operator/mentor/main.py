@@ -9,6 +9,7 @@ annotations or finalizers on a job: the status (with observedGeneration) is Ment
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -22,6 +23,7 @@ from mentor.handlers import training
 from mentor.handlers.training import Controller
 from mentor.leader import Leadership
 from mentor.metrics import METRICS
+from mentor.progress import stored_key
 from mentor.server import ProgressBook
 from mentor.state import Expectations, Jobs, Pods, key_of
 from mentor.workqueue import WorkQueue
@@ -35,15 +37,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     kube.api_client()  # fail fast on a bad configuration
+    config = SETTINGS
+    if config.report_key_secret and not os.environ.get("MENTOR_REPORT_KEY"):
+        key = await asyncio.get_running_loop().run_in_executor(
+            None, stored_key, config.lease_namespace, config.report_key_secret)
+        config = dataclasses.replace(config, report_key=key)
     jobs, expectations = Jobs(), Expectations()
-    queue: WorkQueue = WorkQueue(lambda key: None, SETTINGS.workers)
-    pods = Pods(TRAINING_JOB.kind, SETTINGS.namespaces, on_change=queue.add)
-    controller = Controller(SETTINGS, jobs, pods, expectations)
+    queue: WorkQueue = WorkQueue(lambda key: None, config.workers)
+    pods = Pods(TRAINING_JOB.kind, config.namespaces, on_change=queue.add)
+    controller = Controller(config, jobs, pods, expectations)
     queue.process = lambda key: training.reconcile(controller, key)  # type: ignore[arg-type]
-    leadership = Leadership(SETTINGS.lease_name, SETTINGS.lease_namespace,
-                            duration=SETTINGS.lease_seconds,
-                            deadline=SETTINGS.lease_seconds * 2 / 3,
-                            retry=max(SETTINGS.lease_seconds / 7.5, 0.2))
+    leadership = Leadership(config.lease_name, config.lease_namespace,
+                            duration=config.lease_seconds,
+                            deadline=config.lease_seconds * 2 / 3,
+                            retry=max(config.lease_seconds / 7.5, 0.2))
     pods.start()  # every replica watches, so a standby takes over with its memory warm
     book = ProgressBook()
     memo["controller"], memo["queue"], memo["book"] = controller, queue, book
@@ -51,7 +58,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["tasks"] = [
         asyncio.create_task(_lead(leadership, controller, queue)),
         # Progress reports in, /metrics out (mentor.server); reports only while leading.
-        asyncio.create_task(server.serve(SETTINGS, book, METRICS, jobs, leadership.acquired)),
+        asyncio.create_task(server.serve(config, book, METRICS, jobs, leadership.acquired)),
     ]
 
 

@@ -17,6 +17,38 @@ from mentor.api.status import CheckpointStatus, Progress
 from mentor.podview import format_time
 
 
+def stored_key(namespace: str, name: str) -> bytes:
+    """The report key kept in a Secret of the operator's namespace, made on first start.
+
+    Kept by the operator rather than rendered by the chart, so that `helm template`, Argo CD and
+    Flux never make a new one (which would orphan every running job's token); replicas agree
+    on it because a create that loses the race reads the winner's."""
+    import base64
+    import secrets
+
+    from kubernetes.client.exceptions import ApiException
+
+    from mentor import kube
+
+    core = kube.core()
+    for _ in range(3):
+        try:
+            secret = core.read_namespaced_secret(name, namespace)
+            return base64.b64decode(secret.data["key"])
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        try:
+            core.create_namespaced_secret(namespace, {
+                "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mentor"}},
+                "type": "Opaque",
+                "stringData": {"key": secrets.token_urlsafe(36)}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    raise RuntimeError(f"could not read or create the report key Secret {namespace}/{name}")
+
+
 def token_for(key: bytes, uid: str) -> str:
     return hmac.new(key, uid.encode(), hashlib.sha256).hexdigest()
 
@@ -35,12 +67,12 @@ def _check(report: dict[str, Any]) -> None:
         total = int(report["total_steps"])
         if total < 1 or step > total:
             raise ValueError(f"step {step} of {total} is out of range")
-    for name in ("loss", "eval_loss", "tokens_per_second", "seconds_per_step"):
+    for name in ("loss", "eval_loss", "tokens_per_second", "seconds_per_step", "mfu"):
         if name in report and report[name] is not None:
             value = float(report[name])
             if not math.isfinite(value):
                 raise ValueError(f"{name} is {value}, not a finite number")
-            if name in ("tokens_per_second", "seconds_per_step") and value < 0:
+            if name in ("tokens_per_second", "seconds_per_step", "mfu") and value < 0:
                 raise ValueError(f"{name} is negative")
 
 

@@ -10,6 +10,8 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,7 +34,26 @@ from mentor_trainer.report import OperatorReporter
 pytestmark = pytest.mark.cluster
 
 CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "mentor" / "files"
-ALERT_TIMING = {"PENDING_FOR": "2s", "NO_PROGRESS_FOR": "1m", "BUDGET_RATIO": "0.9"}
+RUNBOOK = "https://github.com/mentor-dev/mentor/blob/main/README.md"
+# The alerts' thresholds as the tests use them against a live Prometheus (seconds)...
+ALERT_TIMING = {"PENDING_SECONDS": "2", "NO_PROGRESS_SECONDS": "60", "LOAD_GRACE_SECONDS": "60",
+                "FAILED_SECONDS": "3600", "BUDGET_RATIO": "0.9", "RUNBOOK": RUNBOOK}
+# ...and the chart's defaults, which promtool's unit tests check (alerts_test.yaml).
+CHART_DEFAULTS = {"PENDING_SECONDS": "1800", "NO_PROGRESS_SECONDS": "900",
+                  "LOAD_GRACE_SECONDS": "3600", "FAILED_SECONDS": "3600", "BUDGET_RATIO": "0.9",
+                  "RUNBOOK": RUNBOOK}
+
+
+def render_rules(values: dict[str, str], annotations: bool = True) -> list[dict[str, Any]]:
+    """files/alerts.yaml with its placeholders filled, as the chart's template fills them."""
+    text = (CHART_FILES / "alerts.yaml").read_text()
+    for name, value in values.items():
+        text = text.replace(name, value)
+    rules: list[dict[str, Any]] = yaml.safe_load(text)
+    if not annotations:
+        for rule in rules:
+            rule.pop("annotations")
+    return rules
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +64,9 @@ def op(operator: Operator) -> Operator:
 
 @pytest.fixture(scope="module")
 def rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    text = (CHART_FILES / "alerts.yaml").read_text()
-    for name, value in ALERT_TIMING.items():
-        text = text.replace(name, value)
     path = tmp_path_factory.mktemp("rules") / "mentor.rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "mentor.rules",
-                                                "rules": yaml.safe_load(text)}]}))
+                                                "rules": render_rules(ALERT_TIMING)}]}))
     return path
 
 
@@ -65,7 +83,30 @@ def test_the_alert_rules_are_valid(rules: Path) -> None:
     result = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
+    readme = (CHART_FILES.parents[2] / "README.md").read_text()
+    anchors = {"#" + re.sub(r"[^a-z0-9 -]", "", line[4:].strip().lower()).replace(" ", "-")
+               for line in readme.splitlines() if line.startswith("### ")}
+    for rule in render_rules(CHART_DEFAULTS):
+        notes = rule["annotations"]
+        assert rule["labels"]["severity"] in ("info", "warning", "critical"), rule["alert"]
+        assert notes["summary"] and len(notes["description"]) > 40, rule["alert"]
+        url, _, anchor = notes["runbook_url"].partition("#")
+        assert url == RUNBOOK and f"#{anchor}" in anchors, (rule["alert"], anchor)
+
+
+def test_the_alerts_fire_when_they_should_promtool_unit_tests(tmp_path: Path) -> None:
+    """The expressions' timing, with the chart's defaults: no progress fires after 15 minutes
+    (not 30) and not while a model loads, pending survives a change of reason, a failure
+    resolves after an hour, +Inf is caught, the operator's absence and errors alert, and the
+    budget forecast warns an hour ahead."""
+    (tmp_path / "mentor.rules.yaml").write_text(yaml.safe_dump({"groups": [
+        {"name": "mentor.rules", "rules": render_rules(CHART_DEFAULTS, annotations=False)}]}))
+    shutil.copy(Path(__file__).with_name("alerts_test.yaml"), tmp_path / "alerts_test.yaml")
+    result = subprocess.run(["promtool", "test", "rules", str(tmp_path / "alerts_test.yaml")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 class PodWatcher:
@@ -248,7 +289,7 @@ def test_every_dashboard_panel_returns_data_and_alerts_fire(
     control_plane: ControlPlane, op: Operator, prom: Prometheus, restricted_namespace: str
 ) -> None:
     kube = Kube(control_plane, restricted_namespace)
-    kube.apply(training_job("busy"))
+    kube.apply(training_job("busy", runPolicy={"maxGPUHours": 100}))
     kube.apply(training_job("stuck", parallelism={"nodes": 1, "gpusPerNode": 16}))
     kube.apply(training_job("broken", runPolicy={"backoffLimit": 0}))
     kube.wait("trainingjob/busy", "condition=Running")
@@ -256,16 +297,25 @@ def test_every_dashboard_panel_returns_data_and_alerts_fire(
     kube.end_pods("broken", "fail", exit_code=4, count=1)
     report(op, kube, "busy", [
         {"step": 1, "total_steps": 10, "loss": 3.0, "learning_rate": 1e-3,
-         "tokens_per_second": 500.0, "seconds_per_step": 1.0},
+         "tokens_per_second": 500.0, "seconds_per_step": 1.0, "mfu": 0.41},
         {"step": 1, "eval_loss": 3.2}])
     kube.end_pods("busy", "fail", exit_code=137, count=1)  # one restart, for the restarts panel
     kube.wait("trainingjob/busy", "jsonpath={.status.restarts}=1")
 
     dashboard = json.loads((CHART_FILES / "dashboard.json").read_text())
+    variables = {"$namespace": ".*", "$job": ".*", "$__range": "1h"}
+    assert {v["name"] for v in dashboard["templating"]["list"]} == \
+        {"datasource", "namespace", "job"}
     for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["fieldConfig"]["defaults"]["unit"] != "short" or \
+            panel["fieldConfig"]["defaults"].get("decimals") == 0, panel["title"]
         for target in panel["targets"]:
-            expr = target["expr"].replace("$namespace", ".*")
-            prom.wait_for(expr, timeout=90)
+            expr = target["expr"]
+            for name, value in variables.items():
+                expr = expr.replace(name, value)
+            prom.wait_for(expr, timeout=90)  # every panel returns data for jobs that ran
 
     prom.wait_for('ALERTS{alertname="MentorJobFailed",alertstate="firing",job_name="broken"}')
     prom.wait_for('ALERTS{alertname="MentorLossNotFinite",alertstate="firing",job_name="broken"}')

@@ -70,6 +70,17 @@ def test_pod_is_acceptable_to_the_restricted_pod_security_profile() -> None:
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert all("hostPath" not in v for v in pod["spec"]["volumes"])
+    assert pod_sc["fsGroupChangePolicy"] == "OnRootMismatch", "no chown of a big dataset"
+    assert (pod_sc["runAsUser"], pod_sc["fsGroup"]) == (1000, 1000)
+
+
+def test_trainer_uid_and_pull_secrets_come_from_the_operator(monkeypatch: Any) -> None:
+    monkeypatch.setenv("MENTOR_TRAINER_RUN_AS_USER", "")  # OpenShift: the platform's UID
+    monkeypatch.setenv("MENTOR_TRAINER_IMAGE_PULL_SECRETS", "regcred, mirror")
+    pod = build_pod(JOB, spec(template={"imagePullSecrets": ["regcred"]}), 0, 1, Settings())
+    assert "runAsUser" not in pod["spec"]["securityContext"]
+    assert "fsGroup" not in pod["spec"]["securityContext"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
 
 
 def test_pvc_uris_become_mounts_and_local_paths() -> None:

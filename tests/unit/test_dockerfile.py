@@ -30,9 +30,10 @@ def test_operator_and_trainer_targets_run_as_non_root() -> None:
 
 
 def test_the_trainer_uid_matches_the_pods_security_context() -> None:
-    from mentor.builders.pods import RUN_AS
+    from mentor.config import Settings
 
-    assert re.search(rf"^USER {RUN_AS}:{RUN_AS}$", stage("trainer"), re.M)
+    uid = Settings().trainer_uid  # the default: the image's own user
+    assert re.search(rf"^USER {uid}:{uid}$", stage("trainer"), re.M)
 
 
 def test_the_operator_image_has_no_torch() -> None:

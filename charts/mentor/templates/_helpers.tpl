@@ -35,6 +35,7 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the progress-token key: the user's, or the one the operator keeps. */}}
 {{- define "mentor.reportKeySecret" -}}
 {{- default (printf "%s-report-key" (include "mentor.fullname" .)) .Values.reportKey.existingSecret -}}
 {{- end -}}

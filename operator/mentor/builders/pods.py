@@ -41,7 +41,6 @@ from mentor.builders.storage import Mounts, localize
 from mentor.config import Settings
 
 GPU_RESOURCE = "nvidia.com/gpu"
-RUN_AS = 1000  # the trainer image's non-root user
 
 
 def build_config_map(job: JobRef, config: TrainerConfig) -> dict[str, Any]:
@@ -199,9 +198,10 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
         + list(template.volumes),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
+            **({"runAsUser": settings.trainer_uid, "runAsGroup": settings.trainer_uid,
+                "fsGroup": settings.trainer_uid} if settings.trainer_uid is not None else {}),
+            # chown a large dataset volume only when its root is not the pod's group already
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,
@@ -213,7 +213,8 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
         "affinity": scheduling.affinity,
         "priorityClassName": scheduling.priority_class_name,
         "schedulerName": scheduling.scheduler_name,
-        "imagePullSecrets": [{"name": n} for n in template.image_pull_secrets] or None,
+        "imagePullSecrets": [{"name": n} for n in dict.fromkeys(
+            [*template.image_pull_secrets, *settings.trainer_pull_secrets])] or None,
     }
     for key, value in optional.items():
         if value is None:
