@@ -240,6 +240,7 @@ def test_progress_reports_reach_status_and_prometheus(
     kube.wait("trainingjob/curve", "jsonpath={.status.progress.evalLoss}=3.5")
     status = kube.get("trainingjob", "curve")["status"]
     assert status["progress"]["step"] == 3 and status["progress"]["percent"] == 3.0
+    assert status["progress"]["shown"] == "3%", "kubectl get prints the percent with its sign"
     assert status["progress"]["etaSeconds"] == 48
     assert status["checkpoint"]["step"] == 3
     prom.wait_for(f'mentor_job_loss{{job_name="curve",namespace="{kube.ns}"}} == 3.94')
