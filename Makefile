@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 control-plane:
 	tests/cluster/tools/build.sh
+	tests/cluster/tools/build-kueue.sh
 
 # The observability tests scrape the operator with a real Prometheus (Debian's package).
 prometheus:
