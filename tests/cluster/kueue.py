@@ -48,6 +48,13 @@ class Kueue:
         crt, key = self.cp.pki.pair("apiserver")  # serves 127.0.0.1, signed by the test CA
         shutil.copy(crt, certs / "tls.crt")
         shutil.copy(key, certs / "tls.key")
+        # Without internal cert management, v0.17 reads its metrics certificate from a fixed
+        # path (cmd/kueue/main.go), even with the metrics server off.
+        metrics = Path("/etc/kueue/metrics/certs")
+        if not (metrics / "tls.crt").exists():
+            metrics.mkdir(parents=True, exist_ok=True)
+            shutil.copy(crt, metrics / "tls.crt")
+            shutil.copy(key, metrics / "tls.key")
         webhook, health = free_port(), free_port()
         config = {
             "apiVersion": "config.kueue.x-k8s.io/v1beta2", "kind": "Configuration",

@@ -143,7 +143,9 @@ def test_without_a_queue_name_a_managed_namespace_queues_the_gang_in_default(
         queued: Kube, control_plane: ControlPlane) -> None:
     """manageJobsWithoutQueueName: Kueue queues pods that name no queue too. Mentor's pods
     still form one group, so the gang is admitted whole through the namespace's `default`
-    LocalQueue; without one, the job waits, saying so."""
+    LocalQueue; without one, the job waits, saying so. Kueue gives a pod its default queue
+    when the pod is created: pods that waited for a queue created later need a new attempt
+    (suspend, resume)."""
     kube = queued
     kube.apply(queued_job("unnamed", queue=None))
     until(lambda: kube.condition("unnamed", "Running").get("reason") == "Queued", 30,
@@ -153,4 +155,13 @@ def test_without_a_queue_name_a_managed_namespace_queues_the_gang_in_default(
     cq = f"cq-{kube.ns}"
     kube.apply({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
                 "metadata": {"name": "default"}, "spec": {"clusterQueue": cq}})
+    kube("patch", "trainingjob", "unnamed", "--type=merge",
+         "-p", '{"spec": {"runPolicy": {"suspend": true}}}')
+    kube.wait("trainingjob/unnamed", "condition=Suspended")
+    kube("patch", "trainingjob", "unnamed", "--type=merge",
+         "-p", '{"spec": {"runPolicy": {"suspend": false}}}')
     kube.wait("trainingjob/unnamed", "condition=Running", timeout=90)
+    pods = kube.pods("unnamed")
+    assert {p["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") for p in pods} == \
+        {"default"}, "Kueue gave the new attempt the namespace's default queue"
+    assert status(kube, "unnamed")["restarts"] == 0, "a suspension is not a failure"

@@ -116,6 +116,8 @@ def test_scheduling_and_template_pass_through() -> None:
     assert again["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "llm-u-1-2"
     assert pod["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == str(
         s.parallelism.nodes)
+    assert pod["metadata"]["annotations"]["kueue.x-k8s.io/retriable-in-group"] == "false", \
+        "a failed group is finished, not refilled: Mentor starts a new one"
     assert pod["metadata"]["finalizers"] == ["mentor.dev/gpu-accounting"]
     assert pod["spec"]["containers"][0]["image"] == "example.com/trainer:1"
     assert env_of(pod)["HF_HUB_OFFLINE"] == "1"

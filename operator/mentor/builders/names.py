@@ -17,6 +17,9 @@ QUEUE_NAME = "kueue.x-k8s.io/queue-name"
 # Kueue admits a job's pods as one gang: every pod of an attempt names the group and its size.
 POD_GROUP_NAME = "kueue.x-k8s.io/pod-group-name"
 POD_GROUP_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
+# Mentor replaces a failed or preempted gang with a new group itself: Kueue should finish the old
+# group (and release its pods) rather than wait for replacements in it.
+POD_GROUP_RETRIABLE = "kueue.x-k8s.io/retriable-in-group"
 CONFIG_MOUNT = "/etc/mentor"
 CONFIG_FILE = "config.json"
 TRAINER_CONTAINER = "trainer"

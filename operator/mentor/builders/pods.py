@@ -32,6 +32,7 @@ from mentor.builders.names import (
     GPU_FINALIZER,
     NODE_RANK,
     POD_GROUP_NAME,
+    POD_GROUP_RETRIABLE,
     POD_GROUP_TOTAL,
     QUEUE_NAME,
     TRAINER_CONTAINER,
@@ -156,6 +157,7 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
     # for namespaces where Kueue's manageJobsWithoutQueueName queues every pod (inert elsewhere).
     labels[POD_GROUP_NAME] = job.pod_group(attempt)
     annotations[POD_GROUP_TOTAL] = str(spec.parallelism.nodes)
+    annotations[POD_GROUP_RETRIABLE] = "false"
     if scheduling.queue_name:
         labels[QUEUE_NAME] = scheduling.queue_name
     metadata = job.metadata(job.pod(rank), **labels)
