@@ -48,7 +48,7 @@ NASTY_VALUES = st.one_of(
     st.just("x" * 100_000),                                  # a huge string
     st.just(["a"] * 10_000),                                 # a 10,000-element list
     st.integers(min_value=-2**70, max_value=2**70),          # beyond int64
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),  # JSON has no NaN or Infinity
     st.booleans(), st.none(), st.just({}), st.just([]),
     st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
 )
