@@ -9,6 +9,7 @@ kills, restarts and doubles operators that must be the only ones there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import random
@@ -253,6 +254,18 @@ def ns(cluster: Cluster) -> str:
     return name
 
 
+@contextlib.contextmanager
+def operating(cluster: Cluster, tmp_path: Path) -> Iterator[Operator]:
+    """One operator for the test, stopped at its end, which must have logged no traceback."""
+    op = cluster.operator(tmp_path / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+    assert not op.errors(), op.log_path.read_text()[-3000:]
+
+
 def gpu_job(name: str, **spec: Any) -> dict[str, Any]:
     return training_job(name, parallelism={"nodes": 2, "gpusPerNode": 1},
                         runPolicy={"backoffLimit": 100}, **spec)
@@ -335,9 +348,7 @@ def test_jobs_created_edited_and_deleted_while_the_operator_is_down_converge(
 
 def test_the_operator_survives_an_api_server_restart_and_misses_nothing(
         cluster: Cluster, ns: str, tmp_path: Path) -> None:
-    op = cluster.operator(tmp_path / "operator.log")
-    op.start()
-    try:
+    with operating(cluster, tmp_path) as op:
         cluster.create(ns, [gpu_job("before")])
         settle_all(cluster, ns)
         cluster.cp.restart_apiserver()
@@ -347,9 +358,6 @@ def test_the_operator_survives_an_api_server_restart_and_misses_nothing(
         settle_all(cluster, ns, {"before": 1, "after": 0})
         jobs = finish_all(cluster, ns)
         assert_gpu_hours_match(cluster, jobs)
-    finally:
-        op.stop()
-    assert not op.errors(), op.log_path.read_text()[-3000:]
 
 
 def test_a_deleted_node_s_pods_are_recreated_elsewhere_and_the_job_goes_on(
@@ -373,6 +381,7 @@ def test_a_deleted_node_s_pods_are_recreated_elsewhere_and_the_job_goes_on(
     finally:
         op.stop()
         cluster.cp.add_gpu_nodes(1, 8, prefix=node.rsplit("-", 1)[0] + "-back")
+    assert not op.errors(), op.log_path.read_text()[-3000:]
 
 
 def test_an_eviction_does_not_count_against_backoff_limit(
@@ -396,13 +405,12 @@ def test_an_eviction_does_not_count_against_backoff_limit(
     finally:
         op.stop()
         cluster.cp.kubectl("uncordon", node)
+    assert not op.errors(), op.log_path.read_text()[-3000:]
 
 
 def test_a_pod_deleted_mid_run_is_charged_to_the_second(
         cluster: Cluster, ns: str, tmp_path: Path) -> None:
-    op = cluster.operator(tmp_path / "operator.log")
-    op.start()
-    try:
+    with operating(cluster, tmp_path):
         cluster.create(ns, [gpu_job("deleted-pod")])
         settle_all(cluster, ns)
         time.sleep(2)
@@ -412,8 +420,6 @@ def test_a_pod_deleted_mid_run_is_charged_to_the_second(
         time.sleep(2)
         jobs = finish_all(cluster, ns)
         error = assert_gpu_hours_match(cluster, jobs)
-    finally:
-        op.stop()
     print(f"\npod deleted mid-run: GPU-hour error {error:.4%}")
 
 
@@ -477,10 +483,8 @@ def test_the_leader_killed_during_a_burst_of_100_jobs_loses_and_doubles_nothing(
 
 def test_100_jobs_edited_5_times_while_suspended_run_their_latest_spec(
         cluster: Cluster, ns: str, tmp_path: Path) -> None:
-    op = cluster.operator(tmp_path / "operator.log")
-    op.start()
     names = [f"e{i:03d}" for i in range(100)]
-    try:
+    with operating(cluster, tmp_path):
         cluster.create(ns, [cpu_job(n) for n in names])
         settle_all(cluster, ns, timeout=180)
         first = {n: ps[0]["metadata"]["annotations"]["mentor.dev/config-hash"]
@@ -508,6 +512,3 @@ def test_100_jobs_edited_5_times_while_suspended_run_their_latest_spec(
         jobs = finish_all(cluster, ns, timeout=180)
         assert all(j["status"]["observedGeneration"] == j["metadata"]["generation"]
                    for j in jobs.values())
-    finally:
-        op.stop()
-    assert not op.errors()
