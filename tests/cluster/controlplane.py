@@ -201,6 +201,33 @@ class ControlPlane:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def wait(self, condition: str, *targets: str, timeout: float = 60.0,
+             namespace: str | None = None) -> None:
+        """``kubectl wait --for=<condition>`` on targets, until the deadline.
+
+        kubectl fails at once, rather than waiting, when it reads an object whose status has a
+        null ``conditions`` (``.status.conditions accessor error``), as a CRD's has right after an
+        apply; so this retries until the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        scope = ["-n", namespace] if namespace else []
+        while True:
+            left = max(1, int(deadline - time.monotonic()))
+            result = subprocess.run(
+                [str(self.bin_dir / "kubectl"), *scope, "wait", f"--for={condition}",
+                 f"--timeout={left}s", *targets],
+                env=self.env(), capture_output=True, text=True, timeout=left + 30, check=False,
+            )
+            if result.returncode == 0:
+                return
+            if time.monotonic() >= deadline or "accessor error" not in result.stderr:
+                raise RuntimeError(f"kubectl wait --for={condition} {' '.join(targets)} failed: "
+                                   f"{result.stderr.strip()}")
+            time.sleep(0.5)
+
+    def wait_established(self, *crds: str) -> None:
+        self.wait("condition=Established", *[f"crd/{name}" for name in crds])
+
     # -- lifecycle
 
     def __enter__(self) -> ControlPlane:
@@ -407,8 +434,7 @@ class ControlPlane:
         ]
         self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                             "items": nodes}))
-        self.kubectl("wait", "--for=condition=Ready", "--timeout=60s",
-                     *[f"node/{n}" for n in names])
+        self.wait("condition=Ready", *[f"node/{n}" for n in names])
         return names
 
 

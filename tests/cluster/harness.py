@@ -94,7 +94,7 @@ class Kube:
         return out.split()
 
     def wait(self, target: str, condition: str, timeout: int = 60) -> None:
-        self("wait", f"--for={condition}", f"--timeout={timeout}s", target)
+        self.cp.wait(condition, target, timeout=timeout, namespace=self.ns)
 
     def condition(self, job: str, type_: str) -> dict[str, Any]:
         status = self.get("trainingjob", job).get("status", {})

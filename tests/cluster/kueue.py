@@ -40,9 +40,8 @@ class Kueue:
 
     def start(self) -> None:
         self.cp.kubectl("apply", "--server-side", "-f", str(self.dir / "crds"))
-        self.cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/clusterqueues.kueue.x-k8s.io", "crd/workloads.kueue.x-k8s.io",
-                        "crd/localqueues.kueue.x-k8s.io", "crd/resourceflavors.kueue.x-k8s.io")
+        self.cp.wait_established("clusterqueues.kueue.x-k8s.io", "workloads.kueue.x-k8s.io",
+                                 "localqueues.kueue.x-k8s.io", "resourceflavors.kueue.x-k8s.io")
         certs = self.work / "certs"
         certs.mkdir(exist_ok=True)
         crt, key = self.cp.pki.pair("apiserver")  # serves 127.0.0.1, signed by the test CA

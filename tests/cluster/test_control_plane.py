@@ -51,8 +51,7 @@ def gpu_pod(name: str, gpus: int, **metadata: object) -> dict[str, object]:
 
 def test_crd_is_served_and_its_schema_enforced(control_plane: ControlPlane, namespace: str) -> None:
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(WIDGET_CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/widgets.test.mentor.dev")
+    control_plane.wait_established("widgets.test.mentor.dev")
     good = {"apiVersion": "test.mentor.dev/v1", "kind": "Widget",
             "metadata": {"name": "ok", "namespace": namespace}, "spec": {"size": 4}}
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(good))

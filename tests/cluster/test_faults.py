@@ -240,8 +240,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp("faults-k8s")
     with ControlPlane(build_binaries(), work_dir=work, gpu_nodes=8) as cp:
         cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                   "crd/trainingjobs.mentor.dev")
+        cp.wait_established("trainingjobs.mentor.dev")
         cluster = Cluster(cp)
         yield cluster
         cluster.clock.stop()
