@@ -41,7 +41,7 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    control_plane.wait_established("trainingjobs.mentor.dev")
+    control_plane.wait_established("trainingjobs.mentor.dev", "tuningjobs.mentor.dev")
 
 
 @pytest.fixture(scope="session")

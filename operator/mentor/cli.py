@@ -210,6 +210,14 @@ def report_job(target: Path, png: Path | None) -> int:
     from mentor import report
 
     output, name = output_of(target)
+    if (output / "tuning.json").exists():
+        from mentor.local_tuning import read_summary
+
+        trials, winner = read_summary(output / "tuning.json")
+        print(report.tuning_summary(name, trials, winner))
+        print(f"  picture       "
+              f"{report.plot_trials(name, trials, winner, png or output / 'report.png')}")
+        return 0
     log = output / "metrics.jsonl"
     if not log.exists():
         raise Failure(f"no metrics log at {log}: has the job run?")
@@ -247,8 +255,16 @@ def fetch_data(to: Path | None) -> None:
 
 def run_locally(file: Path | None, progress: bool, fresh: bool) -> int:
     from mentor import local, report, reruns
+    from mentor.api.kinds import TuningJob
 
     job = load_job(file)
+    if isinstance(job, TuningJob):
+        from mentor import local_tuning
+
+        try:
+            return local_tuning.run(job, progress=progress, fresh=fresh)
+        except local_tuning.TuningFailed as e:
+            raise Failure(str(e)) from None
     try:
         prior = local.prepare(job, fresh)
     except reruns.Refused as e:
@@ -261,6 +277,9 @@ def run_locally(file: Path | None, progress: bool, fresh: bool) -> int:
     outcome = local.run(job, progress=progress)
     print(local.summary(job, outcome))
     if outcome.exit_code == 0:
+        from mentor.local_tuning import record_run
+
+        record_run(job)  # a TuningJob's trainingJobRef finds this model
         print(_sample_lines(file, Path(local.local_path(job.spec.output.uri) or ".")))
     return outcome.exit_code
 

@@ -6,11 +6,17 @@ long a job has been in its state, not when the operator last looked.
 
 from __future__ import annotations
 
-from mentor.api.status import Condition, ConditionStatus, ConditionType, JobStatus
+from typing import Protocol
+
+from mentor.api.status import Condition, ConditionStatus, ConditionType
+
+
+class HasConditions(Protocol):
+    conditions: list[Condition]
 
 
 def set_condition(
-    status: JobStatus,
+    status: HasConditions,
     type_: ConditionType,
     value: ConditionStatus,
     reason: str,
@@ -35,10 +41,10 @@ def set_condition(
     return True
 
 
-def get_condition(status: JobStatus, type_: ConditionType) -> Condition | None:
+def get_condition(status: HasConditions, type_: ConditionType) -> Condition | None:
     return next((c for c in status.conditions if c.type == type_), None)
 
 
-def is_true(status: JobStatus, type_: ConditionType) -> bool:
+def is_true(status: HasConditions, type_: ConditionType) -> bool:
     cond = get_condition(status, type_)
     return cond is not None and cond.status == "True"

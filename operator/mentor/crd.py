@@ -13,8 +13,7 @@ from typing import Any
 
 import yaml
 
-from mentor.api.kinds import GROUP, KINDS, MAX_NAME_LENGTH, NAME_PATTERN, VERSION, Kind
-from mentor.api.status import JobStatus
+from mentor.api.kinds import GROUP, KINDS, NAME_PATTERN, VERSION, Kind
 
 # Keys copied as they are; the values were already checked by pydantic's schema generation.
 _PLAIN = {
@@ -104,7 +103,7 @@ def model_schema(model: type[Any]) -> dict[str, Any]:
 
 def crd(kind: Kind) -> dict[str, Any]:
     spec = model_schema(kind.spec)
-    status = model_schema(JobStatus)
+    status = model_schema(kind.status)
     status.pop("required", None)
     root: dict[str, Any] = {
         "type": "object",
@@ -115,7 +114,7 @@ def crd(kind: Kind) -> dict[str, Any]:
             "kind": {"type": "string", "description": f"kind is {kind.kind}."},
             # The API server allows a CRD to constrain only metadata.name (and generateName).
             "metadata": {"type": "object", "properties": {"name": {
-                "type": "string", "maxLength": MAX_NAME_LENGTH, "pattern": NAME_PATTERN}}},
+                "type": "string", "maxLength": kind.max_name_length, "pattern": NAME_PATTERN}}},
             "spec": spec,
             "status": status,
         },

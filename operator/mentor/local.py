@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from torchx.schedulers.local_scheduler import (
 from torchx.specs import AppDef
 
 from mentor import reruns
-from mentor.api.kinds import TrainingJob
+from mentor.api.kinds import TrainingJob, TuningJob
 from mentor.api.training import TrainerConfig
 from mentor.builders.launch import ROLE, trainer_app
 from mentor.builders.storage import map_claims, resolve_pvc
@@ -54,7 +55,7 @@ def local_path(uri: str | None) -> str | None:
     return resolve_pvc(uri, claim_dir)
 
 
-def load(path: Path | None) -> TrainingJob:
+def load(path: Path | None) -> TrainingJob | TuningJob:
     """Read and validate a job; mentor.validation.InvalidJob names each bad field."""
     with (path or QUICKSTART).open() as stream:  # a YAML error then names the file
         return validate(yaml.safe_load(stream))
@@ -72,6 +73,7 @@ class Outcome:
     eval_loss: float | None
     gpus: int
     log: Path
+    evals: dict[int, float] = field(default_factory=dict)
 
     @property
     def gpu_hours(self) -> float:
@@ -86,6 +88,7 @@ class Follower:
     offset: int = 0
     last: dict[str, Any] = field(default_factory=dict)
     eval_loss: float | None = None
+    evals: dict[int, float] = field(default_factory=dict)
 
     def poll(self) -> list[dict[str, Any]]:
         """The new training-step records (complete lines only) since the last poll."""
@@ -99,6 +102,7 @@ class Follower:
         for record in map(json.loads, complete):
             if "eval_loss" in record:
                 self.eval_loss = record["eval_loss"]
+                self.evals[int(record["step"])] = float(record["eval_loss"])
             if "loss" in record:
                 self.last = record
                 steps.append(record)
@@ -151,7 +155,10 @@ def prepare(job: TrainingJob, fresh: bool = False) -> reruns.Previous | None:
     return reruns.check(output, config.wire())
 
 
-def run(job: TrainingJob, progress: bool = True) -> Outcome:
+def run(job: TrainingJob, progress: bool = True,
+        stop_when: Callable[[dict[int, float]], bool] | None = None) -> Outcome:
+    """Run the job to its end. `stop_when` sees the eval losses so far, by step; when it says
+    so, the trainer gets SIGTERM (it checkpoints and exits 143), as a pruned trial's pods do."""
     config = local_config(job)
     output = Path(config.output.uri)
     state = output / reruns.STATE
@@ -170,10 +177,14 @@ def run(job: TrainingJob, progress: bool = True) -> Outcome:
     log_path = Path(dryrun.request.role_log_dirs[ROLE][0]) / COMBINED_LOG
     bar = _bar(progress)
     try:
+        stopping = False
         while proc.poll() is None:
             time.sleep(0.5)
             for record in follower.poll():
                 bar(record, follower.eval_loss)
+            if stop_when and not stopping and follower.evals and stop_when(follower.evals):
+                os.killpg(proc.pid, signal.SIGTERM)
+                stopping = True
     except KeyboardInterrupt:
         print("\nstopping: asking the trainer to checkpoint (Ctrl-C again to kill)...",
               file=sys.stderr)
@@ -193,7 +204,7 @@ def run(job: TrainingJob, progress: bool = True) -> Outcome:
     gpus = (job.spec.parallelism.gpus_per_node or 0) * job.spec.parallelism.nodes
     code = proc.returncode
     return Outcome(128 - code if code < 0 else code, time.monotonic() - started, follower.last,
-                   follower.eval_loss, gpus, log_path)
+                   follower.eval_loss, gpus, log_path, dict(follower.evals))
 
 
 def _free_port() -> int:

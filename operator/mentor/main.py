@@ -17,10 +17,11 @@ from typing import Any
 import kopf
 
 from mentor import kube, server
-from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
+from mentor.api.kinds import GROUP, TRAINING_JOB, TUNING_JOB, VERSION
 from mentor.config import Settings
-from mentor.handlers import training
+from mentor.handlers import training, tuning
 from mentor.handlers.training import Controller
+from mentor.handlers.tuning import TuningController, parent_of
 from mentor.leader import Leadership
 from mentor.metrics import METRICS
 from mentor.progress import stored_key
@@ -47,6 +48,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     pods = Pods(TRAINING_JOB.kind, config.namespaces, on_change=queue.add)
     controller = Controller(config, jobs, pods, expectations)
     queue.process = lambda key: training.reconcile(controller, key)  # type: ignore[arg-type]
+    tuner = TuningController(config, Jobs(), jobs)
+    tuning_queue: WorkQueue = WorkQueue(
+        lambda key: tuning.reconcile(tuner, key),  # type: ignore[arg-type]
+        max(1, config.workers // 4))
     leadership = Leadership(config.lease_name, config.lease_namespace,
                             duration=config.lease_seconds,
                             deadline=config.lease_seconds * 2 / 3,
@@ -54,9 +59,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     pods.start()  # every replica watches, so a standby takes over with its memory warm
     book = ProgressBook()
     memo["controller"], memo["queue"], memo["book"] = controller, queue, book
+    memo["tuner"], memo["tuning_queue"] = tuner, tuning_queue
     memo["leadership"] = leadership
     memo["tasks"] = [
-        asyncio.create_task(_lead(leadership, controller, queue)),
+        asyncio.create_task(_lead(leadership, controller, queue, tuner, tuning_queue)),
         # Progress reports in, /metrics out (mentor.server); reports only while leading.
         asyncio.create_task(server.serve(config, book, METRICS, jobs, leadership.acquired)),
     ]
@@ -69,6 +75,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].pods.stop()
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, memo["queue"].stop)
+    await loop.run_in_executor(None, memo["tuning_queue"].stop)
     await loop.run_in_executor(None, memo["leadership"].stop)  # a standby takes over now
 
 
@@ -80,6 +87,9 @@ def on_job(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     key = key_of(body)
     controller: Controller = memo["controller"]
     queue: WorkQueue = memo["queue"]
+    parent = parent_of(body)  # a trial: its TuningJob decides again
+    if parent:
+        memo["tuning_queue"].add(parent)
     if type == "DELETED":
         controller.forget(key)
         queue.forget(key)
@@ -90,7 +100,22 @@ def on_job(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     queue.add(key)
 
 
-async def _lead(leadership: Leadership, controller: Controller, queue: WorkQueue) -> None:
+@kopf.on.event(GROUP, VERSION, TUNING_JOB.plural)
+def on_tuning_job(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every version of every TuningJob: remembered and queued, or forgotten."""
+    body: dict[str, Any] = dict(event["object"])
+    key = key_of(body)
+    tuner: TuningController = memo["tuner"]
+    if type == "DELETED":
+        tuner.tunings.forget(key)
+        METRICS.forget_tuning(*key)
+    else:
+        tuner.tunings.observe(body)
+    memo["tuning_queue"].add(key)  # a deleted one too: its trials' finalizers are released
+
+
+async def _lead(leadership: Leadership, controller: Controller, queue: WorkQueue,
+                tuner: TuningController, tuning_queue: WorkQueue) -> None:
     """Work only while this replica holds the Lease (or alone, with election off): the queue's
     workers and the safety resync start once it is acquired."""
     loop = asyncio.get_running_loop()
@@ -105,7 +130,8 @@ async def _lead(leadership: Leadership, controller: Controller, queue: WorkQueue
         leadership.acquired.set()
     METRICS.leader.set(1)
     queue.start()
-    await _resync_forever(controller, queue)
+    tuning_queue.start()
+    await _resync_forever(controller, queue, tuner, tuning_queue)
 
 
 def _label_leader() -> None:
@@ -121,11 +147,13 @@ def _label_leader() -> None:
         log.warning("could not label this pod as the leader: %s", getattr(e, "reason", e))
 
 
-async def _resync_forever(controller: Controller, queue: WorkQueue) -> None:
+async def _resync_forever(controller: Controller, queue: WorkQueue, tuner: TuningController,
+                          tuning_queue: WorkQueue) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(SETTINGS.safety_resync_seconds)
         try:
             await loop.run_in_executor(None, training.resync, controller, queue.add)
+            await loop.run_in_executor(None, tuning.resync, tuner, tuning_queue.add)
         except Exception as e:  # the API server restarting, RBAC being changed: try again
             log.warning("safety resync failed (%s); retrying", getattr(e, "reason", e))

@@ -20,10 +20,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mentor.api.status import ConditionType, JobStatus, Phase
+from mentor.api.tuning import TuningStatus
 from mentor.podview import parse_time
 
 # "job" is Prometheus' own target label, so the job's name is "job_name".
 JOB_LABELS = ("namespace", "kind", "job_name")
+TUNING_LABELS = ("namespace", "tuning_job")
 
 
 def _version() -> str:
@@ -102,6 +104,19 @@ class Metrics:
                                         "Reconciles that failed and will be retried.", ["kind"],
                                         registry=r)
         self.reconcile_errors.labels("TrainingJob")  # at 0 from the start: rate() has data
+        self.tuning_trials = Gauge("mentor_tuning_trials",
+                                   "A TuningJob's trials by state (Running, Succeeded, Pruned, "
+                                   "Failed).", [*TUNING_LABELS, "state"], registry=r)
+        self.tuning_best = Gauge("mentor_tuning_best_objective",
+                                 "The best trial's objective (its final eval loss).",
+                                 TUNING_LABELS, registry=r)
+        self.tuning_gpu_seconds = Gauge("mentor_tuning_gpu_seconds",
+                                        "GPU-seconds of all of a TuningJob's trials.",
+                                        TUNING_LABELS, registry=r)
+        self.tuning_max_gpu_seconds = Gauge("mentor_tuning_max_gpu_seconds",
+                                            "The TuningJob's budget (spec.budget.maxGPUHours).",
+                                            TUNING_LABELS, registry=r)
+        self.reconcile_errors.labels("TuningJob")
         self.leader = Gauge("mentor_operator_leader",
                             "1 on the replica that holds the Lease and works.", registry=r)
         self._lock = threading.Lock()
@@ -184,6 +199,33 @@ class Metrics:
                 self.job_mfu.labels(*key).set(float(report["mfu"]))
         if "eval_loss" in report:
             self.job_eval_loss.labels(*key).set(float(report["eval_loss"]))
+
+    def observe_tuning(self, namespace: str, name: str, status: TuningStatus,
+                       max_gpu_hours: float | None) -> None:
+        key = (namespace, name)
+        with self._lock:
+            self._phases[(namespace, "TuningJob", name)] = (status.phase or Phase.PENDING).value
+            self._set_jobs_by_phase()
+        counts = status.trials
+        for state, n in (("Running", counts.running), ("Succeeded", counts.succeeded),
+                         ("Pruned", counts.pruned), ("Failed", counts.failed)):
+            self.tuning_trials.labels(*key, state).set(n)
+        if status.best_trial and status.best_trial.objective is not None:
+            self.tuning_best.labels(*key).set(status.best_trial.objective)
+        self.tuning_gpu_seconds.labels(*key).set(status.gpu_hours * 3600)
+        if max_gpu_hours:
+            self.tuning_max_gpu_seconds.labels(*key).set(max_gpu_hours * 3600)
+
+    def forget_tuning(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._phases.pop((namespace, "TuningJob", name), None)
+            self._set_jobs_by_phase()
+        for gauge in (self.tuning_best, self.tuning_gpu_seconds, self.tuning_max_gpu_seconds):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+        for state in ("Running", "Succeeded", "Pruned", "Failed"):
+            with contextlib.suppress(KeyError):
+                self.tuning_trials.remove(namespace, name, state)
 
     def forget(self, namespace: str, kind: str, job: str) -> None:
         """Remove every series of a deleted job."""

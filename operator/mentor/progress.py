@@ -13,7 +13,7 @@ import hmac
 import math
 from typing import Any
 
-from mentor.api.status import CheckpointStatus, Progress
+from mentor.api.status import MAX_EVALS_KEPT, CheckpointStatus, EvalPoint, Progress
 from mentor.podview import format_time
 
 
@@ -92,6 +92,9 @@ def apply_report(report: dict[str, Any], progress: Progress | None,
     current = progress.model_copy() if progress else Progress()
     if "eval_loss" in report:
         current.eval_loss = float(report["eval_loss"])
+        point = EvalPoint(step=int(report["step"]), loss=current.eval_loss)
+        kept = [e for e in current.evals if e.step != point.step]  # a resumed run evaluates again
+        current.evals = [*kept, point][-MAX_EVALS_KEPT:]
     if "loss" in report:
         step, total = int(report["step"]), int(report["total_steps"])
         tokens_per_second = float(report["tokens_per_second"])

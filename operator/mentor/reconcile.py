@@ -23,11 +23,12 @@ from mentor.conditions import is_true, set_condition
 from mentor.podview import IMAGE_PULL_REASONS, PodView, format_time, parse_time
 
 # What the trainer's own exit codes mean (see the README); they make failure messages readable.
-TRAINER_EXIT_CODES = {2: "invalid trainer config", 3: "data not found", 4: "loss became NaN/Inf"}
+TRAINER_EXIT_CODES = {2: "invalid trainer config", 3: "data not found", 4: "loss became NaN/Inf",
+                      5: "the model to start from cannot be loaded"}
 NON_FINITE_LOSS_EXIT = 4
 IMAGE_PULL_GRACE_SECONDS = 300  # a pod may fail to pull its image this long before the job fails
 MESSAGE_TAIL = 2048  # of a pod's termination message, in a condition (which holds 4096)
-TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+TERMINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.STOPPED)
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,14 @@ class Decider:
 
     # -- helpers
 
-    def condition(self, type_: ConditionType, value: bool, reason: Reason, message: str,
+    def condition(self, type_: ConditionType, value: bool, reason: Reason | str, message: str,
                   warning: bool = False) -> None:
-        flipped = set_condition(self.status, type_, "True" if value else "False", reason.value,
+        reason = str(reason)
+        flipped = set_condition(self.status, type_, "True" if value else "False", reason,
                                 message, self.stamp, self.generation)
         if flipped and (value or warning):
             kind = "Warning" if warning else "Normal"
-            self.plan.events.append(Event(kind, reason.value, message))
+            self.plan.events.append(Event(kind, reason, message))
 
     def remove_pods(self, pods: list[PodView]) -> None:
         """Delete pods. Their GPU time is charged until they have ended (`settle`)."""
@@ -175,14 +177,17 @@ class Decider:
         ledger.active_seconds = round(active_seconds(self.status, self.now), 3)
         ledger.active_since = None
 
-    def finish(self, success: bool, reason: Reason, message: str) -> None:
+    def finish(self, success: bool, reason: Reason | str, message: str,
+               phase: Phase | None = None) -> None:
+        """End the job: Succeeded, Failed, or (`phase` Stopped) stopped on request."""
         self.stop_clock()
-        self.status.phase = Phase.SUCCEEDED if success else Phase.FAILED
+        self.status.phase = phase or (Phase.SUCCEEDED if success else Phase.FAILED)
         self.status.completion_time = self.stamp
         self.condition(ConditionType.RUNNING, False, reason, message)
         self.condition(ConditionType.RESTARTING, False, reason, message)
-        self.condition(ConditionType.SUCCEEDED if success else ConditionType.FAILED, True, reason,
-                       message, warning=not success)
+        ending = {Phase.SUCCEEDED: ConditionType.SUCCEEDED, Phase.FAILED: ConditionType.FAILED,
+                  Phase.STOPPED: ConditionType.STOPPED}[self.status.phase]
+        self.condition(ending, True, reason, message, warning=self.status.phase == Phase.FAILED)
         if not success:
             self.remove_pods([p for p in self.pods if p.phase in ("Pending", "Running")])
 
@@ -199,7 +204,7 @@ class Decider:
     def why(self) -> str | None:
         """The reason of the condition that explains the phase, for `kubectl get`."""
         explains = {Phase.SUCCEEDED: ConditionType.SUCCEEDED, Phase.FAILED: ConditionType.FAILED,
-                    Phase.SUSPENDED: ConditionType.SUSPENDED,
+                    Phase.SUSPENDED: ConditionType.SUSPENDED, Phase.STOPPED: ConditionType.STOPPED,
                     Phase.RESTARTING: ConditionType.RESTARTING}
         wanted = explains.get(self.status.phase, ConditionType.RUNNING) \
             if self.status.phase else None
@@ -230,6 +235,11 @@ class Decider:
             self._on_refused(self.refused)
             return
 
+        if policy.stop:  # gracefully: SIGTERM makes the trainer checkpoint before it exits
+            self.finish(False, policy.stop.reason,
+                        policy.stop.message or "stopped on request; its pods got SIGTERM and "
+                                               "wrote a checkpoint", phase=Phase.STOPPED)
+            return
         if policy.suspend:
             self.stop_clock()
             self.remove_pods(active)
@@ -398,7 +408,7 @@ class Decider:
                        warning=True)
 
     def _after_finish(self) -> None:
-        if self.status.phase == Phase.FAILED:
+        if self.status.phase in (Phase.FAILED, Phase.STOPPED):
             self.remove_pods([p for p in self.pods if p.phase in ("Pending", "Running")])
         ttl = self.spec.run_policy.ttl_seconds_after_finished
         finished = parse_time(self.status.completion_time)

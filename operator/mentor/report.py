@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mentor.search import Trial
+
 
 @dataclass
 class History:
@@ -129,6 +131,46 @@ def plot(name: str, h: History, path: Path) -> Path:
         right.set_ylabel("GPU-hours")
         right.set_title("GPU-hours (GPUs × time held)")
         right.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def tuning_summary(name: str, trials: list[Trial], winner: str | None) -> str:
+    states = {s: sum(1 for t in trials if t.state == s) for s in ("Succeeded", "Pruned", "Failed")}
+    lines = [f"{name}: {len(trials)} trial(s), {states['Succeeded']} succeeded, "
+             f"{states['Pruned']} pruned, {states['Failed']} failed"]
+    for t in trials:
+        objective = f"{t.objective:.4f}" if t.objective is not None else "-"
+        mark = "  <- best" if t.name == winner else ""
+        lines.append(f"  {t.name:<24} {t.state:<10} {objective:>9}  {t.params}{mark}")
+    return "\n".join(lines)
+
+
+def plot_trials(name: str, trials: list[Trial], winner: str | None, path: Path) -> Path:
+    """Every trial's eval loss by step on one chart; the best trial drawn bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 1, figsize=(7, 4.2), dpi=110)
+    for t in trials:
+        if not t.evals:
+            continue
+        steps = sorted(t.evals)
+        best = t.name == winner
+        style = "x--" if t.state == "Pruned" else "o-"
+        ax.plot(steps, [t.evals[s] for s in steps], style,
+                linewidth=2.5 if best else 1, alpha=1 if best else 0.6,
+                label=f"{t.name} ({t.state.lower()}){' best' if best else ''}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("eval loss (nats per token)")
+    ax.set_title(f"{name}: eval loss of every trial")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -40,7 +40,7 @@ from mentor.validation import InvalidJob, validate
 
 KIND = TRAINING_JOB.kind
 PLURAL = TRAINING_JOB.plural
-TERMINAL = ("Succeeded", "Failed")
+TERMINAL = ("Succeeded", "Failed", "Stopped")
 
 
 class MentorError(Exception):
@@ -71,10 +71,11 @@ class JobFailed(MentorError):
     """The job ended Failed; `reason` and `message` are its Failed condition's."""
 
     def __init__(self, job: Job) -> None:
-        failed = job.condition("Failed")
+        failed = job.condition("Failed") or job.condition("Stopped")
         self.job, self.reason, self.message = job, failed.get("reason", ""), \
             failed.get("message", "")
-        super().__init__(f"{KIND.lower()} {job.name} failed: {self.reason}: {self.message}")
+        ended = "was stopped" if job.is_("Stopped") else "failed"
+        super().__init__(f"{KIND.lower()} {job.name} {ended}: {self.reason}: {self.message}")
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ class Client:
                 progress(job)
             if job.is_(condition):
                 return job
-            if job.is_("Failed"):
+            if job.is_("Failed") or job.is_("Stopped"):
                 raise JobFailed(job)
             left = None if deadline is None else deadline - _now()
             if left is not None and left <= 0:

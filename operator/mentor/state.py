@@ -79,6 +79,10 @@ class Jobs:
         with self._lock:
             return list(self._jobs)
 
+    def all(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._jobs.values())
+
 
 @dataclass
 class Pods:

@@ -16,7 +16,7 @@ import celpy
 from celpy.adapter import json_to_cel
 from pydantic import ValidationError
 
-from mentor.api.kinds import KINDS, Kind, TrainingJob
+from mentor.api.kinds import KINDS, Kind, TrainingJob, TuningJob
 from mentor.crd import crd
 
 # Identifiers that CEL reserves; the API server exposes such properties as __name__.
@@ -147,7 +147,11 @@ def _beyond_int64(value: Any, path: str) -> Iterator[str]:
             yield from _beyond_int64(sub, f"{path}[{i}]")
 
 
-def validate(obj: dict[str, Any]) -> TrainingJob:
+DOCUMENTS: dict[str, type[TrainingJob] | type[TuningJob]] = {
+    "TrainingJob": TrainingJob, "TuningJob": TuningJob}
+
+
+def validate(obj: dict[str, Any]) -> TrainingJob | TuningJob:
     """Validate a whole object (apiVersion, kind, metadata, spec) or raise InvalidJob."""
     if not isinstance(obj, dict):
         raise InvalidJob([FieldError("<root>", "a job is a YAML mapping of apiVersion, kind, "
@@ -160,7 +164,7 @@ def validate(obj: dict[str, Any]) -> TrainingJob:
     if too_big:  # JSON allows them, the API server (and CEL) does not
         raise InvalidJob([FieldError(p, "must be of type integer (64-bit)") for p in too_big])
     try:
-        job = TrainingJob.model_validate(obj)
+        job = DOCUMENTS[kind.kind].model_validate(obj)
     except ValidationError as e:
         raise InvalidJob(_pydantic_errors(kind, e)) from None
     errors = cel_errors(kind, {**obj, "spec": job.spec.wire()})

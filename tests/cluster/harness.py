@@ -119,6 +119,21 @@ class Kube:
             self("annotate", "pod", pod["metadata"]["name"], *notes, "--overwrite")
 
 
+def report(op: Operator, kube: Kube, job: str, records: list[dict[str, Any]]) -> None:
+    """Send progress exactly as rank 0 does, with the trainer's own reporter."""
+    from mentor.progress import token_for
+    from mentor_trainer.report import OperatorReporter
+
+    uid = kube.get("trainingjob", job)["metadata"]["uid"]
+    reporter = OperatorReporter(f"{op.http}/v1/progress/{kube.ns}/{job}",
+                                token_for(REPORT_KEY.encode(), uid), {})
+    for record in records:
+        reporter.send(record)
+    deadline = time.monotonic() + 10
+    while not reporter.queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def training_job(name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": {"size": "tiny"},

@@ -23,13 +23,10 @@ from typing import Any
 import pytest
 import yaml
 from controlplane import ControlPlane
-from harness import PRICE, Kube, Operator, training_job
-from harness import REPORT_KEY as KEY
+from harness import PRICE, Kube, Operator, report, training_job
 from prometheus import Prometheus
 
 from mentor.podview import format_time
-from mentor.progress import token_for
-from mentor_trainer.report import OperatorReporter
 
 pytestmark = pytest.mark.cluster
 
@@ -212,18 +209,6 @@ def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     if "terminated" in old_state and "terminated" not in new_status[0].get("state", {}):
         new_status[0]["state"] = old_state
     return new
-
-
-def report(op: Operator, kube: Kube, job: str, records: list[dict[str, Any]]) -> None:
-    """Send progress exactly as rank 0 does, with the trainer's own reporter."""
-    uid = kube.get("trainingjob", job)["metadata"]["uid"]
-    reporter = OperatorReporter(f"{op.http}/v1/progress/{kube.ns}/{job}",
-                                token_for(KEY.encode(), uid), {})
-    for record in records:
-        reporter.send(record)
-    deadline = time.monotonic() + 10
-    while not reporter.queue.empty() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def test_progress_reports_reach_status_and_prometheus(

@@ -139,7 +139,7 @@ def test_lora_changes_only_the_adapter_and_reloads_with_peft(pretrained: Path,
     out = tmp_path / "lora"
     cfg = config(out, model={"from": str(pretrained), "tokenizer": None, "size": None},
                  optimization={"steps": 10, "evalInterval": 10, "learningRate": 1e-2})
-    cfg["adaptation"] = {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}}
+    cfg["adaptation"] = {"type": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}}
     run(cfg, tmp_path)
 
     adapter = load_file(out / "adapter_model.safetensors")

@@ -78,7 +78,8 @@ def test_status_is_a_strict_subresource_with_a_condition_map() -> None:
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert "x-kubernetes-preserve-unknown-fields" not in status
     types = conditions["items"]["properties"]["type"]["enum"]
-    assert types == ["Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
+    assert types == ["Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended",
+                     "Stopped"]
 
 
 def test_printer_columns_short_names_and_category() -> None:

@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
 EXIT_DATA_NOT_FOUND = 3
 EXIT_NON_FINITE_LOSS = 4
+EXIT_MODEL_NOT_FOUND = 5
 EXIT_CRASH = 128  # an unexpected exception: worth a retry from the latest checkpoint
 EXIT_SIGTERM = 143  # stopped by SIGTERM after a checkpoint: resume will continue
 
@@ -30,3 +31,10 @@ class DataNotFound(TrainerError):
 
 class NonFiniteLoss(TrainerError):
     exit_code = EXIT_NON_FINITE_LOSS
+
+
+class ModelNotFound(DataNotFound):
+    """The model to start from (model.from) is missing or cannot be loaded: a TuningJob tells
+    this apart from a bad trial, since no trial of it can succeed."""
+
+    exit_code = EXIT_MODEL_NOT_FOUND

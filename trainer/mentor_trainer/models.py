@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from mentor.api.training import Architecture, ModelSpec, Size
-from mentor_trainer.errors import BadConfig, DataNotFound
+from mentor_trainer.errors import BadConfig, ModelNotFound
 
 # layers, heads, width. tiny is for tests; small is nanoGPT's Shakespeare model; medium and large
 # are GPT-2 small and medium; xlarge is about 0.7B parameters as Llama.
@@ -69,7 +69,7 @@ def resolve(uri: str) -> str:
         fs.get(root.rstrip("/") + "/", local, recursive=True)
         return local
     if not Path(uri).exists():
-        raise DataNotFound(f"no model at {uri}")
+        raise ModelNotFound(f"no model at {uri}")
     return uri
 
 
@@ -81,7 +81,7 @@ def load_pretrained(uri: str) -> torch.nn.Module:
         model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, attn_implementation="sdpa")
     except OSError as e:
-        raise DataNotFound(f"cannot load a model from {uri}: {e}".splitlines()[0]) from e
+        raise ModelNotFound(f"cannot load a model from {uri}: {e}".splitlines()[0]) from e
     return model
 
 

@@ -122,7 +122,7 @@ class Trainer:
         else:
             model = new_model(cfg.model, self.tokenizer.vocab_size, cfg.data.sequence_length,
                               opt.seed, self.tokenizer.eos_id)
-        if cfg.adaptation and cfg.adaptation.method == "lora":
+        if cfg.adaptation and cfg.adaptation.type == "lora":
             from peft import LoraConfig, get_peft_model
 
             lora = cfg.adaptation.lora
@@ -169,6 +169,12 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         step = self._resume()
+        if step == 0 and self.config.model.from_:
+            # Where a pre-trained model starts on this data: the baseline a tuning beats (and
+            # the first point a TuningJob's pruner compares).
+            baseline = self.evaluate()
+            if not math.isnan(baseline):
+                self.reporter.record({"step": 0, "eval_loss": baseline})
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         loss = eval_loss = float("nan")
         tokens_per_step = self.config.optimization.global_batch_size * \
@@ -324,7 +330,7 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         adaptation = self.config.adaptation
         base: Any = self.base
-        if adaptation and adaptation.method == "lora":
+        if adaptation and adaptation.type == "lora":
             if adaptation.merge:
                 base.load_state_dict(full)
                 base.merge_and_unload().save_pretrained(self.output, safe_serialization=True)

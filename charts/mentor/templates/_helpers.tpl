@@ -44,10 +44,22 @@ app.kubernetes.io/component: operator
 {{- define "mentor.rules" -}}
 - apiGroups: ["mentor.dev"]
   resources: ["trainingjobs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  # create: a TuningJob's trials are TrainingJobs; patch: stopping a pruned trial, and removing
+  # the trial-accounting finalizer once its GPU-hours are settled
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["mentor.dev"]
   resources: ["trainingjobs/status"]
   verbs: ["get", "patch"]
+- apiGroups: ["mentor.dev"]
+  resources: ["tuningjobs"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["mentor.dev"]
+  resources: ["tuningjobs/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["mentor.dev"]
+  # owner references that block their owner's deletion (the trials')
+  resources: ["trainingjobs/finalizers", "tuningjobs/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
   # patch: only to remove Mentor's GPU-accounting finalizer once a pod's time is settled

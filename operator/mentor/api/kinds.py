@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mentor.api.base import ApiModel, Rule
 from mentor.api.status import JobStatus
 from mentor.api.training import TrainingJobSpec
+from mentor.api.tuning import TuningJobSpec, TuningStatus
 
 GROUP = "mentor.dev"
 VERSION = "v1alpha1"
@@ -18,6 +19,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # A job's name becomes its Service's name and, with a rank suffix, its pods' hostnames: both are
 # DNS-1035 labels of at most 63 characters. 52 leaves room for "-<rank>" and trial suffixes.
 MAX_NAME_LENGTH = 52
+TRIAL_SUFFIX_LENGTH = 5  # "-t999": a TuningJob's trials are TrainingJobs named <tuning>-t<n>
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -37,8 +39,11 @@ IMMUTABLE_WHILE_ACTIVE = Rule(
     " || (self.spec.model == oldSelf.spec.model && self.spec.data == oldSelf.spec.data"
     " && self.spec.optimization == oldSelf.spec.optimization"
     " && self.spec.parallelism == oldSelf.spec.parallelism"
-    " && self.spec.output == oldSelf.spec.output)",
-    "spec.model, data, optimization, parallelism and output cannot change while the job is "
+    " && self.spec.output == oldSelf.spec.output"
+    " && has(self.spec.adaptation) == has(oldSelf.spec.adaptation)"
+    " && (!has(self.spec.adaptation) || self.spec.adaptation == oldSelf.spec.adaptation))",
+    "spec.model, adaptation, data, optimization, parallelism and output cannot change while "
+    "the job is "
     "active; suspend it first (spec.runPolicy.suspend: true)",
     reason="FieldValueForbidden",
 )
@@ -54,6 +59,8 @@ class Kind:
     spec: type[BaseModel]
     rules: tuple[Rule, ...]
     columns: tuple[dict[str, Any], ...]
+    status: type[BaseModel] = JobStatus
+    max_name_length: int = MAX_NAME_LENGTH
 
     @property
     def singular(self) -> str:
@@ -93,7 +100,53 @@ TRAINING_JOB = Kind(
     rules=(IMMUTABLE_WHILE_ACTIVE,),
     columns=COMMON_COLUMNS,
 )
-KINDS: tuple[Kind, ...] = (TRAINING_JOB,)
+
+
+def _same(*fields: str) -> str:
+    """CEL: each spec field (possibly unset) is unchanged."""
+    return " && ".join(
+        f"(has(self.spec.{f}) == has(oldSelf.spec.{f}) && "
+        f"(!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f}))" for f in fields)
+
+
+_SEARCH_FIXED = ("algorithm", "parameters", "objective", "maxFailedTrials", "pruner", "seed")
+TUNING_IMMUTABLE_WHILE_ACTIVE = Rule(
+    f"!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in {_RUNNING})"
+    " || (" + _same("baseModel", "method", "data", "optimization", "parallelism",
+                    "checkpointing", "output", "trialPolicy", "scheduling", "template")
+    + " && has(self.spec.search) == has(oldSelf.spec.search) && (!has(self.spec.search) || ("
+    + _same(*(f"search.{f}" for f in _SEARCH_FIXED)) + ")))",
+    "only search.maxTrials, search.parallelTrials and budget can change while the TuningJob is "
+    "active",
+    reason="FieldValueForbidden",
+)
+
+TUNING_JOB = Kind(
+    kind="TuningJob",
+    plural="tuningjobs",
+    short_names=("mtune",),
+    spec=TuningJobSpec,
+    status=TuningStatus,
+    rules=(TUNING_IMMUTABLE_WHILE_ACTIVE,),
+    max_name_length=MAX_NAME_LENGTH - TRIAL_SUFFIX_LENGTH,
+    columns=(
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
+         "description": "Pending, Running, Succeeded or Failed."},
+        {"name": "Trials", "type": "string", "jsonPath": ".status.shown.trials",
+         "description": "Trials finished / maxTrials."},
+        {"name": "Best", "type": "number", "jsonPath": ".status.bestTrial.objective",
+         "description": "The best trial's objective."},
+        {"name": "GPU-Hours", "type": "string", "jsonPath": ".status.shown.gpuHours",
+         "description": "GPU-hours used / maxGPUHours."},
+        {"name": "Reason", "type": "string", "jsonPath": ".status.reason",
+         "description": "Why the job is in its phase."},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+         "description": "Time since the job was created."},
+        {"name": "Best-Trial", "type": "string", "jsonPath": ".status.bestTrial.name",
+         "priority": 1, "description": "The best trial's TrainingJob."},
+    ),
+)
+KINDS: tuple[Kind, ...] = (TRAINING_JOB, TUNING_JOB)
 
 
 class TrainingJob(ApiModel):
@@ -106,3 +159,15 @@ class TrainingJob(ApiModel):
     metadata: ObjectMeta = Field(description="metadata is the object's metadata.")
     spec: TrainingJobSpec = Field(description="spec is the desired job.")
     status: JobStatus | None = Field(default=None, description="status is observed state.")
+
+
+class TuningJob(ApiModel):
+    """A whole TuningJob object, as `kubectl apply` sends it; used by the local runner."""
+
+    api_version: str = Field(default=API_VERSION, pattern=f"^{API_VERSION}$",
+                             description="apiVersion is mentor.dev/v1alpha1.")
+    kind: str = Field(default="TuningJob", pattern="^TuningJob$",
+                      description="kind is TuningJob.")
+    metadata: ObjectMeta = Field(description="metadata is the object's metadata.")
+    spec: TuningJobSpec = Field(description="spec is the desired search.")
+    status: TuningStatus | None = Field(default=None, description="status is observed state.")

@@ -23,6 +23,7 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    STOPPED = "Stopped"
 
 
 class ConditionType(StrEnum):
@@ -32,6 +33,7 @@ class ConditionType(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    STOPPED = "Stopped"
 
 
 class Reason(StrEnum):
@@ -58,6 +60,17 @@ class Reason(StrEnum):
     CHILD_NAME_TAKEN = "ChildNameTaken"
     CREATE_REFUSED = "CreateRefused"
     CREATE_DELAYED = "CreateDelayed"
+    STOP_REQUESTED = "StopRequested"
+    # A TuningJob's
+    PRUNED = "Pruned"
+    WAITING_FOR_BASE_MODEL = "WaitingForBaseModel"
+    BASE_MODEL_UNAVAILABLE = "BaseModelUnavailable"
+    TRIALS_RUNNING = "TrialsRunning"
+    SEARCH_COMPLETE = "SearchComplete"
+    ALL_TRIALS_FAILED = "AllTrialsFailed"
+    MAX_FAILED_TRIALS = "MaxFailedTrials"
+    INVALID_TRIAL = "InvalidTrial"
+    TRIAL_DELETED = "TrialDeleted"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -81,6 +94,14 @@ class Condition(ApiModel):
         default=None, ge=0, description="observedGeneration is the spec generation this reflects.")
 
 
+MAX_EVALS_KEPT = 64
+
+
+class EvalPoint(ApiModel):
+    step: int = Field(ge=0, description="step is the optimizer step evaluated after.")
+    loss: float = Field(description="loss is the validation loss there.")
+
+
 class Progress(ApiModel):
     """Training progress, as rank 0 of the trainer reports it."""
 
@@ -100,6 +121,10 @@ class Progress(ApiModel):
                                     description="etaSeconds estimates the seconds left.")
     last_update_time: Timestamp | None = Field(
         default=None, description="lastUpdateTime is when the trainer last reported.")
+    evals: list[EvalPoint] = Field(
+        default_factory=list, max_length=MAX_EVALS_KEPT,
+        description="evals are the last validation losses by step (at most 64): the "
+                    "intermediate values a TuningJob's pruner compares.")
 
 
 class CheckpointStatus(ApiModel):

@@ -243,6 +243,15 @@ class ExitCodePolicy(ApiModel):
         description="fail lists exit codes of 128 and above that fail at once.")
 
 
+class StopRequest(ApiModel):
+    reason: str = Field(default="StopRequested", max_length=64,
+                        pattern=r"^[A-Z][A-Za-z0-9]*$",
+                        description="reason is the CamelCase reason the job ends with. Default "
+                                    "StopRequested.")
+    message: str = Field(default="", max_length=1024,
+                         description="message explains the stop to a person.")
+
+
 class RunPolicy(ApiModel):
     backoff_limit: int = Field(default=3, ge=0, le=1000,
                                description="backoffLimit is the number of gang restarts before "
@@ -261,6 +270,11 @@ class RunPolicy(ApiModel):
     max_gpu_hours: float | None = Field(
         default=None, alias="maxGPUHours", gt=0, le=10_000_000,
         description="maxGPUHours stops the job with reason BudgetExhausted when reached.")
+    stop: StopRequest | None = Field(
+        default=None,
+        description="stop ends the job now, gracefully: its pods get SIGTERM (the trainer "
+                    "writes a checkpoint) and the job ends in phase Stopped with this reason. "
+                    "A TuningJob stops the trials its pruner gives up on this way (Pruned).")
 
 
 class Toleration(ApiModel):
@@ -384,8 +398,8 @@ class LoraSpec(ApiModel):
 class AdaptationSpec(ApiModel):
     """How a pre-trained model is adapted: all its weights, or a LoRA adapter."""
 
-    method: Literal["full", "lora"] = Field(default="lora",
-                                            description="method is full or lora. Default lora.")
+    type: Literal["full", "lora"] = Field(default="lora",
+                                          description="type is full or lora. Default lora.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="lora settings, for lora.")
     merge: bool = Field(default=False,
                         description="merge writes merged safetensors weights instead of the "
@@ -403,6 +417,9 @@ class TrainingSections(ApiModel):
     """The sections that a job and the trainer share."""
 
     cel_rules = (
+        Rule("!has(self.adaptation) || has(self.model.from)",
+             "adaptation tunes a pre-trained model: set model.from", field_path=".adaptation",
+             reason="FieldValueInvalid"),
         # Refused at admission, before the pods take their GPUs to find it out.
         Rule(f"self.optimization.globalBatchSize % ({_NODES} * {_PROCS} * "
              "self.optimization.microBatchSize) == 0",
@@ -412,6 +429,10 @@ class TrainingSections(ApiModel):
     )
 
     model: ModelSpec = Field(description="model is what is trained.")
+    adaptation: AdaptationSpec | None = Field(
+        default=None,
+        description="adaptation tunes a pre-trained model (model.from): all its weights (full) "
+                    "or a LoRA adapter. Unset: every weight is trained.")
     data: DataSpec = Field(description="data is what it learns from.")
     optimization: OptimizationSpec = Field(description="optimization: how long and how fast.")
     parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec,
@@ -427,9 +448,6 @@ class TrainerConfig(TrainingSections):
     `mentor_trainer` parses it with this same model, so the operator and the trainer cannot
     disagree about its meaning.
     """
-
-    adaptation: AdaptationSpec | None = Field(
-        default=None, description="adaptation tunes a pre-trained model (full or LoRA).")
 
 
 class TrainingJobSpec(TrainingSections):

@@ -241,7 +241,7 @@ def _price(node: str | None, settings: Settings) -> float | None:
     return settings.gpu_prices.get(product) if product else None
 
 
-def _post(body: dict[str, Any], events: list[Event]) -> None:
+def post_events(body: dict[str, Any], events: list[Event]) -> None:
     """Record Kubernetes Events on the job. Best effort: a lost event never fails a reconcile."""
     meta = body["metadata"]
     now = format_time(dt.datetime.now(dt.UTC))
@@ -301,7 +301,7 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
     # Only now, with their time in the written status, may settled pods go.
     by_name = {p["metadata"]["name"]: p for p in ctl.pods.of(key)}
     _release([by_name[name] for name in plan.release if name in by_name])
-    _post(body, plan.events)
+    post_events(body, plan.events)
     if plan.delete_job:
         kube.custom().delete_namespaced_custom_object(
             GROUP, VERSION, job.namespace, PLURAL, job.name,

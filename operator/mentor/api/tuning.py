@@ -1,0 +1,400 @@
+"""The TuningJob spec and status: adapt a trained model, searching its hyper-parameters.
+
+A TuningJob's trials are TrainingJobs that it owns. Each trial's spec is the TuningJob's trial
+sections (method, data, optimization, ...) with the search's parameters set at their paths, so a
+parameter can be any numeric or enum field of those sections; the paths a search may name are
+listed from the models themselves (`tunable_paths`), and the CRD refuses any other.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from enum import Enum, StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, WithJsonSchema
+
+from mentor.api.base import ApiModel, ObjectName, Rule, Uri
+from mentor.api.status import Condition, Phase, Timestamp
+from mentor.api.training import (
+    AdaptationSpec,
+    CheckpointSpec,
+    DataSpec,
+    ExitCodePolicy,
+    OptimizationSpec,
+    OutputSpec,
+    ParallelismSpec,
+    PodTemplate,
+    SchedulingSpec,
+    TrainingSections,
+)
+
+# The sections of a trial's spec that a search may change, by wire name.
+SEARCHABLE_SECTIONS: dict[str, type[BaseModel]] = {
+    "method": AdaptationSpec, "data": DataSpec, "optimization": OptimizationSpec,
+}
+
+
+def _leaf(annotation: Any) -> tuple[str, list[Any]] | None:
+    """('int'|'float', []) or ('choice', its values) for a tunable annotation, else None."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _leaf(options[0]) if len(options) == 1 else None
+    if typing.get_origin(annotation) is Annotated:
+        return _leaf(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is Literal:
+        return "choice", list(typing.get_args(annotation))
+    if annotation is bool:
+        return "choice", [True, False]
+    if annotation is int:
+        return "int", []
+    if annotation is float:
+        return "float", []
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "choice", [m.value for m in annotation]
+    return None
+
+
+def _walk(model: type[BaseModel], prefix: str) -> dict[str, tuple[str, list[Any]]]:
+    found: dict[str, tuple[str, list[Any]]] = {}
+    for name, info in model.model_fields.items():
+        path = f"{prefix}.{info.alias or name}"
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.update(_walk(annotation, path))
+            continue
+        leaf = _leaf(annotation)
+        if leaf:
+            found[path] = leaf
+    return found
+
+
+def tunable_paths() -> dict[str, tuple[str, list[Any]]]:
+    """Every field a search may set: its wire path, its kind, and (for enums) its choices."""
+    found: dict[str, tuple[str, list[Any]]] = {}
+    for section, model in SEARCHABLE_SECTIONS.items():
+        found.update(_walk(model, section))
+    return found
+
+
+TUNABLE = tunable_paths()
+NUMERIC = [p for p, (kind, _) in TUNABLE.items() if kind != "choice"]
+INTEGER = [p for p, (kind, _) in TUNABLE.items() if kind == "int"]
+CHOICE = {p: choices for p, (kind, choices) in TUNABLE.items() if kind == "choice"}
+
+
+def _cel(values: list[Any]) -> str:
+    return "[" + ", ".join(f"'{str(v).lower() if isinstance(v, bool) else v}'"
+                           for v in values) + "]"
+
+
+def _choice_rules() -> tuple[Rule, ...]:
+    return tuple(
+        Rule(f"self.path != '{path}' || !has(self.choices) || "
+             f"self.choices.all(v, v in {_cel(choices)})",
+             f"{path} takes one of {_cel(choices)[1:-1]}", field_path=".choices",
+             reason="FieldValueInvalid")
+        for path, choices in CHOICE.items())
+
+
+# A parameter's value in the status: a number, or an enum's string (or a bool).
+TrialValue = Annotated[bool | int | float | str,
+                       WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})]
+
+
+class Scale(StrEnum):
+    LINEAR = "linear"
+    LOG = "log"
+
+
+class SearchParameter(ApiModel):
+    """One dimension of the search: a range (min, max, scale), a list of numeric values, or
+    the choices of an enum or boolean field."""
+
+    cel_rules = (
+        Rule("[has(self.values), has(self.choices), has(self.min) || has(self.max)]"
+             ".filter(x, x).size() == 1",
+             "set one of values, choices, or min and max", reason="FieldValueInvalid"),
+        Rule("has(self.min) == has(self.max)", "set both min and max", field_path=".max",
+             reason="FieldValueRequired"),
+        Rule("!has(self.min) || !has(self.max) || self.min <= self.max",
+             "min must not be greater than max", field_path=".min", reason="FieldValueInvalid"),
+        Rule("self.scale != 'log' || !has(self.min) || self.min > 0.0",
+             "a log scale needs a positive range (min > 0)", field_path=".min",
+             reason="FieldValueInvalid"),
+        Rule(f"!(self.path in {_cel(list(CHOICE))}) || has(self.choices)",
+             "an enum or boolean field is searched over choices", field_path=".choices",
+             reason="FieldValueRequired"),
+        Rule(f"self.path in {_cel(list(CHOICE))} || !has(self.choices)",
+             "a numeric field is searched over values, or min and max", field_path=".choices",
+             reason="FieldValueForbidden"),
+        Rule(f"!(self.path in {_cel(INTEGER)}) || !has(self.values) || "
+             "self.values.all(v, double(int(v)) == v)",
+             "values of an integer field must be whole numbers", field_path=".values",
+             reason="FieldValueInvalid"),
+        *_choice_rules(),
+    )
+
+    path: Literal[tuple(TUNABLE)] = Field(  # type: ignore[valid-type]
+        description="path is the trial spec field set by this parameter, e.g. "
+                    "optimization.learningRate or method.lora.rank.")
+    min: float | None = Field(default=None, description="min is the range's lower end.")
+    max: float | None = Field(default=None, description="max is the range's upper end.")
+    scale: Scale = Field(default=Scale.LINEAR,
+                         description="scale samples the range uniformly (linear) or its "
+                                     "logarithm (log). Default linear.")
+    values: list[float] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="values lists the numbers to try (a grid needs values or choices).")
+    choices: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="choices lists the values of an enum or boolean field to try "
+                    "(\"true\"/\"false\" for a boolean).")
+
+    def options(self) -> list[Any] | None:
+        """The values to try, typed as the trial spec field is."""
+        if self.choices is not None:
+            kind = CHOICE[self.path]
+            return [c == "true" for c in self.choices] if True in kind else list(self.choices)
+        if self.values is not None and self.path in INTEGER:
+            return [int(v) for v in self.values]
+        return self.values
+
+
+class Algorithm(StrEnum):
+    GRID = "grid"
+    RANDOM = "random"
+    TPE = "tpe"
+
+
+class Objective(ApiModel):
+    metric: Literal["eval_loss"] = Field(default="eval_loss",
+                                         description="metric is what trials are ranked by: "
+                                                     "eval_loss, the final validation loss.")
+    direction: Literal["minimize", "maximize"] = Field(
+        default="minimize", description="direction: minimize or maximize. Default minimize.")
+
+
+class PrunerSpec(ApiModel):
+    """Early stopping: a trial whose intermediate eval losses lag the others' is stopped."""
+
+    type: Literal["median", "asha", "none"] = Field(
+        default="median",
+        description="type is median (stop a trial worse than the median of the others at the "
+                    "same step), asha (asynchronous successive halving) or none.")
+    startup_trials: int = Field(default=2, ge=0, le=1000,
+                                description="startupTrials: no trial is pruned before this "
+                                            "many have finished (median). Default 2.")
+    warmup_steps: int = Field(default=0, ge=0, le=100_000_000,
+                              description="warmupSteps: no trial is pruned before this step. "
+                                          "Default 0.")
+    min_resource: int = Field(default=1, ge=1, le=100_000_000,
+                              description="minResource is the first rung's step (asha). "
+                                          "Default 1.")
+    reduction_factor: int = Field(default=3, ge=2, le=100,
+                                  description="reductionFactor: 1/reductionFactor of the trials "
+                                              "go on at each rung (asha). Default 3.")
+
+
+class SearchSpec(ApiModel):
+    cel_rules = (
+        Rule("self.parallelTrials <= self.maxTrials",
+             "parallelTrials cannot exceed maxTrials", field_path=".parallelTrials",
+             reason="FieldValueInvalid"),
+        Rule("self.algorithm != 'grid' || "
+             "self.parameters.all(p, has(p.values) || has(p.choices))",
+             "a grid search needs values (or choices) for every parameter",
+             field_path=".parameters",
+             reason="FieldValueInvalid"),
+        Rule("self.parameters.all(p, self.parameters.exists_one(q, q.path == p.path))",
+             "each path may be searched once", field_path=".parameters",
+             reason="FieldValueDuplicate"),
+    )
+
+    algorithm: Algorithm = Field(
+        default=Algorithm.TPE,
+        description="algorithm is grid (every combination of values, in order), random, or tpe "
+                    "(Optuna's TPE, with constant_liar for parallel trials). Default tpe.")
+    parameters: list[SearchParameter] = Field(
+        min_length=1, max_length=16, description="parameters are the dimensions searched.")
+    objective: Objective = Field(default_factory=Objective,
+                                 description="objective ranks the trials.")
+    max_trials: int = Field(default=8, ge=1, le=1000,
+                            description="maxTrials is the most trials started (a grid's size "
+                                        "caps it too). Default 8. May change while running.")
+    parallel_trials: int = Field(default=1, ge=1, le=100,
+                                 description="parallelTrials is the most trials running at once. "
+                                             "Default 1. May change while running.")
+    max_failed_trials: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="maxFailedTrials fails the TuningJob once this many trials failed.")
+    pruner: PrunerSpec | None = Field(default=None,
+                                      description="pruner stops unpromising trials early.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1,
+                      description="seed makes the sampled parameters repeatable. Default 0.")
+
+
+class BudgetSpec(ApiModel):
+    max_gpu_hours: float | None = Field(
+        default=None, alias="maxGPUHours", gt=0, le=10_000_000,
+        description="maxGPUHours bounds the GPU-hours of all trials together: no trial starts "
+                    "unless its expected GPU-hours fit, and the search ends with reason "
+                    "BudgetExhausted when they run out. May change while running.")
+    trial_gpu_hours: float | None = Field(
+        default=None, alias="trialGPUHours", gt=0, le=10_000_000,
+        description="trialGPUHours is the GPU-hours reserved for a trial before it starts. "
+                    "Default: the most a finished trial used, or maxGPUHours / maxTrials "
+                    "before any has finished.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, le=31_536_000,
+        description="activeDeadlineSeconds ends the search this long after it started, with "
+                    "the best trial so far.")
+
+
+class TrainingJobRef(ApiModel):
+    name: ObjectName = Field(description="name of a TrainingJob in this namespace.")
+
+
+class BaseModelSpec(ApiModel):
+    cel_rules = (
+        Rule("has(self.uri) != has(self.trainingJobRef)",
+             "set exactly one of uri or trainingJobRef", reason="FieldValueInvalid"),
+    )
+
+    uri: Uri | None = Field(default=None,
+                            description="uri is the model to tune: a path, pvc://<claim>/<path>, "
+                                        "hf://<repo-id> or s3://<bucket>/<key>.")
+    training_job_ref: TrainingJobRef | None = Field(
+        default=None,
+        description="trainingJobRef tunes the output of a TrainingJob, once it has succeeded; "
+                    "status.lineage records which.")
+
+
+class TrialPolicy(ApiModel):
+    backoff_limit: int = Field(default=1, ge=0, le=1000,
+                               description="backoffLimit is each trial's gang restarts before "
+                                           "it fails. Default 1.")
+    exit_codes: ExitCodePolicy = Field(default_factory=ExitCodePolicy,
+                                       description="exitCodes overrides which exit codes retry.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, le=31_536_000,
+        description="activeDeadlineSeconds fails a trial that runs longer.")
+
+
+class TuningJobSpec(ApiModel):
+    """A TuningJob adapts a trained model (fully or with LoRA) on new data, and can search the
+    hyper-parameters of that adaptation over trials, within a GPU-hour budget."""
+
+    cel_rules = tuple(r for r in TrainingSections.cel_rules if "globalBatchSize" in r.rule)
+
+    base_model: BaseModelSpec = Field(description="baseModel is the model to adapt.")
+    method: AdaptationSpec = Field(default_factory=AdaptationSpec,
+                                   description="method is full (every weight) or lora.")
+    data: DataSpec = Field(description="data is what each trial learns from.")
+    optimization: OptimizationSpec = Field(description="optimization of each trial.")
+    parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec,
+                                         description="parallelism of each trial.")
+    checkpointing: CheckpointSpec = Field(
+        default_factory=CheckpointSpec,
+        description="checkpointing of each trial (default: under the trial's output).")
+    output: OutputSpec = Field(description="output: each trial writes its model to "
+                                           "<uri>/<trial name>.")
+    search: SearchSpec | None = Field(default=None,
+                                      description="search over the trial spec; unset: one trial.")
+    budget: BudgetSpec = Field(default_factory=BudgetSpec,
+                               description="budget of the whole TuningJob.")
+    trial_policy: TrialPolicy = Field(default_factory=TrialPolicy,
+                                      description="trialPolicy: retries and deadline per trial.")
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec,
+                                       description="scheduling of each trial's pods.")
+    template: PodTemplate = Field(default_factory=PodTemplate,
+                                  description="template overrides each trial's pods.")
+
+
+# -- status
+
+MAX_TOP_TRIALS = 5
+
+
+class TrialCounts(ApiModel):
+    created: int = Field(default=0, ge=0, description="created counts trials started.")
+    running: int = Field(default=0, ge=0, description="running counts trials not finished.")
+    succeeded: int = Field(default=0, ge=0, description="succeeded counts finished trials.")
+    pruned: int = Field(default=0, ge=0, description="pruned counts trials stopped early.")
+    failed: int = Field(default=0, ge=0, description="failed counts failed trials.")
+
+
+class TrialSummary(ApiModel):
+    name: str = Field(max_length=253, description="name of the trial's TrainingJob.")
+    parameters: dict[str, TrialValue] = Field(default_factory=dict, max_length=16,
+                                              description="parameters the trial ran with.")
+    objective: float | None = Field(default=None, description="objective the trial reached.")
+    gpu_hours: float = Field(default=0, ge=0, alias="gpuHours",
+                             description="gpuHours the trial used.")
+    state: str = Field(max_length=32, description="state: Running, Succeeded, Pruned, Failed.")
+    model_uri: str | None = Field(default=None, alias="modelURI", max_length=2048,
+                                  description="modelURI is where the trial wrote its model.")
+
+
+class Lineage(ApiModel):
+    training_job: str = Field(max_length=253, description="trainingJob is the base model's job.")
+    uid: str = Field(max_length=64, description="uid of that job.")
+    eval_loss: float | None = Field(default=None, description="evalLoss it finished with.")
+    model_uri: str = Field(alias="modelURI", max_length=2048,
+                           description="modelURI is the model tuned.")
+
+
+class Shown(ApiModel):
+    trials: str = Field(default="", max_length=32, description="trials: done/max.")
+    gpu_hours: str = Field(default="", alias="gpuHours", max_length=64,
+                           description="gpuHours: used/limit.")
+
+
+class TuningLedger(ApiModel):
+    """Trials that were deleted: what they used and how they ended is kept here."""
+
+    retired_gpu_seconds: float = Field(
+        default=0, ge=0, alias="retiredGPUSeconds",
+        description="retiredGPUSeconds is the GPU time of deleted trials.")
+    retired: TrialCounts = Field(default_factory=TrialCounts,
+                                 description="retired counts the deleted trials by outcome.")
+    settled_trials: list[str] = Field(
+        default_factory=list, max_length=1000,
+        description="settledTrials are deleted trials already counted, until they are gone.")
+
+
+class TuningStatus(ApiModel):
+    """The observed state of a TuningJob: counts and the best trials, never the whole table
+    (`kubectl get mtj -l mentor.dev/tuning-job=<name>` lists every trial)."""
+
+    phase: Phase | None = Field(default=None, description="phase summarises the conditions.")
+    reason: str | None = Field(default=None, max_length=128,
+                               description="reason is why the job is in its phase.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16, description="conditions, one per type.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    start_time: Timestamp | None = Field(default=None,
+                                         description="startTime is when the first trial began.")
+    completion_time: Timestamp | None = Field(default=None,
+                                              description="completionTime is when it ended.")
+    lineage: Lineage | None = Field(default=None,
+                                    description="lineage is the TrainingJob of the base model.")
+    trials: TrialCounts = Field(default_factory=TrialCounts, description="trials by state.")
+    top_trials: list[TrialSummary] = Field(default_factory=list, max_length=MAX_TOP_TRIALS,
+                                           description="topTrials are the five best trials.")
+    best_trial: TrialSummary | None = Field(default=None,
+                                            description="bestTrial is the best finished trial.")
+    gpu_hours: float = Field(default=0, ge=0, alias="gpuHours",
+                             description="gpuHours of all trials together.")
+    reserved_gpu_hours: float = Field(default=0, ge=0, alias="reservedGPUHours",
+                                      description="reservedGPUHours are held for running "
+                                                  "trials beyond what they used so far.")
+    cost_estimate: float | None = Field(default=None, ge=0,
+                                        description="costEstimate of all trials together.")
+    shown: Shown = Field(default_factory=Shown, description="shown is for kubectl get.")
+    ledger: TuningLedger = Field(default_factory=TuningLedger,
+                                 description="ledger is Mentor's bookkeeping of deleted trials.")
+    observed_generation: int | None = Field(default=None, ge=0,
+                                            description="observedGeneration acted on.")
