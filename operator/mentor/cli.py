@@ -106,9 +106,11 @@ def parser() -> argparse.ArgumentParser:
                        ("delete", "delete a job and its pods")):
         sub.add_parser(verb, parents=[cluster], help=text).add_argument("name")
     data = sub.add_parser("data", help="fetch public sample data")
-    data.add_argument("dataset", choices=["shakespeare"])
+    data.add_argument("dataset", choices=["shakespeare", "python"],
+                      help="shakespeare: the plays (the quickstart's); python: this Python's "
+                           "own standard library source (the tuning example's)")
     data.add_argument("--to", type=Path, help="target directory (default: the local "
-                      "pvc://datasets/shakespeare of mentor run)")
+                      "pvc://datasets/<dataset> of mentor run)")
     return top
 
 
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "generate":
             print(generate(args.target, args.prompt, args.tokens, args.temperature, args.seed))
         elif args.command == "data":
-            fetch_data(args.to)
+            fetch_data(args.dataset, args.to)
         else:
             return on_cluster(args)
     except Failure as e:
@@ -243,14 +245,15 @@ def generate(target: Path, prompt: str, tokens: int, temperature: float, seed: i
         raise Failure(str(e)) from None
 
 
-def fetch_data(to: Path | None) -> None:
+def fetch_data(dataset: str, to: Path | None) -> None:
     from mentor.local import local_path
-    from mentor.sample_data import fetch_shakespeare
+    from mentor.sample_data import fetch_shakespeare, python_source
 
-    target = to or Path(local_path("pvc://datasets/shakespeare") or ".")
-    files = fetch_shakespeare(target)
+    target = to or Path(local_path(f"pvc://datasets/{dataset}") or ".")
+    files = fetch_shakespeare(target) if dataset == "shakespeare" else python_source(target)
     size = sum(f.stat().st_size for f in files)
-    print(f"{len(files)} plays ({size / 1e6:.1f} MB) in {target}")
+    what = "plays" if dataset == "shakespeare" else "modules of Python's own source"
+    print(f"{len(files)} {what} ({size / 1e6:.1f} MB) in {target}")
 
 
 def run_locally(file: Path | None, progress: bool, fresh: bool) -> int:

@@ -57,7 +57,9 @@ def _table_row(t: Trial) -> str:
                        f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.params.items())
     objective = f"{t.objective:.4f}" if t.objective is not None else "-"
     last = f"{t.evals[max(t.evals)]:.4f}@{max(t.evals)}" if t.evals else "-"
-    return f"  {t.name:<24} {t.state:<10} {objective:>9} {last:>14}  {params}"
+    note = f"  (exit code {t.exit_code}: see {t.model_uri}/.mentor/logs)" \
+        if t.exit_code is not None else ""
+    return f"  {t.name:<24} {t.state:<10} {objective:>9} {last:>14}  {params}{note}"
 
 
 def _trial_job(trial: Trial, spec: dict[str, Any]) -> TrainingJob:
@@ -123,6 +125,8 @@ def run(job: TuningJob, progress: bool = True, fresh: bool = False) -> int:
             ended = "MaxFailedTrials"
             break
     winner = best(trials, search.objective.direction if search else "minimize")
+    if winner is None and ended == "SearchComplete":
+        ended = "AllTrialsFailed"
     _write_summary(job, trials, winner, ended)
     counts = {s: sum(1 for t in trials if t.state == s) for s in (SUCCEEDED, PRUNED, FAILED)}
     print(f"TuningJob {job.metadata.name}: {ended}; {len(trials)} trial(s): "

