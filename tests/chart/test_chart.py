@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from controlplane import ControlPlane, build_binaries
-from harness import Kube, Operator, training_job
+from harness import Kube, Operator, training_job, tuning_job
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "mentor"
 RELEASE, NAMESPACE = "mentor", "mentor-system"
@@ -191,16 +191,19 @@ def test_dashboard_configmap_for_grafana() -> None:
     dashboard = json.loads(cm["data"]["mentor.json"])
     assert dashboard["title"] == "Mentor: training jobs"
     titles = {p["title"] for p in dashboard["panels"]}
-    assert {"Chargeback", "Operator health", "MFU", "GPU-hours by namespace (time range)"} <= titles
+    assert {"Chargeback", "Operator health", "MFU", "GPU-hours by namespace (time range)",
+            "Tuning", "Best objective over time"} <= titles
 
 
 def test_crds_are_gated_and_kept() -> None:
-    (crd,) = find(render(), "CustomResourceDefinition")
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert crd == {**crd, "spec": yaml.safe_load(
-        (CHART.parents[1] / "crds" / "trainingjobs.mentor.dev.yaml").read_text())["spec"]}
-    (unkept,) = find(render("crds.keep=false"), "CustomResourceDefinition")
-    assert not unkept["metadata"].get("annotations")
+    crds = {c["metadata"]["name"]: c for c in find(render(), "CustomResourceDefinition")}
+    assert set(crds) == {"trainingjobs.mentor.dev", "tuningjobs.mentor.dev"}
+    for name, crd in crds.items():
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd == {**crd, "spec": yaml.safe_load(
+            (CHART.parents[1] / "crds" / f"{name}.yaml").read_text())["spec"]}
+    unkept = find(render("crds.keep=false"), "CustomResourceDefinition")
+    assert len(unkept) == 2 and not any(c["metadata"].get("annotations") for c in unkept)
     assert not find(render("crds.enabled=false"), "CustomResourceDefinition")
 
 
@@ -265,6 +268,11 @@ def test_install_is_enough_to_run_a_job_in_a_restricted_namespace(
     key = installed.kubectl("get", "secret", f"{RELEASE}-report-key", "-n", NAMESPACE, "-o",
                             "jsonpath={.data.key}")
     assert len(key) > 40, "the operator made the report key, with only its own rights"
+    # A TuningJob: the operator creates its trial TrainingJob and writes its status.
+    kube.apply(tuning_job("tuned", baseModel={"trainingJobRef": {"name": "installed"}}))
+    kube.wait("trainingjob/tuned-t0", "create")
+    kube.wait("tuningjob/tuned", "jsonpath={.status.phase}=Running")
+    assert kube.get("tuningjob", "tuned")["status"]["lineage"]["trainingJob"] == "installed"
 
 
 def test_service_account_has_least_privilege(installed: ControlPlane) -> None:

@@ -146,3 +146,17 @@ def training_job(name: str, **spec: Any) -> dict[str, Any]:
     body.update(spec)
     return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob",
             "metadata": {"name": name}, "spec": body}
+
+
+def tuning_job(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "baseModel": {"uri": "/models/base"},
+        "method": {"type": "lora", "lora": {"rank": 8}},
+        "data": {"source": "/data/code"},
+        "optimization": {"steps": 100, "globalBatchSize": 8, "microBatchSize": 1},
+        "parallelism": {"nodes": 1, "gpusPerNode": 1},
+        "output": {"uri": f"/models/{name}"},
+    }
+    body.update(spec)
+    return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob",
+            "metadata": {"name": name}, "spec": body}

@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from harness import Kube, Operator, report, training_job
+from harness import Kube, Operator, report, training_job, tuning_job
 
 from mentor.api.tuning import SearchSpec
 from mentor.builders.trials import trial_of
@@ -18,20 +18,6 @@ from mentor.search import suggest
 
 pytestmark = pytest.mark.cluster
 LABEL = "mentor.dev/tuning-job"
-
-
-def tuning_job(name: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "baseModel": {"uri": "/models/base"},
-        "method": {"type": "lora", "lora": {"rank": 8}},
-        "data": {"source": "/data/code"},
-        "optimization": {"steps": 100, "globalBatchSize": 8, "microBatchSize": 1},
-        "parallelism": {"nodes": 1, "gpusPerNode": 1},
-        "output": {"uri": f"/models/{name}"},
-    }
-    body.update(spec)
-    return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob",
-            "metadata": {"name": name}, "spec": body}
 
 
 def trials(kube: Kube, name: str) -> list[dict[str, Any]]:

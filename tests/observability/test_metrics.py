@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from controlplane import ControlPlane
-from harness import PRICE, Kube, Operator, report, training_job
+from harness import PRICE, Kube, Operator, report, training_job, tuning_job
 from prometheus import Prometheus
 
 from mentor.podview import format_time
@@ -287,6 +287,13 @@ def test_every_dashboard_panel_returns_data_and_alerts_fire(
         {"step": 1, "eval_loss": 3.2}])
     kube.end_pods("busy", "fail", exit_code=137, count=1)  # one restart, for the restarts panel
     kube.wait("trainingjob/busy", "jsonpath={.status.restarts}=1")
+    kube.apply(tuning_job("tuned", budget={"maxGPUHours": 10}))  # for the Tuning row
+    kube.wait("trainingjob/tuned-t0", "create")
+    kube.wait("trainingjob/tuned-t0", "condition=Running")
+    report(op, kube, "tuned-t0", [{"step": 10, "eval_loss": 2.5}])
+    kube.wait("trainingjob/tuned-t0", "jsonpath={.status.progress.evalLoss}=2.5")
+    kube.end_pods("tuned-t0", "succeed")
+    kube.wait("tuningjob/tuned", "condition=Succeeded")
 
     dashboard = json.loads((CHART_FILES / "dashboard.json").read_text())
     variables = {"$namespace": ".*", "$job": ".*", "$__range": "1h"}
