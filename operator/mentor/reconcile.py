@@ -24,8 +24,10 @@ from mentor.podview import IMAGE_PULL_REASONS, PodView, format_time, parse_time
 
 # What the trainer's own exit codes mean (see the README); they make failure messages readable.
 TRAINER_EXIT_CODES = {2: "invalid trainer config", 3: "data not found", 4: "loss became NaN/Inf",
-                      5: "the model to start from cannot be loaded"}
+                      5: "the model to start from cannot be loaded",
+                      6: "out of GPU memory"}
 NON_FINITE_LOSS_EXIT = 4
+OUT_OF_MEMORY_EXIT = 6
 IMAGE_PULL_GRACE_SECONDS = 300  # a pod may fail to pull its image this long before the job fails
 MESSAGE_TAIL = 2048  # of a pod's termination message, in a condition (which holds 4096)
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.STOPPED)
@@ -92,7 +94,8 @@ def classify(pod: PodView, spec: TrainingJobSpec) -> Failure:
     if pod.termination_message:  # the trainer's own words, through the launcher
         described += f": {pod.termination_message[-MESSAGE_TAIL:]}"
     if code < 128:
-        reason = Reason.NON_FINITE_LOSS if code == NON_FINITE_LOSS_EXIT else Reason.EXIT_CODE
+        reason = {NON_FINITE_LOSS_EXIT: Reason.NON_FINITE_LOSS,
+                  OUT_OF_MEMORY_EXIT: Reason.OUT_OF_MEMORY}.get(code, Reason.EXIT_CODE)
         return Failure(reason, described, retriable=code in policy.retry)
     return Failure(Reason.EXIT_CODE, described, retriable=code not in policy.fail)
 

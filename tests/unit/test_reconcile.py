@@ -204,6 +204,20 @@ def test_suspend_deletes_pods_and_resume_recreates_them() -> None:
     assert resumed.status.restarts == 0
 
 
+def test_a_stop_ends_the_job_gracefully_in_phase_stopped_with_its_reason() -> None:
+    s = spec(runPolicy={"stop": {"reason": "Pruned", "message": "lags the other trials"}})
+    status = JobStatus(phase=Phase.RUNNING, attempts=1,
+                       ledger=Ledger(active_since=format_time(T0)))
+    plan = decide(s, status, [pod(s, 0, "Running"), pod(s, 1, "Running")], T0)
+    assert plan.status.phase == Phase.STOPPED and plan.status.reason == "Pruned"
+    stopped = get_condition(plan.status, ConditionType.STOPPED)
+    assert stopped is not None and stopped.message == "lags the other trials"
+    assert sorted(plan.delete_pods) == ["demo-0", "demo-1"]  # graceful: SIGTERM, checkpoint
+    assert not any(e.type == "Warning" for e in plan.events)
+    later = decide(s, plan.status, [], T0 + dt.timedelta(seconds=5))
+    assert later.status.phase == Phase.STOPPED and later.create_ranks == []
+
+
 def test_deadline_fails_and_removes_pods() -> None:
     s = spec(runPolicy={"activeDeadlineSeconds": 60})
     status = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0), attempts=1,

@@ -16,11 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from pydantic import ValidationError
 
 from mentor.api.training import TrainerConfig
 from mentor_trainer import dist
-from mentor_trainer.errors import EXIT_CRASH, EXIT_OK, EXIT_SIGTERM, BadConfig, TrainerError
+from mentor_trainer.errors import (
+    EXIT_CRASH,
+    EXIT_OK,
+    EXIT_SIGTERM,
+    BadConfig,
+    TrainerError,
+    out_of_memory,
+)
 
 
 def load_config(path: str) -> TrainerConfig:
@@ -97,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         return _ended(e, EXIT_SIGTERM, str(e), config, rank, "stopped")
     except TrainerError as e:
         return _ended(e, e.exit_code, f"{type(e).__name__}: {e}", config, rank, "failed")
+    except torch.OutOfMemoryError as e:
+        oom = out_of_memory(e, config.optimization.micro_batch_size if config else None)
+        return _ended(oom, oom.exit_code, f"OutOfMemory: {oom}", config, rank, "failed")
     except Exception as e:  # a crash: retriable, with the traceback for the logs
         logging.getLogger("mentor_trainer").exception("crashed")
         line = f"crashed: {type(e).__name__}: {e}".splitlines()[0]

@@ -65,6 +65,14 @@ def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.op
     return final
 
 
+def info(path: Path) -> dict[str, Any]:
+    """What the run that wrote a checkpoint recorded about itself (trainer.json)."""
+    try:
+        return dict(json.loads((path / "trainer.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     model_state, optim_state = get_state_dict(model, optimizer)
     state: dict[str, Any] = {"model": model_state, "optim": optim_state}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,24 +69,126 @@ def read_texts(spec: DataSpec) -> list[str]:
     files = _read(spec.source)
     if spec.format == DataFormat.TEXT:
         return [content for _, content in files]
-    texts = []
+    return [str(record[str(spec.field)]) for record in _records(files, (str(spec.field),))]
+
+
+def _records(files: list[tuple[str, str]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    records = []
     for name, content in files:
         for n, line in enumerate(content.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                texts.append(str(json.loads(line)[spec.field]))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise BadConfig(f"{name}:{n}: not a JSON object with field {spec.field!r}") from e
-    return texts
+                record = json.loads(line)
+                if not isinstance(record, dict) or any(k not in record for k in keys):
+                    raise KeyError(keys)
+            except (json.JSONDecodeError, KeyError) as e:
+                raise BadConfig(f"{name}:{n}: not a JSON object with "
+                                f"{' and '.join(repr(k) for k in keys)}") from e
+            records.append(record)
+    return records
+
+
+INSTRUCTIONS = (DataFormat.PROMPT_RESPONSE, DataFormat.CHAT)
+
+
+def read_records(spec: DataSpec) -> list[dict[str, Any]]:
+    """The examples of an instruction (prompt-response) or chat data source, in order."""
+    keys = (spec.prompt_field, spec.response_field) if spec.format == DataFormat.PROMPT_RESPONSE \
+        else (spec.field or "messages",)
+    return _records(_read(spec.source), keys)
+
+
+def record_texts(records: list[dict[str, Any]], spec: DataSpec) -> list[str]:
+    """The text of every example (to fit a char tokenizer on)."""
+    if spec.format == DataFormat.PROMPT_RESPONSE:
+        return [str(r[spec.prompt_field]) + str(r[spec.response_field]) for r in records]
+    return [str(m.get("content", "")) for r in records for m in r[spec.field or "messages"]]
+
+
+def _segments(record: dict[str, Any], spec: DataSpec,
+              tokenizer: Tokenizer) -> list[tuple[list[int], bool]]:
+    """An example as (tokens, learned?) segments: the prompt (or every turn but the
+    assistant's) is read, never learned."""
+    if spec.format == DataFormat.PROMPT_RESPONSE:
+        begin = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+        end = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+        return [(begin + tokenizer.encode(str(record[spec.prompt_field])), False),
+                (tokenizer.encode(str(record[spec.response_field])) + end, True)]
+    render = getattr(tokenizer, "chat", None)
+    if render is None:
+        raise BadConfig("format chat needs a tokenizer with a chat template (a pretrained "
+                        "Hugging Face tokenizer); use prompt-response with byte or char")
+    messages = record[spec.field or "messages"]
+    segments, before = [], ""
+    for i, message in enumerate(messages):
+        text = render(messages[:i + 1])
+        if not text.startswith(before):
+            raise BadConfig("the chat template does not render a conversation as the "
+                            "rendering of its first turns plus the next one")
+        segments.append((tokenizer.encode(text[len(before):]),
+                         message.get("role") == "assistant"))
+        before = text
+    return segments
+
+
+@dataclass
+class Examples:
+    """One example per row, cut or padded to seq_len + 1 tokens; `learned` marks the tokens
+    the loss is computed on (a target that is not learned is ignored)."""
+
+    tokens: torch.Tensor
+    learned: torch.Tensor
+    seq_len: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, learned = self.tokens[indices], self.learned[indices]
+        targets = rows[:, 1:].masked_fill(~learned[:, 1:], IGNORE)
+        return rows[:, :-1], targets
+
+
+IGNORE = -100  # a target the loss leaves out (cross_entropy's ignore_index)
+
+
+def encode_examples(records: list[dict[str, Any]], spec: DataSpec,
+                    tokenizer: Tokenizer) -> Examples:
+    width = spec.sequence_length + 1
+    pad = tokenizer.eos_id if tokenizer.eos_id is not None else 0
+    tokens = torch.full((len(records), width), pad, dtype=torch.long)
+    learned = torch.zeros((len(records), width), dtype=torch.bool)
+    for row, record in enumerate(records):
+        ids: list[int] = []
+        mask: list[bool] = []
+        for segment, learn in _segments(record, spec, tokenizer):
+            ids.extend(segment)
+            mask.extend([learn] * len(segment))
+        ids, mask = ids[:width], mask[:width]
+        tokens[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        learned[row, :len(mask)] = torch.tensor(mask, dtype=torch.bool)
+    return Examples(tokens, learned, spec.sequence_length)
+
+
+def split_examples(examples: Examples, fraction: float) -> tuple[Examples, Examples]:
+    """The last `fraction` of the examples is held out."""
+    cut = len(examples) - int(len(examples) * fraction)
+    if cut == 0:
+        raise BadConfig(f"the data holds {len(examples)} examples: too few to train on")
+    return (Examples(examples.tokens[:cut], examples.learned[:cut], examples.seq_len),
+            Examples(examples.tokens[cut:], examples.learned[cut:], examples.seq_len))
 
 
 def encode(texts: list[str], tokenizer: Tokenizer) -> torch.Tensor:
-    """The documents as one token stream, each ended by the tokenizer's end-of-text (if it has
-    one), so that one document never runs into the next."""
+    """The documents as one token stream, each begun by the tokenizer's begin-of-text (for
+    models that expect one, as Llama) and ended by its end-of-text, so that one document never
+    runs into the next."""
+    begin = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
     separator = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     ids: list[int] = []
     for text in texts:
+        ids.extend(begin)
         ids.extend(tokenizer.encode(text))
         ids.extend(separator)
     return torch.tensor(ids, dtype=torch.long)

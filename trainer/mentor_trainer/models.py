@@ -22,32 +22,56 @@ PRESETS: dict[Size, tuple[int, int, int]] = {
 }
 
 
-def new_config(spec: ModelSpec, vocab_size: int, seq_len: int, eos_id: int | None) -> Any:
-    """A new model's config; its begin/end-of-text ids are the tokenizer's own end-of-text."""
+def dimensions(spec: ModelSpec) -> tuple[int, int, int, int, int | None]:
+    """layers, heads, kv heads, width and MLP width (None: the architecture's default)."""
+    if spec.shape is not None:
+        shape = spec.shape
+        return shape.layers, shape.heads, shape.kv_heads or shape.heads, shape.width, \
+            shape.mlp_width
     assert spec.size is not None
     layers, heads, width = PRESETS[spec.size]
+    return layers, heads, heads, width, None
+
+
+def new_config(spec: ModelSpec, vocab_size: int, seq_len: int, eos_id: int | None,
+               bos_id: int | None = None) -> Any:
+    """A new model's config; its begin/end-of-text ids are the tokenizer's."""
+    layers, heads, kv_heads, width, mlp = dimensions(spec)
+    bos = bos_id if bos_id is not None else eos_id
     if spec.architecture == Architecture.GPT2:
         from transformers import GPT2Config
 
         return GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=width,
-                          n_layer=layers, n_head=heads, resid_pdrop=0.0, embd_pdrop=0.0,
-                          attn_pdrop=0.0, bos_token_id=eos_id, eos_token_id=eos_id)
+                          n_layer=layers, n_head=heads, n_inner=mlp, resid_pdrop=0.0,
+                          embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=bos,
+                          eos_token_id=eos_id, use_cache=False)
     from transformers import LlamaConfig
 
-    intermediate = 64 * round(width * 8 / 3 / 64)
+    intermediate = mlp or 64 * round(width * 8 / 3 / 64)
     return LlamaConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=intermediate,
                        num_hidden_layers=layers, num_attention_heads=heads,
-                       num_key_value_heads=heads, max_position_embeddings=seq_len,
-                       tie_word_embeddings=True, bos_token_id=eos_id, eos_token_id=eos_id)
+                       num_key_value_heads=kv_heads, max_position_embeddings=seq_len,
+                       tie_word_embeddings=True, bos_token_id=bos, eos_token_id=eos_id,
+                       use_cache=False)
+
+
+def max_positions(model: torch.nn.Module) -> int | None:
+    """The longest sequence a model's position embeddings cover, if it says."""
+    config = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def new_model(spec: ModelSpec, vocab_size: int, seq_len: int, seed: int,
-              eos_id: int | None = None) -> torch.nn.Module:
+              eos_id: int | None = None, bos_id: int | None = None) -> torch.nn.Module:
     """A freshly initialised model; the seed makes every rank (and every rerun) start equal."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    config = new_config(spec, vocab_size, seq_len, eos_id)
+    config = new_config(spec, vocab_size, seq_len, eos_id, bos_id)
     model: torch.nn.Module = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
         config, attn_implementation="sdpa")
     return model

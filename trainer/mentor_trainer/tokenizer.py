@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 FILE = "mentor_tokenizer.json"
 
@@ -18,6 +18,7 @@ FILE = "mentor_tokenizer.json"
 class Tokenizer(Protocol):
     vocab_size: int
     eos_id: int | None
+    bos_id: int | None  # put before each document, for models that expect it (Llama)
 
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
@@ -28,6 +29,7 @@ class ByteTokenizer:
     """UTF-8 bytes: 256 tokens and end-of-text, nothing to learn, any text."""
 
     eos_id: int | None = 256
+    bos_id: int | None = None
     vocab_size = 257
 
     def encode(self, text: str) -> list[int]:
@@ -48,6 +50,7 @@ class CharTokenizer:
         self.index = {c: i for i, c in enumerate(chars)}
         # Outputs saved before end-of-text existed have none (eos=False): their vocab stays.
         self.eos_id: int | None = len(chars) if eos else None
+        self.bos_id: int | None = None
         self.vocab_size = len(chars) + (1 if eos else 0)
 
     @classmethod
@@ -75,10 +78,21 @@ class HFTokenizer:
         self.inner = AutoTokenizer.from_pretrained(source)
         self.vocab_size = len(self.inner)
         self.eos_id: int | None = self.inner.eos_token_id
+        # Llama's tokenizers begin every text with <s>; GPT-2's do not (its BOS is its EOS).
+        adds_bos = getattr(self.inner, "add_bos_token", False) and \
+            self.inner.bos_token_id is not None and self.inner.bos_token_id != self.eos_id
+        self.bos_id: int | None = self.inner.bos_token_id if adds_bos else None
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = self.inner(text, add_special_tokens=False)["input_ids"]
         return ids
+
+    @property
+    def chat(self) -> Any:
+        """Renders a conversation through the tokenizer's chat template (None without one)."""
+        if not getattr(self.inner, "chat_template", None):
+            return None
+        return lambda messages: str(self.inner.apply_chat_template(messages, tokenize=False))
 
     def decode(self, ids: list[int]) -> str:
         return str(self.inner.decode(ids))

@@ -27,10 +27,16 @@ from mentor.api.training import (
     Strategy,
     TrainerConfig,
 )
-from mentor_trainer import checkpoint, data
+from mentor_trainer import checkpoint, data, speed
 from mentor_trainer.dist import World, all_reduce_max, barrier
 from mentor_trainer.errors import BadConfig, NonFiniteLoss
-from mentor_trainer.models import block_classes, load_pretrained, new_model, parameter_count
+from mentor_trainer.models import (
+    block_classes,
+    load_pretrained,
+    max_positions,
+    new_model,
+    parameter_count,
+)
 from mentor_trainer.report import Reporter
 from mentor_trainer.tokenizer import (
     ByteTokenizer,
@@ -43,9 +49,6 @@ from mentor_trainer.tokenizer import (
 log = logging.getLogger("mentor_trainer")
 
 # Dense bf16 peak FLOP/s per GPU, for the MFU estimate.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
-
-
 class Stopped(Exception):
     """SIGTERM arrived; a checkpoint was written."""
 
@@ -63,13 +66,6 @@ def lr_at(step: int, total: int, config: TrainerConfig) -> float:
     if opt.schedule == Schedule.LINEAR:
         return floor + (peak - floor) * (1 - progress)
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
 class Trainer:
@@ -96,17 +92,30 @@ class Trainer:
                 from mentor_trainer.models import resolve
 
                 return HFTokenizer(resolve(model.from_))
+        elif model.tokenizer_from:
+            from mentor_trainer.models import resolve
+
+            return HFTokenizer(resolve(model.tokenizer_from))
         if model.tokenizer == "char":
             return CharTokenizer.fit("".join(texts))
         return ByteTokenizer()
 
     def _build(self) -> None:
         cfg, world = self.config, self.world
-        texts = data.read_texts(cfg.data)
-        self.tokenizer = self._tokenizer(texts)
-        tokens = data.encode(texts, self.tokenizer)
-        self.train_data, self.val_data = data.split(tokens, cfg.data.validation_split,
-                                                    cfg.data.sequence_length)
+        self.train_data: data.Packed | data.Examples
+        self.val_data: data.Packed | data.Examples
+        if cfg.data.format in data.INSTRUCTIONS:  # one example a sample, loss on the answers
+            records = data.read_records(cfg.data)
+            self.tokenizer = self._tokenizer(data.record_texts(records, cfg.data))
+            examples = data.encode_examples(records, cfg.data, self.tokenizer)
+            self.train_data, self.val_data = data.split_examples(examples,
+                                                                 cfg.data.validation_split)
+        else:
+            texts = data.read_texts(cfg.data)
+            self.tokenizer = self._tokenizer(texts)
+            tokens = data.encode(texts, self.tokenizer)
+            self.train_data, self.val_data = data.split(tokens, cfg.data.validation_split,
+                                                        cfg.data.sequence_length)
         opt = cfg.optimization
         self.schedule = data.Schedule(len(self.train_data), opt.global_batch_size,
                                       opt.micro_batch_size, world.size, world.rank, opt.seed)
@@ -119,18 +128,25 @@ class Trainer:
 
         if cfg.model.from_:
             model = load_pretrained(cfg.model.from_)
+            limit = max_positions(model)
+            if limit is not None and cfg.data.sequence_length > limit:
+                raise BadConfig(f"data.sequenceLength {cfg.data.sequence_length} exceeds the "
+                                f"{limit} positions of the model at {cfg.model.from_}; lower "
+                                "data.sequenceLength")
+            config: Any = getattr(model, "config", None)
+            if config is not None:
+                config.use_cache = False  # training never reuses past keys and values
         else:
             model = new_model(cfg.model, self.tokenizer.vocab_size, cfg.data.sequence_length,
-                              opt.seed, self.tokenizer.eos_id)
+                              opt.seed, self.tokenizer.eos_id, self.tokenizer.bos_id)
         if cfg.adaptation and cfg.adaptation.type == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            lora = cfg.adaptation.lora
-            model = get_peft_model(model, LoraConfig(
-                r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                target_modules=lora.target_modules or None, task_type="CAUSAL_LM"))
+            model = self._with_lora(model)
         self.base = model.to(world.device)
         self.params = parameter_count(self.base)
+        layers, width = speed.dimensions(self.base)
+        self.flops_per_token = speed.flops_per_token(self.base, layers, width,
+                                                     cfg.data.sequence_length)
+        self.peak = speed.peak_flops(world.device)
         self.model = self._wrap(self.base)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if opt.optimizer == Optimizer.ADAMW:
@@ -140,23 +156,24 @@ class Trainer:
         else:
             self.optimizer = torch.optim.SGD(trainable, lr=opt.learning_rate, momentum=0.9,
                                              weight_decay=opt.weight_decay)
-        if opt.compile:
-            self.model = torch.compile(self.model)  # type: ignore[assignment]
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        strategy = self.config.parallelism.strategy
+        """torchtitan's order, per transformer block: activation checkpointing, then
+        torch.compile, then FSDP2's fully_shard; DDP wraps the whole model last."""
+        opt, strategy = self.config.optimization, self.config.parallelism.strategy
+        needs_blocks = strategy == Strategy.FSDP or opt.compile or \
+            opt.activation_checkpointing != "none"
+        blocks = speed.checkpoint_and_compile(
+            model, block_classes(model), opt.activation_checkpointing, opt.compile) \
+            if needs_blocks else []
         if strategy == Strategy.FSDP:
             from torch.distributed.device_mesh import init_device_mesh
-            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+            from torch.distributed.fsdp import MixedPrecisionPolicy
 
             mesh = init_device_mesh(self.world.device.type, (self.world.size,))
             mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
                 if self.autocast else MixedPrecisionPolicy()
-            blocks = block_classes(model)
-            for module in model.modules():
-                if isinstance(module, blocks):
-                    fully_shard(module, mesh=mesh, mp_policy=mp)
-            fully_shard(model, mesh=mesh, mp_policy=mp)
+            speed.shard(model, blocks, mesh, mp)
             return model
         if self.world.size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -221,42 +238,71 @@ class Trainer:
         if found is None:
             return 0
         step, path = found
+        written = checkpoint.info(path)
+        changed = [f"{k} {written[k]} (now {v})" for k, v in self.identity().items()
+                   if k in written and written[k] != v]
+        if changed:
+            raise BadConfig(f"the checkpoint {path} was written by a run with "
+                            f"{', '.join(changed)}: resuming would change what its steps mean; "
+                            "write to a new output (or checkpointing.uri), or set "
+                            "checkpointing.resume: false to start over")
         checkpoint.load(path, self.model, self.optimizer)
         log.info("resumed from %s (step %d)", path, step)
         return step
 
+    def identity(self) -> dict[str, Any]:
+        """What a step means in this run: a checkpoint of a run that differs in any of these
+        cannot be resumed as if nothing changed."""
+        cfg = self.config
+        return {"globalBatchSize": cfg.optimization.global_batch_size,
+                "sequenceLength": cfg.data.sequence_length, "data": cfg.data.source,
+                "trainingSamples": len(self.train_data), "vocabSize": self.tokenizer.vocab_size,
+                "seed": cfg.optimization.seed}
+
     def _checkpoint(self, step: int) -> None:
         path = checkpoint.save(self.checkpoints, step, self.model, self.optimizer, self.world,
-                               self.config.checkpointing.keep, {"total_steps": self.total_steps})
+                               self.config.checkpointing.keep,
+                               {"total_steps": self.total_steps, **self.identity()})
         self.reporter.record({"step": step, "checkpoint": str(path)})
 
-    def _forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _forward_loss(self, inputs: torch.Tensor,
+                      targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The summed loss over the learned targets, and their count."""
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast \
             else contextlib.nullcontext()
         with ctx:
             logits = self.model(input_ids=inputs).logits
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+        flat = targets.reshape(-1)
+        total = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), flat,
+                                ignore_index=data.IGNORE, reduction="sum")
+        return total, (flat != data.IGNORE).sum()
 
     def _step(self, step: int) -> tuple[float, float | None, float]:
         cfg, world = self.config, self.world
         self.model.train()
         torch.manual_seed((cfg.optimization.seed * 1_000_003 + step) * 4099 + world.rank)
-        micro = self.schedule.micro_batches(step)
-        total = torch.zeros((), device=world.device)
-        for i, indices in enumerate(micro):
-            inputs, targets = (t.to(world.device, non_blocking=True)
-                               for t in self.train_data.batch(indices))
-            last = i == len(micro) - 1
-            with self._sync(last):
-                loss = self._forward_loss(inputs, targets)
-                (loss / len(micro)).backward()  # type: ignore[no-untyped-call]
-            total += loss.detach()
-        mean = total / len(micro)
+        batches = [self.train_data.batch(ix) for ix in self.schedule.micro_batches(step)]
+        # The loss is a mean over every learned target of the step, on every rank: padding and
+        # masked prompts weigh nothing, and a micro-batch with few answers is not inflated.
+        count = torch.stack([(t != data.IGNORE).sum() for _, t in batches]).sum() \
+            .to(world.device, torch.float32)
         if world.size > 1:
             import torch.distributed as td
 
-            td.all_reduce(mean, op=td.ReduceOp.AVG)
-        value = float(mean.item())
+            td.all_reduce(count)
+        count = count.clamp(min=1)
+        scale = world.size / count  # DDP and FSDP average the ranks' gradients
+        total = torch.zeros((), device=world.device)
+        for i, (host_inputs, host_targets) in enumerate(batches):
+            inputs = host_inputs.to(world.device, non_blocking=True)
+            targets = host_targets.to(world.device, non_blocking=True)
+            with self._sync(i == len(batches) - 1):
+                loss, _ = self._forward_loss(inputs, targets)
+                (loss * scale).backward()  # type: ignore[no-untyped-call]
+            total += loss.detach()
+        if world.size > 1:
+            td.all_reduce(total)
+        value = float((total / count).item())
         if not math.isfinite(value):
             raise NonFiniteLoss(f"loss is {value} at step {step + 1}")
         grad_norm = None
@@ -301,8 +347,9 @@ class Trainer:
         totals = torch.zeros(2, device=self.world.device, dtype=torch.float64)
         for indices in mine:
             inputs, targets = (t.to(self.world.device) for t in self.val_data.batch(indices))
-            totals[0] += self._forward_loss(inputs, targets).double() * len(indices)
-            totals[1] += len(indices)
+            loss, count = self._forward_loss(inputs, targets)
+            totals[0] += loss.double()
+            totals[1] += count.double()
         if world > 1:
             import torch.distributed as td
 
@@ -310,11 +357,9 @@ class Trainer:
         return float(totals[0] / totals[1]) if totals[1] else float("nan")
 
     def _mfu(self, tokens_per_second: float) -> float | None:
-        peak = peak_flops(self.world.device)
-        if peak is None:
+        if self.peak is None:
             return None
-        flops_per_token = 6 * self.params
-        return flops_per_token * tokens_per_second / (peak * self.world.size)
+        return self.flops_per_token * tokens_per_second / (self.peak * self.world.size)
 
     # -- the result
 
@@ -326,14 +371,27 @@ class Trainer:
             self._write(full)
         barrier(self.world)  # no rank tears the group down while rank 0 still writes
 
+    def _with_lora(self, model: torch.nn.Module) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        assert self.config.adaptation is not None
+        lora = self.config.adaptation.lora
+        return get_peft_model(model, LoraConfig(
+            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=lora.target_modules or None, task_type="CAUSAL_LM"))
+
     def _write(self, full: dict[str, Any]) -> None:
         self.output.mkdir(parents=True, exist_ok=True)
         adaptation = self.config.adaptation
         base: Any = self.base
         if adaptation and adaptation.type == "lora":
             if adaptation.merge:
-                base.load_state_dict(full)
-                base.merge_and_unload().save_pretrained(self.output, safe_serialization=True)
+                # Merged on a plain copy on the CPU: the trained model may be sharded (FSDP's
+                # DTensors), which the gathered weights cannot be loaded into.
+                assert self.config.model.from_ is not None
+                plain = self._with_lora(load_pretrained(self.config.model.from_))
+                plain.load_state_dict(full)
+                plain.merge_and_unload().save_pretrained(self.output, safe_serialization=True)
             else:
                 base.save_pretrained(self.output, state_dict=full, safe_serialization=True)
         else:

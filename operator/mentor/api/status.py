@@ -48,6 +48,7 @@ class Reason(StrEnum):
     EXIT_CODE = "ExitCode"
     NON_FINITE_LOSS = "NonFiniteLoss"
     OOM_KILLED = "OOMKilled"
+    OUT_OF_MEMORY = "OutOfMemory"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     IMAGE_PULL_BACKOFF = "ImagePullBackOff"

@@ -36,12 +36,41 @@ class Size(StrEnum):
     XLARGE = "xlarge"
 
 
+class ModelShape(ApiModel):
+    """Explicit dimensions of a new model, beside the named sizes."""
+
+    cel_rules = (
+        Rule("self.width % self.heads == 0", "width must be a multiple of heads",
+             field_path=".width", reason="FieldValueInvalid"),
+        Rule("!has(self.kvHeads) || self.heads % self.kvHeads == 0",
+             "heads must be a multiple of kvHeads", field_path=".kvHeads",
+             reason="FieldValueInvalid"),
+    )
+
+    layers: int = Field(ge=1, le=256, description="layers is the number of transformer blocks.")
+    heads: int = Field(ge=1, le=256, description="heads is the number of attention heads.")
+    kv_heads: int | None = Field(
+        default=None, ge=1, le=256,
+        description="kvHeads is the number of key/value heads (grouped-query attention; llama "
+                    "only). Default: heads.")
+    width: int = Field(ge=8, le=65536, description="width is the hidden size (d_model).")
+    mlp_width: int | None = Field(
+        default=None, ge=8, le=262144,
+        description="mlpWidth is the feed-forward hidden size. Default: 4 × width (gpt2), "
+                    "8/3 × width rounded to 64 (llama).")
+
+
 class ModelSpec(ApiModel):
     """What is trained: a new model of an architecture and size, or one that already exists."""
 
     cel_rules = (
-        Rule("has(self.size) != has(self.from)",
-             "set exactly one of size (from scratch) or from", reason="FieldValueInvalid"),
+        Rule("[has(self.size), has(self.shape), has(self.from)].filter(x, x).size() == 1",
+             "set exactly one of size or shape (from scratch), or from",
+             reason="FieldValueInvalid"),
+        Rule("self.architecture != 'gpt2' || !has(self.shape) || !has(self.shape.kvHeads) "
+             "|| self.shape.kvHeads == self.shape.heads",
+             "gpt2 has no grouped-query attention: kvHeads must equal heads",
+             field_path=".shape.kvHeads", reason="FieldValueInvalid"),
     )
 
     architecture: Architecture = Field(
@@ -52,6 +81,10 @@ class ModelSpec(ApiModel):
         default=None,
         description="size is a named preset (tiny, small, medium, large, xlarge) for training "
                     "from scratch. Exclusive with from.")
+    shape: ModelShape | None = Field(
+        default=None,
+        description="shape gives a new model's dimensions explicitly (layers, heads, kvHeads, "
+                    "width, mlpWidth). Exclusive with size and from.")
     from_: Uri | None = Field(
         default=None, alias="from",
         description="from is a pre-trained model or checkpoint to start from: a path, "
@@ -59,13 +92,20 @@ class ModelSpec(ApiModel):
     tokenizer: Literal["byte", "char", "pretrained"] | None = Field(
         default=None,
         description="tokenizer is byte or char for a new model on raw text (default byte), "
-                    "or pretrained to use the model's own (the default with from).")
+                    "or pretrained: the model's own (the default with from), or for a new "
+                    "model the Hugging Face tokenizer at tokenizerFrom.")
+    tokenizer_from: Uri | None = Field(
+        default=None,
+        description="tokenizerFrom is a Hugging Face tokenizer for a new model (a path, "
+                    "pvc://<claim>/<path> or hf://<repo-id>); implies tokenizer pretrained.")
 
 
 class DataFormat(StrEnum):
     TEXT = "text"
     JSONL = "jsonl"
     HF_DISK = "hf-disk"
+    PROMPT_RESPONSE = "prompt-response"  # instruction tuning: the loss is on the response only
+    CHAT = "chat"  # conversations, through the tokenizer's chat template; loss on the assistant
 
 
 class DataSpec(ApiModel):
@@ -81,14 +121,25 @@ class DataSpec(ApiModel):
                     "hf://<dataset> (a dataset saved with save_to_disk).")
     format: DataFormat = Field(
         default=DataFormat.TEXT,
-        description="format is text (raw text files), jsonl (one JSON object a line) or hf-disk. "
+        description="format is text (raw text files), jsonl (one JSON object a line), hf-disk, "
+                    "prompt-response (jsonl of instructions: the loss is computed on the "
+                    "response tokens only) or chat (jsonl of conversations rendered through the "
+                    "tokenizer's chat template: the loss is on the assistant's turns only). "
                     "Default text.")
     field: str | None = Field(
         default=None, max_length=128,
-        description="field is the JSON key holding the text, for jsonl and hf-disk.")
+        description="field is the JSON key holding the text (jsonl, hf-disk) or the messages "
+                    "(chat, default messages).")
+    prompt_field: str = Field(default="prompt", max_length=128,
+                              description="promptField is the prompt's key (prompt-response).")
+    response_field: str = Field(default="response", max_length=128,
+                                description="responseField is the response's key "
+                                            "(prompt-response).")
     sequence_length: int = Field(
         default=256, ge=8, le=131072,
-        description="sequenceLength is the number of tokens in one packed sample. Default 256.")
+        description="sequenceLength is the number of tokens in one packed sample (an "
+                    "instruction or conversation is one sample, cut or padded to it). "
+                    "Default 256.")
     validation_split: float = Field(
         default=0.1, ge=0, le=0.5,
         description="validationSplit is the fraction of the data held out for evaluation. "
@@ -164,7 +215,14 @@ class OptimizationSpec(ApiModel):
     eval_batches: int = Field(default=20, ge=1, le=100_000,
                               description="evalBatches is the number of batches per evaluation. "
                                           "Default 20.")
-    compile: bool = Field(default=False, description="compile applies torch.compile. Default off.")
+    compile: bool = Field(default=False,
+                          description="compile applies torch.compile to each transformer block. "
+                                      "Default off.")
+    activation_checkpointing: Literal["none", "full", "selective"] = Field(
+        default="none",
+        description="activationCheckpointing recomputes blocks' activations in the backward "
+                    "instead of keeping them: full (every block) or selective (every other "
+                    "block) trade compute for memory. Default none.")
 
 
 class Strategy(StrEnum):

@@ -45,9 +45,11 @@ def resolve_pvc(uri: str | None, root_of: Callable[[str], str]) -> str | None:
 
 
 def map_claims(config: TrainerConfig, root_of: Callable[[str], str]) -> TrainerConfig:
-    """The config with every pvc:// URI (model, data, checkpoints, output) resolved by root_of."""
+    """The config with every pvc:// URI (model, tokenizer, data, checkpoints, output) resolved
+    by root_of."""
     wire: dict[str, Any] = config.model_dump(by_alias=True, exclude_none=True)
     wire["model"]["from"] = resolve_pvc(wire["model"].get("from"), root_of)
+    wire["model"]["tokenizerFrom"] = resolve_pvc(wire["model"].get("tokenizerFrom"), root_of)
     wire["data"]["source"] = resolve_pvc(wire["data"]["source"], root_of)
     wire["output"]["uri"] = resolve_pvc(wire["output"]["uri"], root_of)
     wire["checkpointing"]["uri"] = resolve_pvc(wire["checkpointing"].get("uri"), root_of)
