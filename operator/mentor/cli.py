@@ -106,9 +106,12 @@ def parser() -> argparse.ArgumentParser:
                        ("delete", "delete a job and its pods")):
         sub.add_parser(verb, parents=[cluster], help=text).add_argument("name")
     data = sub.add_parser("data", help="fetch public sample data")
-    data.add_argument("dataset", choices=["shakespeare", "python"],
+    data.add_argument("dataset", choices=["shakespeare", "python", "prepare"],
                       help="shakespeare: the plays (the quickstart's); python: this Python's "
-                           "own standard library source (the tuning example's)")
+                           "own standard library source (the tuning example's); prepare: "
+                           "tokenize a job's data into its cached token shard")
+    data.add_argument("job", nargs="?", type=Path,
+                      help="for prepare: the job's YAML (default: the quickstart)")
     data.add_argument("--to", type=Path, help="target directory (default: the local "
                       "pvc://datasets/<dataset> of mentor run)")
     return top
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return report_job(args.target, args.png)
         elif args.command == "generate":
             print(generate(args.target, args.prompt, args.tokens, args.temperature, args.seed))
+        elif args.command == "data" and args.dataset == "prepare":
+            prepare_data(args.job)
         elif args.command == "data":
             fetch_data(args.dataset, args.to)
         else:
@@ -254,6 +259,35 @@ def fetch_data(dataset: str, to: Path | None) -> None:
     size = sum(f.stat().st_size for f in files)
     what = "plays" if dataset == "shakespeare" else "modules of Python's own source"
     print(f"{len(files)} {what} ({size / 1e6:.1f} MB) in {target}")
+
+
+def prepare_data(file: Path | None) -> None:
+    """Tokenize a job's data once into its token shard, as rank 0 of the job would."""
+    import time
+
+    from tqdm import tqdm
+
+    from mentor import local
+    from mentor.api.kinds import TrainingJob
+    from mentor_trainer import shards
+    from mentor_trainer.errors import TrainerError
+    from mentor_trainer.tokenizer import known_tokenizer
+
+    job = load_job(file)
+    if not isinstance(job, TrainingJob):
+        raise Failure("data prepare takes a TrainingJob")
+    config = local.local_config(job)
+    started = time.monotonic()
+    try:
+        with tqdm(unit="B", unit_scale=True, desc="tokenizing") as bar:
+            path = shards.prepare(config.data, known_tokenizer(config),
+                                  Path(config.output.uri) / ".mentor" / "tokens", bar.update)
+    except TrainerError as e:
+        raise Failure(str(e)) from None
+    shard = shards.open_shard(path)
+    print(f"{shard.meta['tokens']:,} tokens of {shard.meta['documents']:,} documents "
+          f"({shard.tokens.dtype}) in {path} ({time.monotonic() - started:.1f} s; "
+          "ready, or found ready)")
 
 
 def run_locally(file: Path | None, progress: bool, fresh: bool) -> int:

@@ -88,3 +88,32 @@ def test_a_failed_rendezvous_is_retriable_not_permanent(tmp_path: Path) -> None:
                                 check=False)
     assert result.returncode == 128, result.stderr[-2000:]
     assert "mentor-torchrun: exit code 128: torchrun failed: " in result.stderr
+
+
+def test_out_of_memory_exits_6_naming_what_to_change(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # No CPU can run out of CUDA memory: the allocator's own error is raised where a forward
+    # would raise it, and the trainer's entry point decides what it means.
+    import json
+
+    import torch
+
+    from mentor_trainer import __main__ as entry
+    from mentor_trainer.errors import EXIT_OUT_OF_MEMORY
+    from mentor_trainer.trainer import Trainer
+
+    def oom(self: Trainer, step: int) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "_step", oom)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = config(tmp_path / "out", parallelism={"procsPerNode": 1},
+                 optimization={"microBatchSize": 8})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    assert entry.main(["--config", str(path)]) == EXIT_OUT_OF_MEMORY
+    line = reason(capsys.readouterr().err)
+    assert "OutOfMemory: out of GPU memory (CUDA out of memory" in line
+    assert "optimization.microBatchSize (8)" in line and "activationCheckpointing" in line

@@ -111,6 +111,15 @@ def test_exit_code_below_128_fails_at_once_with_its_meaning() -> None:
     assert plan.delete_pods == ["demo-1"], "the surviving pod frees its GPUs"
 
 
+def test_out_of_gpu_memory_fails_at_once_with_its_own_reason() -> None:
+    s = spec()
+    plan = decide(s, JobStatus(phase=Phase.RUNNING),
+                  [pod(s, 0, "Failed", exit_code=6), pod(s, 1, "Running")], T0)
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "OutOfMemory"
+    assert "code 6 (out of GPU memory)" in failed.message and plan.status.restarts == 0
+
+
 def test_exit_code_policy_can_retry_a_low_code() -> None:
     s = spec(runPolicy={"exitCodes": {"retry": [1]}})
     plan = decide(s, JobStatus(phase=Phase.RUNNING),

@@ -8,10 +8,12 @@ many. Each rank takes its contiguous share of the global batch.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mentor.api.training import DataFormat, DataSpec
@@ -22,21 +24,31 @@ TEXT_SUFFIXES = (".txt", ".text", ".md")
 JSONL_SUFFIXES = (".jsonl", ".json")
 
 
+CACHE = ".mentor-tokens"  # token shards cached beside the data (mentor_trainer.shards)
+
+
 def _files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes)
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes
+                       and CACHE not in p.relative_to(path).parts)
         if found:
             return found
     raise DataNotFound(f"no data at {path} (looked for {', '.join(suffixes)} files)")
 
 
-def _read(uri: str) -> list[tuple[str, str]]:
-    """(name, content) of every file behind a URI: a local path, or s3:// and others via fsspec."""
+def _read(uri: str) -> Iterator[tuple[str, str]]:
+    """(name, content) of every file behind a URI, one at a time: a local path, or s3:// and
+    others via fsspec."""
     if "://" not in uri:
-        return [(str(p), p.read_text(encoding="utf-8", errors="replace"))
-                for p in _files(Path(uri), TEXT_SUFFIXES + JSONL_SUFFIXES)]
+        for p in _files(Path(uri), TEXT_SUFFIXES + JSONL_SUFFIXES):
+            yield str(p), p.read_text(encoding="utf-8", errors="replace")
+        return
+    yield from _read_remote(uri)
+
+
+def _read_remote(uri: str) -> list[tuple[str, str]]:
     import fsspec
 
     try:
@@ -51,6 +63,11 @@ def _read(uri: str) -> list[tuple[str, str]]:
 
 def read_texts(spec: DataSpec) -> list[str]:
     """The documents of the data source, in a stable order."""
+    return list(iter_texts(spec))
+
+
+def iter_texts(spec: DataSpec) -> Iterator[str]:
+    """The documents of the data source, in a stable order, one at a time."""
     if spec.format == DataFormat.HF_DISK:
         try:
             from datasets import load_from_disk
@@ -65,15 +82,19 @@ def read_texts(spec: DataSpec) -> list[str]:
         key = spec.field or "text"
         if key not in ds.column_names:
             raise BadConfig(f"dataset at {path} has no column {key!r} ({ds.column_names})")
-        return [str(t) for t in ds[key]]
+        for row in ds:
+            yield str(row[key])
+        return
     files = _read(spec.source)
     if spec.format == DataFormat.TEXT:
-        return [content for _, content in files]
-    return [str(record[str(spec.field)]) for record in _records(files, (str(spec.field),))]
+        for _, content in files:
+            yield content
+        return
+    for record in _records(files, (str(spec.field),)):
+        yield str(record[str(spec.field)])
 
 
-def _records(files: list[tuple[str, str]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
-    records = []
+def _records(files: Iterable[tuple[str, str]], keys: tuple[str, ...]) -> Iterator[dict[str, Any]]:
     for name, content in files:
         for n, line in enumerate(content.splitlines(), 1):
             if not line.strip():
@@ -85,8 +106,7 @@ def _records(files: list[tuple[str, str]], keys: tuple[str, ...]) -> list[dict[s
             except (json.JSONDecodeError, KeyError) as e:
                 raise BadConfig(f"{name}:{n}: not a JSON object with "
                                 f"{' and '.join(repr(k) for k in keys)}") from e
-            records.append(record)
-    return records
+            yield record
 
 
 INSTRUCTIONS = (DataFormat.PROMPT_RESPONSE, DataFormat.CHAT)
@@ -96,7 +116,7 @@ def read_records(spec: DataSpec) -> list[dict[str, Any]]:
     """The examples of an instruction (prompt-response) or chat data source, in order."""
     keys = (spec.prompt_field, spec.response_field) if spec.format == DataFormat.PROMPT_RESPONSE \
         else (spec.field or "messages",)
-    return _records(_read(spec.source), keys)
+    return list(_records(_read(spec.source), keys))
 
 
 def record_texts(records: list[dict[str, Any]], spec: DataSpec) -> list[str]:
@@ -196,21 +216,26 @@ def encode(texts: list[str], tokenizer: Tokenizer) -> torch.Tensor:
 
 @dataclass
 class Packed:
-    """Non-overlapping windows of seq_len + 1 tokens (inputs and shifted targets)."""
+    """Non-overlapping windows of seq_len + 1 tokens (inputs and shifted targets), read from a
+    tensor or from a memory-mapped token shard (only the rows asked for are read)."""
 
-    tokens: torch.Tensor
+    tokens: Any  # torch.Tensor or a numpy array (a memory map)
     seq_len: int
 
     def __len__(self) -> int:
         return max(0, (len(self.tokens) - 1) // self.seq_len)
 
     def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.stack([self.tokens[i * self.seq_len: i * self.seq_len + self.seq_len + 1]
-                            for i in indices])
+        windows = [self.tokens[i * self.seq_len: i * self.seq_len + self.seq_len + 1]
+                   for i in indices]
+        if isinstance(self.tokens, torch.Tensor):
+            rows = torch.stack(windows)
+        else:
+            rows = torch.from_numpy(np.stack(windows).astype(np.int64))
         return rows[:, :-1], rows[:, 1:]
 
 
-def split(tokens: torch.Tensor, fraction: float, seq_len: int) -> tuple[Packed, Packed]:
+def split(tokens: Any, fraction: float, seq_len: int) -> tuple[Packed, Packed]:
     """The last `fraction` of the tokens is held out: contiguous, so no window straddles both."""
     cut = len(tokens) - int(len(tokens) * fraction)
     train, val = Packed(tokens[:cut], seq_len), Packed(tokens[cut:], seq_len)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mentor.api.training import TrainerConfig
 
 FILE = "mentor_tokenizer.json"
 
@@ -110,3 +113,24 @@ def load_saved(directory: Path) -> Tokenizer | None:
     if saved["type"] == "byte":
         return ByteTokenizer()
     return CharTokenizer(saved["chars"], eos=saved.get("eos", False))
+
+
+def known_tokenizer(config: TrainerConfig) -> Tokenizer | None:
+    """A job's tokenizer, unless it is a char tokenizer still to be fitted on the data (None):
+    the one saved with the model it starts from, a Hugging Face one, or bytes."""
+    model = config.model
+    if model.from_:
+        saved = load_saved(Path(model.from_)) if "://" not in model.from_ else None
+        if saved is not None:
+            return saved
+        if model.tokenizer in (None, "pretrained"):
+            from mentor_trainer.models import resolve
+
+            return HFTokenizer(resolve(model.from_))
+    elif model.tokenizer_from:
+        from mentor_trainer.models import resolve
+
+        return HFTokenizer(resolve(model.tokenizer_from))
+    if model.tokenizer == "char":
+        return None
+    return ByteTokenizer()

@@ -27,7 +27,7 @@ from mentor.api.training import (
     Strategy,
     TrainerConfig,
 )
-from mentor_trainer import checkpoint, data, speed
+from mentor_trainer import checkpoint, data, shards, speed
 from mentor_trainer.dist import World, all_reduce_max, barrier
 from mentor_trainer.errors import BadConfig, NonFiniteLoss
 from mentor_trainer.models import (
@@ -38,17 +38,10 @@ from mentor_trainer.models import (
     parameter_count,
 )
 from mentor_trainer.report import Reporter
-from mentor_trainer.tokenizer import (
-    ByteTokenizer,
-    CharTokenizer,
-    HFTokenizer,
-    Tokenizer,
-    load_saved,
-)
+from mentor_trainer.tokenizer import CharTokenizer, Tokenizer, known_tokenizer
 
 log = logging.getLogger("mentor_trainer")
 
-# Dense bf16 peak FLOP/s per GPU, for the MFU estimate.
 class Stopped(Exception):
     """SIGTERM arrived; a checkpoint was written."""
 
@@ -82,23 +75,17 @@ class Trainer:
 
     # -- setup
 
-    def _tokenizer(self, texts: list[str]) -> Tokenizer:
-        model = self.config.model
-        if model.from_:
-            saved = load_saved(Path(model.from_)) if "://" not in model.from_ else None
-            if saved is not None:
-                return saved
-            if model.tokenizer in (None, "pretrained"):
-                from mentor_trainer.models import resolve
-
-                return HFTokenizer(resolve(model.from_))
-        elif model.tokenizer_from:
-            from mentor_trainer.models import resolve
-
-            return HFTokenizer(resolve(model.tokenizer_from))
-        if model.tokenizer == "char":
-            return CharTokenizer.fit("".join(texts))
-        return ByteTokenizer()
+    def _tokens(self) -> tuple[Tokenizer, Any]:
+        """The corpus as a memory-mapped token shard, tokenized once by rank 0 (cached beside
+        the data, or under the output when the data is read-only); the others wait for it."""
+        cfg, known = self.config.data, known_tokenizer(self.config)
+        fallback = self.output / ".mentor" / "tokens"
+        path = shards.prepare(cfg, known, fallback) if self.world.is_main \
+            else shards.wait_for(cfg, known, fallback)
+        shard = shards.open_shard(path)
+        tokenizer = known or shard.tokenizer()
+        assert tokenizer is not None
+        return tokenizer, shard.tokens
 
     def _build(self) -> None:
         cfg, world = self.config, self.world
@@ -106,14 +93,13 @@ class Trainer:
         self.val_data: data.Packed | data.Examples
         if cfg.data.format in data.INSTRUCTIONS:  # one example a sample, loss on the answers
             records = data.read_records(cfg.data)
-            self.tokenizer = self._tokenizer(data.record_texts(records, cfg.data))
+            self.tokenizer = known_tokenizer(self.config) or \
+                CharTokenizer.fit("".join(data.record_texts(records, cfg.data)))
             examples = data.encode_examples(records, cfg.data, self.tokenizer)
             self.train_data, self.val_data = data.split_examples(examples,
                                                                  cfg.data.validation_split)
         else:
-            texts = data.read_texts(cfg.data)
-            self.tokenizer = self._tokenizer(texts)
-            tokens = data.encode(texts, self.tokenizer)
+            self.tokenizer, tokens = self._tokens()
             self.train_data, self.val_data = data.split(tokens, cfg.data.validation_split,
                                                         cfg.data.sequence_length)
         opt = cfg.optimization
