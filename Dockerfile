@@ -30,6 +30,10 @@ CMD ["operator", "--standalone"]
 FROM ${TORCH_IMAGE} AS trainer
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HOME=/tmp/hf
 COPY --from=wheel /wheels /wheels
+# A C compiler: torch.compile's Triton and Inductor build kernels at run time (the runtime base
+# image has none, so `compile: true` would fail).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 # torch comes with the base image; the rest of the trainer extra is installed beside it.
 RUN pip install "/wheels/$(ls /wheels)[trainer]" && rm -rf /wheels \
  && useradd --uid 1000 --create-home --shell /usr/sbin/nologin trainer

@@ -1,12 +1,17 @@
 """Tokens per second and MFU of the trainer on one NVIDIA GPU (H100/H200), bf16.
 
 It runs the real trainer (mentor_trainer.trainer.Trainer, through torchrun when --nproc > 1) on a
-Llama-style decoder of about 350M–1B parameters at sequence length 2048, on random byte text it
-writes itself, and prints the median tokens/s and MFU of the timed steps with the device's name.
-MFU counts 6 × parameters FLOPs per token against the dense bf16 peak (989 TFLOP/s for H100 and
-H200 SXM).
+Llama-style decoder at sequence length 2048, on random text it writes itself, and prints the
+median tokens/s, MFU, peak GPU memory and checkpoint blocking time of the timed steps, with the
+device's name. MFU is the trainer's: (6 × non-embedding parameters + 12 × layers × width × seq)
+× tokens/s over the exact card's dense bf16 peak (mentor_trainer.speed).
 
-    python benchmarks/gpu_throughput.py --size xlarge --seq 2048 --micro 8 --steps 40 [--compile]
+With --vocab N it first trains a byte-level BPE tokenizer of N tokens on that text (the
+`tokenizers` package, no download) and the model uses it (model.tokenizerFrom): a real
+vocabulary's embedding and softmax cost, which a byte vocabulary hides.
+
+    python benchmarks/gpu_throughput.py --vocab 32768 --shape 16,12,1536,4096 --seq 2048 \
+        --micro 8 --steps 30 [--compile] [--ac selective] [--strategy ddp|fsdp]
 """
 
 from __future__ import annotations
@@ -34,22 +39,39 @@ def main() -> None:
     parser.add_argument("--strategy", default="fsdp", choices=["ddp", "fsdp"])
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--chars", type=int, default=40_000_000, help="random text to train on")
+    parser.add_argument("--vocab", type=int, default=0,
+                        help="train a BPE tokenizer of this many tokens (0: bytes)")
+    parser.add_argument("--shape", default="",
+                        help="layers,heads,width,mlpWidth instead of --size (head_dim = "
+                             "width / heads)")
+    parser.add_argument("--ac", default="none", choices=["none", "full", "selective"],
+                        help="activation checkpointing")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mentor-gpu-bench-"))
     rng = random.Random(0)
     text = "".join(chr(rng.randrange(32, 127)) for _ in range(args.chars))
     (work / "data.txt").write_text(text)
+    model: dict[str, object] = {"architecture": "llama", "tokenizer": "byte"}
+    if args.shape:
+        layers, heads, width, mlp = (int(v) for v in args.shape.split(","))
+        model["shape"] = {"layers": layers, "heads": heads, "width": width, "mlpWidth": mlp}
+    else:
+        model["size"] = args.size
+    if args.vocab:
+        model["tokenizer"] = "pretrained"
+        model["tokenizerFrom"] = _bpe(work, args.vocab)
     config = {
-        "model": {"architecture": "llama", "size": args.size, "tokenizer": "byte"},
+        "model": model,
         "data": {"source": str(work / "data.txt"), "sequenceLength": args.seq,
                  "validationSplit": 0.001},
         "optimization": {"steps": args.steps,
                          "globalBatchSize": args.micro * args.accumulate * args.nproc,
                          "microBatchSize": args.micro, "learningRate": 3e-4,
-                         "precision": "bf16", "evalInterval": 10**6, "compile": args.compile},
+                         "precision": "bf16", "evalInterval": 10**6, "compile": args.compile,
+                         "activationCheckpointing": args.ac},
         "parallelism": {"nodes": 1, "gpusPerNode": args.nproc, "strategy": args.strategy},
-        "checkpointing": {"intervalSteps": 10**6},
+        "checkpointing": {"intervalSteps": max(10, args.steps // 2)},
         "output": {"uri": str(work / "out")},
     }
     (work / "config.json").write_text(json.dumps(config))
@@ -66,10 +88,32 @@ def main() -> None:
     tps = statistics.median(r["tokens_per_second"] for r in steps)
     mfu = [r["mfu"] for r in steps if r.get("mfu")]
     print(f"device {torch.cuda.get_device_name(0)} × {args.nproc}")
-    print(f"model llama-{args.size}, {params / 1e6:.0f}M parameters, seq {args.seq}, "
-          f"micro {args.micro}, {args.strategy}, compile={args.compile}")
+    memory = max((r.get("gpu_memory_gib") or 0) for r in steps) if steps else 0
+    blocking = [r["seconds"] for r in records if "checkpoint" in r and "seconds" in r]
+    print(f"model llama-{args.shape or args.size}, {params / 1e6:.0f}M parameters, "
+          f"vocab {args.vocab or 257}, seq {args.seq}, micro {args.micro}, {args.strategy}, "
+          f"compile={args.compile}, activation checkpointing {args.ac}")
     print(f"tokens/s {tps:,.0f} (median of {len(steps)} steps)")
     print(f"MFU {statistics.median(mfu):.1%}" if mfu else "MFU unknown for this device")
+    print(f"peak GPU memory {memory:.1f} GiB; checkpoint blocking "
+          + (", ".join(f"{b:.2f} s" for b in blocking) or "none written"))
+
+
+def _bpe(work: Path, vocab: int) -> str:
+    """A byte-level BPE tokenizer of `vocab` tokens trained on the benchmark's text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    inner = Tokenizer(models.BPE())
+    inner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    inner.decoder = decoders.ByteLevel()
+    inner.train([str(work / "data.txt")], trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    directory = work / "tokenizer"
+    PreTrainedTokenizerFast(tokenizer_object=inner, eos_token="<|endoftext|>").save_pretrained(
+        directory)
+    return str(directory)
 
 
 def _model_params(output: Path) -> list[object]:

@@ -39,3 +39,11 @@ def test_the_trainer_uid_matches_the_pods_security_context() -> None:
 def test_the_operator_image_has_no_torch() -> None:
     assert "[trainer]" not in stage("operator")
     assert "torch" not in stage("operator").lower()
+
+
+def test_the_trainer_image_can_compile_kernels() -> None:
+    # torch.compile (Inductor, Triton) builds C kernels at run time: the image needs a compiler
+    # before it drops root.
+    body = stage("trainer")
+    assert re.search(r"apt-get install [^\n]*\bgcc\b", body)
+    assert body.index("gcc") < body.index("USER ")

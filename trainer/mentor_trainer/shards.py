@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import time
@@ -143,6 +144,10 @@ def build(spec: DataSpec, tokenizer: Tokenizer | None, target: Path,
 def open_shard(path: Path) -> Shard:
     meta = json.loads((path / META).read_text())
     tokens = np.memmap(path / TOKENS, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
+    raw = getattr(tokens, "_mmap", None)
+    if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+        # Samples are read in a random order: reading ahead would only fill memory.
+        raw.madvise(mmap.MADV_RANDOM)
     return Shard(path, tokens, meta)
 
 

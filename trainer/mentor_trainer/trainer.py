@@ -199,6 +199,8 @@ class Trainer:
                     "learning_rate": lr, "grad_norm": grad_norm, "tokens_per_second": tps,
                     "mfu": self._mfu(tps), "epoch": self.schedule.epoch_of(step),
                     "seconds_per_step": seconds_per_step, "gpus": self.gpus,
+                    **({"gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+                       if self.gpus else {}),
                 })
                 if step % self.config.optimization.eval_interval == 0 or step == self.total_steps:
                     eval_loss = self.evaluate()
@@ -246,10 +248,12 @@ class Trainer:
                 "seed": cfg.optimization.seed}
 
     def _checkpoint(self, step: int) -> None:
+        started = time.perf_counter()
         path = checkpoint.save(self.checkpoints, step, self.model, self.optimizer, self.world,
                                self.config.checkpointing.keep,
                                {"total_steps": self.total_steps, **self.identity()})
-        self.reporter.record({"step": step, "checkpoint": str(path)})
+        self.reporter.record({"step": step, "checkpoint": str(path),
+                              "seconds": round(time.perf_counter() - started, 3)})
 
     def _forward_loss(self, inputs: torch.Tensor,
                       targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,21 +292,26 @@ class Trainer:
             total += loss.detach()
         if world.size > 1:
             td.all_reduce(total)
-        value = float((total / count).item())
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"loss is {value} at step {step + 1}")
-        grad_norm = None
+        mean = (total / count).float()
+        norm: torch.Tensor | None = None
         if cfg.optimization.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in self.model.parameters() if p.requires_grad],
                 cfg.optimization.grad_clip)
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            if hasattr(norm, "full_tensor"):  # FSDP: a DTensor
+                norm = norm.full_tensor()
         lr = lr_at(step, self.total_steps, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return value, grad_norm, lr
+        # The step's one host sync, with the optimizer's work already queued: the loss and the
+        # gradient norm read together. A non-finite loss stops the run before any checkpoint.
+        value, grad_norm = torch.stack([mean, (norm if norm is not None else mean).float()]
+                                       ).tolist()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"loss is {value} at step {step + 1}")
+        return value, (grad_norm if norm is not None else None), lr
 
     def _sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         """Skip the gradient all-reduce on all but the last micro-batch of a step."""
