@@ -158,11 +158,83 @@ def test_lora_merged_under_fsdp_exports_plain_weights(pretrained: Path, tmp_path
     assert changed, "the merged adapter changed the attention weights"
 
 
-def test_activation_checkpointing_gives_the_same_losses(tmp_path: Path) -> None:
-    plain = config(tmp_path / "plain", optimization={"steps": 4})
-    checkpointed = config(tmp_path / "ac", optimization={"steps": 4,
-                                                         "activationCheckpointing": "full"})
-    run(plain, tmp_path / "p")
-    run(checkpointed, tmp_path / "c")
-    a, b = losses(tmp_path / "plain"), losses(tmp_path / "ac")
-    assert a == pytest.approx(b, rel=1e-5)
+def test_activation_checkpointing_and_a_chunked_loss_give_the_same_losses(
+        tmp_path: Path) -> None:
+    runs = {"plain": {}, "ac": {"activationCheckpointing": "full"},
+            "selective": {"activationCheckpointing": "selective"}, "chunked": {"lossChunks": 4}}
+    for name, options in runs.items():
+        run(config(tmp_path / name, optimization={"steps": 4, **options}), tmp_path / f"w-{name}")
+    plain = losses(tmp_path / "plain")
+    for name in ("ac", "selective", "chunked"):
+        assert losses(tmp_path / name) == pytest.approx(plain, rel=1e-5), name
+
+
+def _bpe_tokenizer(directory: Path, bos: bool) -> Path:
+    """A small byte-level BPE tokenizer trained here; with `bos`, it begins texts with <s>, as
+    Llama's do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from testdata import SHAKESPEARE
+
+    inner = Tokenizer(models.BPE())
+    inner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    inner.decoder = decoders.ByteLevel()
+    inner.train_from_iterator([SHAKESPEARE.read_text()[:300_000]], trainers.BpeTrainer(
+        vocab_size=512, special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    if bos:
+        inner.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", inner.token_to_id("<s>"))])
+    PreTrainedTokenizerFast(tokenizer_object=inner, bos_token="<s>", eos_token="</s>") \
+        .save_pretrained(directory)
+    return directory
+
+
+def test_documents_begin_and_end_as_the_tokenizer_expects(tmp_path: Path) -> None:
+    llama = HFTokenizer(str(_bpe_tokenizer(tmp_path / "llama", bos=True)))
+    plain = HFTokenizer(str(_bpe_tokenizer(tmp_path / "plain", bos=False)))
+    assert (llama.bos_id, llama.eos_id) == (0, 1) and plain.bos_id is None
+    stream = data.encode(["to be", "or not"], llama).tolist()
+    first, second = llama.encode("to be"), llama.encode("or not")
+    assert stream == [0, *first, 1, 0, *second, 1]
+    assert data.encode(["to be"], plain).tolist() == [*plain.encode("to be"), 1]
+    assert data.encode(["ab", "c"], ByteTokenizer()).tolist() == [97, 98, 256, 99, 256]
+
+
+def test_a_new_model_trains_with_a_hugging_face_tokenizer(tmp_path: Path) -> None:
+    tokenizer = _bpe_tokenizer(tmp_path / "tok", bos=True)
+    out = tmp_path / "out"
+    cfg = config(out, optimization={"steps": 12, "evalInterval": 6})
+    cfg["model"] = {"architecture": "llama", "tokenizerFrom": str(tokenizer),
+                    "tokenizer": "pretrained",
+                    "shape": {"layers": 2, "heads": 4, "kvHeads": 2, "width": 64}}
+    run(cfg, tmp_path)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["vocab_size"] == 512 and saved["num_key_value_heads"] == 2
+    assert (saved["bos_token_id"], saved["eos_token_id"]) == (0, 1)
+    assert (out / "tokenizer.json").exists()  # saved beside the model
+    evals = [m["eval_loss"] for m in metrics(out) if "eval_loss" in m]
+    assert evals[-1] < evals[0]
+
+
+def test_lora_checkpoints_leave_the_frozen_base_out_and_resume(pretrained: Path,
+                                                               tmp_path: Path) -> None:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    out = tmp_path / "lora"
+    cfg = config(out, optimization={"steps": 6, "evalInterval": 6},
+                 checkpointing={"intervalSteps": 3})
+    cfg["model"] = {"from": str(pretrained)}
+    cfg["adaptation"] = {"type": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}}
+    run(cfg, tmp_path / "a")
+    saved = FileSystemReader(str(out / "checkpoints" / "step-00000006")).read_metadata()
+    model_keys = [k for k in saved.state_dict_metadata if k.startswith("model.")]
+    # Only the adapter, and GPT-2's output matrix, which is tied to its (frozen) embedding.
+    assert [k for k in model_keys if "lora_" not in k] == \
+        ["model.base_model.model.lm_head.weight"], model_keys
+    assert len(model_keys) == 5
+    longer = {**cfg, "optimization": {**cfg["optimization"], "steps": 9}}
+    text = run(longer, tmp_path / "b")
+    assert "resumed from" in text and "step 6" in text
+    assert max(losses(out)) == 9

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_state_dict,
+)
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
@@ -41,15 +45,21 @@ def latest(directory: Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
+def _options(frozen: bool) -> StateDictOptions:
+    """Frozen parameters (a LoRA run's base model) are left out: they never change, and the
+    run loads them from the model it started from (so a load may lack them: not strict)."""
+    return StateDictOptions(ignore_frozen_params=not frozen, strict=frozen)
+
+
 def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         world: World, keep: int, info: dict[str, Any]) -> Path:
+         world: World, keep: int, info: dict[str, Any], frozen: bool = True) -> Path:
     final = directory / f"step-{step:08d}"
     partial = directory / f".step-{step:08d}.partial"
     if world.is_main:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     barrier(world)
-    model_state, optim_state = get_state_dict(model, optimizer)
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options(frozen))
     dcp_save({"model": model_state, "optim": optim_state}, checkpoint_id=str(partial))
     barrier(world)
     if world.is_main:
@@ -73,9 +83,11 @@ def info(path: Path) -> dict[str, Any]:
         return {}
 
 
-def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    model_state, optim_state = get_state_dict(model, optimizer)
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+         frozen: bool = True) -> None:
+    options = _options(frozen)
+    model_state, optim_state = get_state_dict(model, optimizer, options=options)
     state: dict[str, Any] = {"model": model_state, "optim": optim_state}
     dcp_load(state, checkpoint_id=str(path))
     set_state_dict(model, optimizer, model_state_dict=state["model"],
-                   optim_state_dict=state["optim"])
+                   optim_state_dict=state["optim"], options=options)

@@ -82,9 +82,11 @@ class HFTokenizer:
         self.vocab_size = len(self.inner)
         self.eos_id: int | None = self.inner.eos_token_id
         # Llama's tokenizers begin every text with <s>; GPT-2's do not (its BOS is its EOS).
-        adds_bos = getattr(self.inner, "add_bos_token", False) and \
-            self.inner.bos_token_id is not None and self.inner.bos_token_id != self.eos_id
-        self.bos_id: int | None = self.inner.bos_token_id if adds_bos else None
+        # Asked of the tokenizer itself: does it put its BOS first when it adds special tokens?
+        bos = self.inner.bos_token_id
+        first = self.inner("a", add_special_tokens=True)["input_ids"][:1]
+        self.bos_id: int | None = bos if bos is not None and bos != self.eos_id \
+            and first == [bos] else None
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = self.inner(text, add_special_tokens=False)["input_ids"]

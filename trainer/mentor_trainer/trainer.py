@@ -46,6 +46,11 @@ class Stopped(Exception):
     """SIGTERM arrived; a checkpoint was written."""
 
 
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The summed loss of the learned targets, in float32 whatever the logits' precision."""
+    return F.cross_entropy(logits.float(), targets, ignore_index=data.IGNORE, reduction="sum")
+
+
 def lr_at(step: int, total: int, config: TrainerConfig) -> float:
     """The learning rate of 0-based step `step`: linear warmup, then the chosen decay to 10%."""
     opt = config.optimization
@@ -125,7 +130,8 @@ class Trainer:
         else:
             model = new_model(cfg.model, self.tokenizer.vocab_size, cfg.data.sequence_length,
                               opt.seed, self.tokenizer.eos_id, self.tokenizer.bos_id)
-        if cfg.adaptation and cfg.adaptation.type == "lora":
+        self.lora = bool(cfg.adaptation and cfg.adaptation.type == "lora")
+        if self.lora:
             model = self._with_lora(model)
         self.base = model.to(world.device)
         self.params = parameter_count(self.base)
@@ -234,7 +240,7 @@ class Trainer:
                             f"{', '.join(changed)}: resuming would change what its steps mean; "
                             "write to a new output (or checkpointing.uri), or set "
                             "checkpointing.resume: false to start over")
-        checkpoint.load(path, self.model, self.optimizer)
+        checkpoint.load(path, self.model, self.optimizer, frozen=not self.lora)
         log.info("resumed from %s (step %d)", path, step)
         return step
 
@@ -251,7 +257,8 @@ class Trainer:
         started = time.perf_counter()
         path = checkpoint.save(self.checkpoints, step, self.model, self.optimizer, self.world,
                                self.config.checkpointing.keep,
-                               {"total_steps": self.total_steps, **self.identity()})
+                               {"total_steps": self.total_steps, **self.identity()},
+                               frozen=not self.lora)
         self.reporter.record({"step": step, "checkpoint": str(path),
                               "seconds": round(time.perf_counter() - started, 3)})
 
@@ -262,9 +269,16 @@ class Trainer:
             else contextlib.nullcontext()
         with ctx:
             logits = self.model(input_ids=inputs).logits
-        flat = targets.reshape(-1)
-        total = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), flat,
-                                ignore_index=data.IGNORE, reduction="sum")
+        flat, rows = targets.reshape(-1), logits.reshape(-1, logits.size(-1))
+        chunks = self.config.optimization.loss_chunks
+        if chunks == 1:
+            total = _cross_entropy(rows, flat)
+        else:  # each chunk's float32 softmax is made again in the backward, never kept
+            from torch.utils.checkpoint import checkpoint as recompute
+
+            total = torch.stack([recompute(_cross_entropy, r, t, use_reentrant=False)
+                                 for r, t in zip(rows.chunk(chunks), flat.chunk(chunks),
+                                                 strict=True)]).sum()
         return total, (flat != data.IGNORE).sum()
 
     def _step(self, step: int) -> tuple[float, float | None, float]:

@@ -218,6 +218,11 @@ class OptimizationSpec(ApiModel):
     compile: bool = Field(default=False,
                           description="compile applies torch.compile to each transformer block. "
                                       "Default off.")
+    loss_chunks: int = Field(
+        default=1, ge=1, le=64,
+        description="lossChunks computes the cross-entropy in this many chunks of positions, "
+                    "each recomputed in the backward: the float32 logits of a large vocabulary "
+                    "never exist all at once. Default 1.")
     activation_checkpointing: Literal["none", "full", "selective"] = Field(
         default="none",
         description="activationCheckpointing recomputes blocks' activations in the backward "
