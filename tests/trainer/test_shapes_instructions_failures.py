@@ -238,3 +238,17 @@ def test_lora_checkpoints_leave_the_frozen_base_out_and_resume(pretrained: Path,
     text = run(longer, tmp_path / "b")
     assert "resumed from" in text and "step 6" in text
     assert max(losses(out)) == 9
+
+
+def test_async_checkpoints_are_complete_and_equal_to_blocking_ones(tmp_path: Path) -> None:
+    for mode, asynchronous in (("async", True), ("blocking", False)):
+        run(config(tmp_path / mode, optimization={"steps": 9},
+                   checkpointing={"intervalSteps": 3, "keep": 2, "asyncSave": asynchronous}),
+            tmp_path / f"w-{mode}")
+    kept = {m: sorted(p.name for p in (tmp_path / m / "checkpoints").iterdir())
+            for m in ("async", "blocking")}
+    assert kept["async"] == kept["blocking"] == ["step-00000006", "step-00000009"]
+    reported = [r for r in metrics(tmp_path / "async") if "checkpoint" in r]
+    assert [r["step"] for r in reported] == [3, 6, 9]  # each once complete, with its hold time
+    assert all(r["seconds"] >= 0 for r in reported)
+    assert losses(tmp_path / "async") == losses(tmp_path / "blocking")

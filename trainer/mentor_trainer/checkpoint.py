@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,26 @@ def _options(frozen: bool) -> StateDictOptions:
 
 def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
          world: World, keep: int, info: dict[str, Any], frozen: bool = True) -> Path:
-    final = directory / f"step-{step:08d}"
+    """Write a checkpoint and wait for it (the SIGTERM path, and runs without async saves)."""
+    partial = _start(directory, step, world)
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options(frozen))
+    dcp_save({"model": model_state, "optim": optim_state}, checkpoint_id=str(partial))
+    return _finish(directory, step, world, keep, info)
+
+
+def _start(directory: Path, step: int, world: World) -> Path:
     partial = directory / f".step-{step:08d}.partial"
     if world.is_main:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     barrier(world)
-    model_state, optim_state = get_state_dict(model, optimizer, options=_options(frozen))
-    dcp_save({"model": model_state, "optim": optim_state}, checkpoint_id=str(partial))
+    return partial
+
+
+def _finish(directory: Path, step: int, world: World, keep: int, info: dict[str, Any]) -> Path:
+    """Every rank has written its shards: rank 0 names the checkpoint complete, and prunes."""
+    final = directory / f"step-{step:08d}"
+    partial = directory / f".step-{step:08d}.partial"
     barrier(world)
     if world.is_main:
         (partial / "trainer.json").write_text(json.dumps(
@@ -71,8 +84,53 @@ def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.op
         partial.rename(final)
         for _, old in complete(directory)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+        for stale in directory.glob(".step-*.partial"):  # a crash's unfinished writes
+            shutil.rmtree(stale, ignore_errors=True)
     barrier(world)
     return final
+
+
+@dataclass
+class AsyncCheckpointer:
+    """Checkpoints written in the background (dcp.async_save): training waits only while the
+    state is copied to host memory, then goes on while a thread writes it. A checkpoint is
+    named complete (step-N) only once every rank's write has finished, which is checked at the
+    next checkpoint or at the end (`wait`); until then resume never sees it."""
+
+    directory: Path
+    world: World
+    keep: int
+    frozen: bool = True
+    _pending: tuple[int, dict[str, Any], Any] | None = None
+    _group: Any = None
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             info: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict_saver import async_save
+
+        self.wait()
+        partial = _start(self.directory, step, self.world)
+        model_state, optim_state = get_state_dict(model, optimizer,
+                                                  options=_options(self.frozen))
+        if self.world.size > 1 and self._group is None:
+            import torch.distributed as td
+
+            # The writer's collectives run beside training's: a group of their own (gloo,
+            # on host memory), so neither waits for the other.
+            self._group = td.new_group(backend="gloo")
+        future = async_save({"model": model_state, "optim": optim_state},
+                            checkpoint_id=str(partial), process_group=self._group,
+                            no_dist=self.world.size == 1)
+        self._pending = (step, info, future)
+
+    def wait(self) -> Path | None:
+        """Finish the checkpoint in flight, if any; its path."""
+        if self._pending is None:
+            return None
+        step, info, future = self._pending
+        self._pending = None
+        getattr(future, "upload_completion", future).result()
+        return _finish(self.directory, step, self.world, self.keep, info)
 
 
 def info(path: Path) -> dict[str, Any]:

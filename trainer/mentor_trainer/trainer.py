@@ -73,6 +73,11 @@ class Trainer:
         self.checkpoints = Path(config.checkpointing.uri or self.output / "checkpoints")
         self.reporter = Reporter(self.output, enabled=world.is_main)
         self.stop_requested = False
+        self.lora = False
+        self._held: tuple[int, float] = (0, 0.0)
+        self.async_saves = checkpoint.AsyncCheckpointer(
+            self.checkpoints, world, config.checkpointing.keep) \
+            if config.checkpointing.async_save else None
         self.gpus = world.size if world.device.type == "cuda" else 0
         self.autocast = (world.device.type == "cuda"
                          and config.optimization.precision == Precision.BF16)
@@ -133,6 +138,8 @@ class Trainer:
         self.lora = bool(cfg.adaptation and cfg.adaptation.type == "lora")
         if self.lora:
             model = self._with_lora(model)
+            if self.async_saves:
+                self.async_saves.frozen = False
         self.base = model.to(world.device)
         self.params = parameter_count(self.base)
         layers, width = speed.dimensions(self.base)
@@ -192,7 +199,7 @@ class Trainer:
         try:
             while step < self.total_steps:
                 if all_reduce_max(self.world, float(self.stop_requested)):
-                    self._checkpoint(step)
+                    self._checkpoint(step, wait=True)
                     raise Stopped(f"stopped by SIGTERM at step {step}; checkpoint written")
                 loss, grad_norm, lr = self._step(step)
                 step += 1
@@ -214,7 +221,7 @@ class Trainer:
                         self.reporter.record({"step": step, "eval_loss": eval_loss})
                 interval = self.config.checkpointing.interval_steps
                 if step % interval == 0 or step == self.total_steps:
-                    self._checkpoint(step)
+                    self._checkpoint(step, wait=step == self.total_steps)
         finally:
             signal.signal(signal.SIGTERM, previous)
         self.export()
@@ -253,14 +260,33 @@ class Trainer:
                 "trainingSamples": len(self.train_data), "vocabSize": self.tokenizer.vocab_size,
                 "seed": cfg.optimization.seed}
 
-    def _checkpoint(self, step: int) -> None:
+    def _checkpoint(self, step: int, wait: bool = False) -> None:
+        """Save; in the background unless `wait` (SIGTERM, the last step) or asyncSave is off.
+        A checkpoint is reported once complete; `seconds` is how long training was held."""
         started = time.perf_counter()
-        path = checkpoint.save(self.checkpoints, step, self.model, self.optimizer, self.world,
-                               self.config.checkpointing.keep,
-                               {"total_steps": self.total_steps, **self.identity()},
-                               frozen=not self.lora)
-        self.reporter.record({"step": step, "checkpoint": str(path),
-                              "seconds": round(time.perf_counter() - started, 3)})
+        info = {"total_steps": self.total_steps, **self.identity()}
+        if self.async_saves is None:
+            path = checkpoint.save(self.checkpoints, step, self.model, self.optimizer,
+                                   self.world, self.config.checkpointing.keep, info,
+                                   frozen=not self.lora)
+            self._report_checkpoint(step, path, time.perf_counter() - started)
+            return
+        self._finish_checkpoint()
+        self.async_saves.save(step, self.model, self.optimizer, info)
+        self._held = (step, time.perf_counter() - started)
+        if wait:
+            self._finish_checkpoint()
+
+    def _finish_checkpoint(self) -> None:
+        if self.async_saves is None:
+            return
+        path = self.async_saves.wait()
+        if path is not None:
+            step, held = self._held
+            self._report_checkpoint(step, path, held)
+
+    def _report_checkpoint(self, step: int, path: Path, held: float) -> None:
+        self.reporter.record({"step": step, "checkpoint": str(path), "seconds": round(held, 3)})
 
     def _forward_loss(self, inputs: torch.Tensor,
                       targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

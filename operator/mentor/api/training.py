@@ -281,6 +281,11 @@ class CheckpointSpec(ApiModel):
     resume: bool = Field(default=True,
                          description="resume continues from the latest complete checkpoint on "
                                      "start. Default true.")
+    async_save: bool = Field(
+        default=True,
+        description="asyncSave writes checkpoints in the background: training pauses only to "
+                    "copy the state to host memory. A checkpoint counts once every rank has "
+                    "written it. Default true.")
 
 
 class OutputSpec(ApiModel):
