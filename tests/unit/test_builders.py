@@ -96,6 +96,16 @@ def test_pvc_uris_become_mounts_and_local_paths() -> None:
     assert local.output.uri == "/mnt/pvc/models/llm"
 
 
+def test_a_tokenizer_on_a_claim_is_mounted_for_a_new_model() -> None:
+    s = spec(model={"size": "tiny", "tokenizer": "pretrained",
+                    "tokenizerFrom": "pvc://tokenizers/bpe-32k"})
+    pod = build_pod(JOB, s, 0, 1, Settings())
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert "tokenizers" in claims
+    assert build_trainer_config(s).model.tokenizer_from == "/mnt/pvc/tokenizers/bpe-32k"
+
+
 def test_scheduling_and_template_pass_through() -> None:
     s = spec(
         scheduling={"nodeSelector": {"nvidia.com/gpu.product": "H100"},
