@@ -21,7 +21,7 @@ import mmap
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,10 +94,6 @@ def cache_root(spec: DataSpec, fallback: Path) -> Path:
     return fallback
 
 
-def _documents(spec: DataSpec) -> Iterator[str]:
-    yield from data.iter_texts(spec)
-
-
 def _encoder(tokenizer: Tokenizer) -> Callable[[str], np.ndarray[Any, Any]]:
     if isinstance(tokenizer, ByteTokenizer):  # the fast path: no Python list per byte
         return lambda text: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
@@ -109,7 +105,7 @@ def build(spec: DataSpec, tokenizer: Tokenizer | None, target: Path,
     """Tokenize the corpus into `target` (written aside, then renamed: never half a shard)."""
     if tokenizer is None:  # a char tokenizer is fitted on the data: one pass to collect them
         chars: set[str] = set()
-        for text in _documents(spec):
+        for text in data.iter_texts(spec):
             chars.update(text)
         tokenizer = CharTokenizer(sorted(chars))
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
@@ -122,7 +118,7 @@ def build(spec: DataSpec, tokenizer: Tokenizer | None, target: Path,
     count = documents = 0
     started = time.monotonic()
     with (partial / TOKENS).open("wb") as out:
-        for text in _documents(spec):
+        for text in data.iter_texts(spec):
             ids = encode(text).astype(dtype)
             for part in (begin, ids, end):
                 out.write(part.tobytes())
