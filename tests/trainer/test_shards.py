@@ -78,3 +78,16 @@ def test_packed_windows_read_from_the_map_as_from_a_tensor(corpus: Path, tmp_pat
     assert len(mapped) == len(plain)
     for a, b in zip(mapped.batch([0, 5, 17]), plain.batch([0, 5, 17]), strict=True):
         assert a.dtype == b.dtype and a.equal(b)
+
+
+def test_a_record_without_its_fields_is_a_bad_config_naming_them(tmp_path: Path) -> None:
+    from mentor_trainer.errors import BadConfig
+
+    source = tmp_path / "data.jsonl"
+    source.write_text('{"prompt": "q"}\n')
+    spec = DataSpec(source=str(source), format="prompt-response")
+    with pytest.raises(BadConfig, match="data.jsonl:1: not a JSON object with fields "
+                                        "'prompt' and 'response'"):
+        data.read_records(spec)
+    with pytest.raises(BadConfig, match="not a JSON object with field 'text'"):
+        data.read_texts(DataSpec(source=str(source), format="jsonl", field="text"))

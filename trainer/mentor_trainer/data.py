@@ -104,7 +104,8 @@ def _records(files: Iterable[tuple[str, str]], keys: tuple[str, ...]) -> Iterato
                 if not isinstance(record, dict) or any(k not in record for k in keys):
                     raise KeyError(keys)
             except (json.JSONDecodeError, KeyError) as e:
-                raise BadConfig(f"{name}:{n}: not a JSON object with "
+                fields = "field" if len(keys) == 1 else "fields"
+                raise BadConfig(f"{name}:{n}: not a JSON object with {fields} "
                                 f"{' and '.join(repr(k) for k in keys)}") from e
             yield record
 
