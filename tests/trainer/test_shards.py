@@ -86,8 +86,8 @@ def test_a_record_without_its_fields_is_a_bad_config_naming_them(tmp_path: Path)
     source = tmp_path / "data.jsonl"
     source.write_text('{"prompt": "q"}\n')
     spec = DataSpec(source=str(source), format="prompt-response")
-    with pytest.raises(BadConfig, match="data.jsonl:1: not a JSON object with fields "
-                                        "'prompt' and 'response'"):
+    with pytest.raises(BadConfig, match=r"data\.jsonl:1: not a JSON object with fields "
+                                        r"'prompt' and 'response'"):
         data.read_records(spec)
     with pytest.raises(BadConfig, match="not a JSON object with field 'text'"):
         data.read_texts(DataSpec(source=str(source), format="jsonl", field="text"))
