@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 from kubernetes import client
@@ -56,3 +57,20 @@ def error_body(e: ApiException) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def remove_finalizer(meta: dict[str, Any], finalizer: str,
+                     patch: Callable[[str, str, list[dict[str, Any]]], Any]) -> None:
+    """Remove one finalizer by a JSON patch that tests its place first, so no other finalizer
+    (nor a newer list) is touched; `patch(name, namespace, ops)` sends it to the object. An
+    object that is gone or changed (404, 409, 422) is left to its next event."""
+    finalizers = meta.get("finalizers") or []
+    if finalizer not in finalizers:
+        return
+    at = f"/metadata/finalizers/{finalizers.index(finalizer)}"
+    try:
+        patch(meta["name"], meta["namespace"],
+              [{"op": "test", "path": at, "value": finalizer}, {"op": "remove", "path": at}])
+    except ApiException as e:
+        if e.status not in (404, 409, 422):
+            raise

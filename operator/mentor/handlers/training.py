@@ -310,19 +310,9 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
 
 def _release(pods: list[dict[str, Any]]) -> None:
     """Remove Mentor's accounting finalizer from pods whose time is settled (or whose job is
-    gone). A JSON patch that tests the finalizer's place, so no other finalizer is touched."""
+    gone)."""
     for pod in pods:
-        meta = pod["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if GPU_FINALIZER not in finalizers:
-            continue
-        at = f"/metadata/finalizers/{finalizers.index(GPU_FINALIZER)}"
-        try:
-            kube.core().patch_namespaced_pod(meta["name"], meta["namespace"], [
-                {"op": "test", "path": at, "value": GPU_FINALIZER}, {"op": "remove", "path": at}])
-        except ApiException as e:
-            if e.status not in (404, 409, 422):  # gone, or changed: the next event says how
-                raise
+        kube.remove_finalizer(pod["metadata"], GPU_FINALIZER, kube.core().patch_namespaced_pod)
 
 
 def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str, Any]) -> bool:

@@ -128,20 +128,13 @@ def _apply(ctl: TuningController, body: dict[str, Any], owner: JobRef, plan: Pla
 
 def _release(trials: list[dict[str, Any]]) -> None:
     """Remove the accounting finalizer of trials whose GPU-hours are settled."""
+    def patch(name: str, namespace: str, ops: list[dict[str, Any]]) -> Any:
+        return kube.custom().patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, TRAINING_JOB.plural, name, ops,
+            _content_type="application/json-patch+json")
+
     for trial in trials:
-        meta = trial["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if TRIAL_FINALIZER not in finalizers:
-            continue
-        at = f"/metadata/finalizers/{finalizers.index(TRIAL_FINALIZER)}"
-        try:
-            kube.custom().patch_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], TRAINING_JOB.plural, meta["name"],
-                [{"op": "test", "path": at, "value": TRIAL_FINALIZER},
-                 {"op": "remove", "path": at}], _content_type="application/json-patch+json")
-        except ApiException as e:
-            if e.status not in (404, 409, 422):
-                raise
+        kube.remove_finalizer(trial["metadata"], TRIAL_FINALIZER, patch)
 
 
 def resync(ctl: TuningController, add: Any) -> None:
