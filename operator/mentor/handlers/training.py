@@ -34,6 +34,7 @@ from mentor.builders.pods import (
     build_trainer_config,
 )
 from mentor.config import Settings
+from mentor.handlers.guard import guarded
 from mentor.metrics import METRICS
 from mentor.podview import PodView, format_time, parse_time
 from mentor.progress import token_for
@@ -76,23 +77,9 @@ def reconcile(ctl: Controller, key: Key) -> float | None:
     """Bring one TrainingJob one step closer to its spec; return the seconds until it should be
     looked at again (None: only when something changes).
 
-    API errors are one log line and a retry in 5 s; a namespace being deleted is not an error
-    at all (its jobs are going away with it).
+    API errors are handled as for every kind (mentor.handlers.guard).
     """
-    with METRICS.reconcile_seconds.labels(KIND).time():
-        try:
-            return _reconcile(ctl, key)
-        except ApiException as e:
-            if e.status == 404 or (e.status == 403 and "NamespaceTerminating" in str(e.body)):
-                return None
-            if e.status == 409:  # the status changed since it was read: decide again from now
-                ctl.jobs.observe(kube.to_json(kube.custom().get_namespaced_custom_object(
-                    GROUP, VERSION, key[0], PLURAL, key[1])))
-                return 0.0
-            METRICS.reconcile_errors.labels(KIND).inc()
-            log.warning("reconcile of %s/%s: API error %s %s: %s", *key, e.status, e.reason,
-                        str(e.body)[:300])
-            return 5.0
+    return guarded(TRAINING_JOB, ctl.jobs, key, lambda: _reconcile(ctl, key))
 
 
 def _reconcile(ctl: Controller, key: Key) -> float | None:

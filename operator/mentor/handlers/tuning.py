@@ -22,6 +22,7 @@ from mentor.builders.names import JobRef
 from mentor.builders.trials import TRIAL_FINALIZER, trial_job, trial_of
 from mentor.builders.trials import TUNING_JOB as TUNING_LABEL
 from mentor.config import Settings
+from mentor.handlers.guard import guarded
 from mentor.handlers.training import post_events
 from mentor.metrics import METRICS
 from mentor.search import Trial
@@ -51,20 +52,8 @@ def parent_of(body: dict[str, Any]) -> Key | None:
 
 
 def reconcile(ctl: TuningController, key: Key) -> float | None:
-    with METRICS.reconcile_seconds.labels(KIND).time():
-        try:
-            return _reconcile(ctl, key)
-        except ApiException as e:
-            if e.status == 404 or (e.status == 403 and "NamespaceTerminating" in str(e.body)):
-                return None
-            if e.status == 409:
-                ctl.tunings.observe(kube.to_json(kube.custom().get_namespaced_custom_object(
-                    GROUP, VERSION, key[0], PLURAL, key[1])))
-                return 0.0
-            METRICS.reconcile_errors.labels(KIND).inc()
-            log.warning("reconcile of %s %s/%s: API error %s %s: %s", KIND, *key, e.status,
-                        e.reason, str(e.body)[:300])
-            return 5.0
+    """Bring one TuningJob one step closer to its spec; return when to look again."""
+    return guarded(TUNING_JOB, ctl.tunings, key, lambda: _reconcile(ctl, key))
 
 
 def _reconcile(ctl: TuningController, key: Key) -> float | None:
