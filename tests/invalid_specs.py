@@ -1,6 +1,6 @@
 """Invalid TrainingJob specs, each with the field path an error must name.
 
-Shared by the unit tests (mentor.validation, for `mentor run`) and the cluster tests (the API
+Shared by the unit tests (mentor.api.validation, for `mentor run`) and the cluster tests (the API
 server), so that both sides are held to the same cases.
 """
 

@@ -1,6 +1,6 @@
 """Mentor: a Kubernetes operator that trains and tunes models with torchrun.
 
-`from mentor import Client` is the Python SDK (mentor.sdk); it is imported on first use, so
+`from mentor import Client` is the Python SDK (mentor.client.sdk); it is imported on first use, so
 `import mentor` stays light for the trainer and the CLI.
 """
 
@@ -14,7 +14,7 @@ _SDK = ("Client", "Job", "MentorError", "ClusterUnreachable", "JobNotFound", "Sp
 
 def __getattr__(name: str) -> Any:
     if name in _SDK:
-        from mentor import sdk
+        from mentor.client import sdk
 
         return getattr(sdk, name)
     raise AttributeError(f"module 'mentor' has no attribute {name!r}")

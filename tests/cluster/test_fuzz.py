@@ -23,7 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from mentor.api.training import TrainingJobSpec
-from mentor.validation import InvalidJob, validate
+from mentor.api.validation import InvalidJob, validate
 
 GROUP, VERSION, PLURAL = "mentor.dev", "v1alpha1", "trainingjobs"
 pytestmark = pytest.mark.cluster

@@ -13,8 +13,8 @@ import pytest
 from harness import Kube, Operator, report, training_job, tuning_job
 
 from mentor.api.tuning import SearchSpec
-from mentor.builders.trials import trial_of
-from mentor.search import suggest
+from mentor.decide.search import suggest
+from mentor.decide.trialview import trial_of
 
 pytestmark = pytest.mark.cluster
 LABEL = "mentor.dev/tuning-job"

@@ -36,7 +36,7 @@ c=$(buildah from localhost/mentor-operator:dev)
 buildah run --isolation chroot "$c" -- mentor --help | head -3
 test "$(buildah run --isolation chroot "$c" -- id -u)" != 0
 buildah run --isolation chroot "$c" -- python -c \
-  "import importlib.util as u, mentor.main; assert u.find_spec('torch') is None"
+  "import importlib.util as u, mentor.controller.main; assert u.find_spec('torch') is None"
 buildah rm "$c" >/dev/null
 
 echo "== trainer image: one CPU training step through mentor-torchrun, as its non-root user"

@@ -26,7 +26,7 @@ from controlplane import ControlPlane
 from harness import PRICE, Kube, Operator, report, training_job, tuning_job
 from prometheus import Prometheus
 
-from mentor.podview import format_time
+from mentor.decide.times import format_time
 
 pytestmark = pytest.mark.cluster
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 from runner import config, launch, run
 
-from mentor_trainer.errors import EXIT_BAD_CONFIG, EXIT_DATA_NOT_FOUND, EXIT_NON_FINITE_LOSS
+from mentor.api import exitcodes
 
 pytestmark = pytest.mark.trainer
 
@@ -23,20 +23,20 @@ def reason(output: str) -> str:
 
 def test_invalid_config_exits_2(tmp_path: Path) -> None:
     cfg = config(tmp_path / "out", optimization={"steps": 0}, parallelism={"procsPerNode": 1})
-    out = run(cfg, tmp_path, expect=EXIT_BAD_CONFIG)
+    out = run(cfg, tmp_path, expect=exitcodes.BAD_CONFIG)
     assert "BadConfig" in reason(out) and "optimization.steps" in reason(out)
 
 
 def test_batch_that_does_not_divide_exits_2(tmp_path: Path) -> None:
     cfg = config(tmp_path / "out", optimization={"globalBatchSize": 12, "microBatchSize": 8})
-    out = run(cfg, tmp_path, expect=EXIT_BAD_CONFIG)
+    out = run(cfg, tmp_path, expect=exitcodes.BAD_CONFIG)
     assert "multiple of world size" in reason(out)
 
 
 def test_missing_data_exits_3(tmp_path: Path) -> None:
     cfg = config(tmp_path / "out", data={"source": str(tmp_path / "nowhere.txt")},
                  parallelism={"procsPerNode": 1})
-    out = run(cfg, tmp_path, expect=EXIT_DATA_NOT_FOUND)
+    out = run(cfg, tmp_path, expect=exitcodes.DATA_NOT_FOUND)
     assert "nowhere.txt" in reason(out)
 
 
@@ -45,7 +45,7 @@ def test_nan_loss_exits_4(tmp_path: Path) -> None:
     cfg = config(tmp_path / "out", parallelism={"procsPerNode": 1},
                  optimization={"steps": 50, "learningRate": 10, "optimizer": "sgd",
                                "gradClip": None, "weightDecay": 0})
-    out = run(cfg, tmp_path, expect=EXIT_NON_FINITE_LOSS)
+    out = run(cfg, tmp_path, expect=exitcodes.NON_FINITE_LOSS)
     assert "NonFiniteLoss" in reason(out)
 
 
@@ -99,8 +99,8 @@ def test_out_of_memory_exits_6_naming_what_to_change(tmp_path: Path,
 
     import torch
 
+    from mentor.api import exitcodes
     from mentor_trainer import __main__ as entry
-    from mentor_trainer.errors import EXIT_OUT_OF_MEMORY
     from mentor_trainer.trainer import Trainer
 
     def oom(self: Trainer, step: int) -> None:
@@ -113,7 +113,7 @@ def test_out_of_memory_exits_6_naming_what_to_change(tmp_path: Path,
                  optimization={"microBatchSize": 8})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
-    assert entry.main(["--config", str(path)]) == EXIT_OUT_OF_MEMORY
+    assert entry.main(["--config", str(path)]) == exitcodes.OUT_OF_MEMORY
     line = reason(capsys.readouterr().err)
     assert "OutOfMemory: out of GPU memory (CUDA out of memory" in line
     assert "optimization.microBatchSize (8)" in line and "activationCheckpointing" in line

@@ -13,7 +13,7 @@ from mentor.builders.pods import (
     build_service,
     build_trainer_config,
 )
-from mentor.config import Settings
+from mentor.controller.settings import Settings
 
 JOB = JobRef(kind="TrainingJob", name="llm", namespace="team", uid="u-1")
 
@@ -35,7 +35,7 @@ def env_of(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_pod_carries_the_torchrun_contract() -> None:
-    pod = build_pod(JOB, spec(), rank=1, attempt=3, settings=Settings())
+    pod = build_pod(JOB, spec(), rank=1, attempt=3, settings=Settings.from_env())
     env = env_of(pod)
     assert env["PET_NNODES"] == "2"
     assert env["PET_NPROC_PER_NODE"] == "8"
@@ -53,7 +53,7 @@ def test_pod_carries_the_torchrun_contract() -> None:
 
 
 def test_pod_requests_gpus_and_an_in_memory_shm() -> None:
-    pod = build_pod(JOB, spec(), 0, 1, Settings())
+    pod = build_pod(JOB, spec(), 0, 1, Settings.from_env())
     container = pod["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     shm = next(v for v in pod["spec"]["volumes"] if v["name"] == "dshm")
@@ -62,7 +62,7 @@ def test_pod_requests_gpus_and_an_in_memory_shm() -> None:
 
 
 def test_pod_is_acceptable_to_the_restricted_pod_security_profile() -> None:
-    pod = build_pod(JOB, spec(), 0, 1, Settings())
+    pod = build_pod(JOB, spec(), 0, 1, Settings.from_env())
     pod_sc = pod["spec"]["securityContext"]
     sc = pod["spec"]["containers"][0]["securityContext"]
     assert pod_sc["runAsNonRoot"] is True
@@ -77,14 +77,14 @@ def test_pod_is_acceptable_to_the_restricted_pod_security_profile() -> None:
 def test_trainer_uid_and_pull_secrets_come_from_the_operator(monkeypatch: Any) -> None:
     monkeypatch.setenv("MENTOR_TRAINER_RUN_AS_USER", "")  # OpenShift: the platform's UID
     monkeypatch.setenv("MENTOR_TRAINER_IMAGE_PULL_SECRETS", "regcred, mirror")
-    pod = build_pod(JOB, spec(template={"imagePullSecrets": ["regcred"]}), 0, 1, Settings())
+    pod = build_pod(JOB, spec(template={"imagePullSecrets": ["regcred"]}), 0, 1, Settings.from_env())
     assert "runAsUser" not in pod["spec"]["securityContext"]
     assert "fsGroup" not in pod["spec"]["securityContext"]
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
 
 
 def test_pvc_uris_become_mounts_and_local_paths() -> None:
-    pod = build_pod(JOB, spec(), 0, 1, Settings())
+    pod = build_pod(JOB, spec(), 0, 1, Settings.from_env())
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
               if "persistentVolumeClaim" in v}
     assert claims == {"datasets", "models"}
@@ -99,7 +99,7 @@ def test_pvc_uris_become_mounts_and_local_paths() -> None:
 def test_a_tokenizer_on_a_claim_is_mounted_for_a_new_model() -> None:
     s = spec(model={"size": "tiny", "tokenizer": "pretrained",
                     "tokenizerFrom": "pvc://tokenizers/bpe-32k"})
-    pod = build_pod(JOB, s, 0, 1, Settings())
+    pod = build_pod(JOB, s, 0, 1, Settings.from_env())
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
               if "persistentVolumeClaim" in v}
     assert "tokenizers" in claims
@@ -115,13 +115,13 @@ def test_scheduling_and_template_pass_through() -> None:
                                                             "value": "1"}],
                   "serviceAccountName": "trainer", "imagePullSecrets": ["regcred"]},
     )
-    pod = build_pod(JOB, s, 0, 1, Settings())
+    pod = build_pod(JOB, s, 0, 1, Settings.from_env())
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
     assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
     assert pod["spec"]["priorityClassName"] == "high"
     assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     # every rank of an attempt is one Kueue pod group of `nodes` pods; a restart is a new group
-    again = build_pod(JOB, s, 1, 2, Settings())
+    again = build_pod(JOB, s, 1, 2, Settings.from_env())
     assert pod["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "llm-u-1-1"
     assert again["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "llm-u-1-2"
     assert pod["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == str(
@@ -137,12 +137,12 @@ def test_scheduling_and_template_pass_through() -> None:
 
 def test_default_image_comes_from_the_operator_settings(monkeypatch: Any) -> None:
     monkeypatch.setenv("MENTOR_TRAINER_IMAGE", "registry.local/mentor-trainer:dev")
-    pod = build_pod(JOB, spec(), 0, 1, Settings())
+    pod = build_pod(JOB, spec(), 0, 1, Settings.from_env())
     assert pod["spec"]["containers"][0]["image"] == "registry.local/mentor-trainer:dev"
 
 
 def test_service_is_headless_and_publishes_unready_ranks() -> None:
-    svc = build_service(JOB, Settings())
+    svc = build_service(JOB, Settings.from_env())
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["publishNotReadyAddresses"] is True
     assert svc["spec"]["selector"] == {"mentor.dev/job-name": "llm",
@@ -158,31 +158,31 @@ def test_config_map_holds_the_trainer_config_as_json() -> None:
 
 def test_the_pod_runs_the_launcher_that_keeps_exit_codes() -> None:
     """Not plain torchrun, which exits 1 for every failure: the image's `mentor-torchrun`."""
-    container = build_pod(JOB, spec(), 0, 1, Settings())["spec"]["containers"][0]
+    container = build_pod(JOB, spec(), 0, 1, Settings.from_env())["spec"]["containers"][0]
     assert container["command"] == ["mentor-torchrun", "-m", "mentor_trainer", "--config",
                                     "/etc/mentor/config.json"]
     assert "args" not in container
     assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert env_of(build_pod(JOB, spec(), 0, 1, Settings()))["MENTOR_TERMINATION_LOG"] == \
+    assert env_of(build_pod(JOB, spec(), 0, 1, Settings.from_env()))["MENTOR_TERMINATION_LOG"] == \
         "/dev/termination-log"
 
 
 def test_pods_and_mentor_run_launch_the_same_torchx_appdef(tmp_path: Any) -> None:
     """One description of the launch: a pod is a replica of the AppDef that `mentor run` hands to
     TorchX's local scheduler; only the node layout and the paths differ."""
+    from mentor.api.validation import validate
     from mentor.builders.launch import ROLE, command, replica
     from mentor.builders.pods import build_app
-    from mentor.local import app_for
-    from mentor.validation import validate
+    from mentor.local.training import app_for
 
     s = spec(parallelism={"nodes": 1, "procsPerNode": 2})
-    cluster = build_app(JOB, s, 1, Settings())
+    cluster = build_app(JOB, s, 1, Settings.from_env())
     local = app_for(validate({"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob",
                               "metadata": {"name": "llm"},
                               "spec": s.model_dump(by_alias=True, exclude_none=True)}),
                     tmp_path / "config.json")
-    pod = build_pod(JOB, s, 0, 1, Settings())
+    pod = build_pod(JOB, s, 0, 1, Settings.from_env())
     assert pod["spec"]["containers"][0]["command"] == command(replica(cluster, 0))
     assert [r.name for r in cluster.roles] == [r.name for r in local.roles] == [ROLE]
     assert command(replica(local, 0)) == [*command(replica(cluster, 0))[:-1],
@@ -196,7 +196,7 @@ def test_the_appdef_carries_gpus_and_ports_and_a_replica_per_node() -> None:
     from mentor.builders.launch import replica
     from mentor.builders.pods import build_app
 
-    app = build_app(JOB, spec(), 1, Settings())
+    app = build_app(JOB, spec(), 1, Settings.from_env())
     role = app.roles[0]
     assert role.num_replicas == 2
     assert role.resource.gpu == 8 and role.resource.cpu == 0 and role.resource.memMB == 0
@@ -208,13 +208,13 @@ def test_the_appdef_carries_gpus_and_ports_and_a_replica_per_node() -> None:
 def test_template_resources_are_laid_over_the_gpu_request() -> None:
     s = spec(template={"resources": {"requests": {"cpu": "8", "memory": "64Gi"},
                                      "limits": {"memory": "64Gi"}}})
-    resources = build_pod(JOB, s, 0, 1, Settings())["spec"]["containers"][0]["resources"]
+    resources = build_pod(JOB, s, 0, 1, Settings.from_env())["spec"]["containers"][0]["resources"]
     assert resources == {"requests": {"nvidia.com/gpu": "8", "cpu": "8", "memory": "64Gi"},
                          "limits": {"nvidia.com/gpu": "8", "memory": "64Gi"}}
 
 
 def test_pods_get_default_requests_and_a_shm_of_half_their_memory() -> None:
-    pod = build_pod(JOB, spec(parallelism={"nodes": 1, "procsPerNode": 2}), 0, 1, Settings())
+    pod = build_pod(JOB, spec(parallelism={"nodes": 1, "procsPerNode": 2}), 0, 1, Settings.from_env())
     container = pod["spec"]["containers"][0]
     assert container["resources"]["requests"] == {"cpu": "1", "memory": "4Gi"}, \
         "never BestEffort"
@@ -222,10 +222,10 @@ def test_pods_get_default_requests_and_a_shm_of_half_their_memory() -> None:
     assert shm["emptyDir"]["sizeLimit"] == "2048Mi"
 
     sized = spec(template={"resources": {"limits": {"memory": "64Gi"}}})
-    container = build_pod(JOB, sized, 0, 1, Settings())["spec"]["containers"][0]
+    container = build_pod(JOB, sized, 0, 1, Settings.from_env())["spec"]["containers"][0]
     assert "memory" not in container["resources"]["requests"], "a limit alone is the request"
     assert container["resources"]["requests"]["cpu"] == "1"
-    shm = next(v for v in build_pod(JOB, sized, 0, 1, Settings())["spec"]["volumes"]
+    shm = next(v for v in build_pod(JOB, sized, 0, 1, Settings.from_env())["spec"]["volumes"]
                if v["name"] == "dshm")
     assert shm["emptyDir"]["sizeLimit"] == "32768Mi"
 
@@ -242,8 +242,8 @@ def test_a_recreated_job_never_meets_the_old_ones_report_secret() -> None:
 def test_mentor_run_shares_the_cores_among_the_ranks(tmp_path: Any, monkeypatch: Any) -> None:
     import os
 
-    from mentor.local import app_for
-    from mentor.validation import validate
+    from mentor.api.validation import validate
+    from mentor.local.training import app_for
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mentor.cluster_cli import row, table
-from mentor.sdk import Job, JobFailed, _plain
+from mentor.client.commands import row, table
+from mentor.client.sdk import Job, JobFailed, _plain
 
 
 def job(**status: object) -> Job:

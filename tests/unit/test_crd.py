@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from mentor.api.kinds import KINDS, TRAINING_JOB
-from mentor.crd import (
+from mentor.api.crd import (
     CHART_CRDS,
     UnsupportedSchema,
     crd,
@@ -17,6 +16,7 @@ from mentor.crd import (
     render,
     render_chart_template,
 )
+from mentor.api.kinds import KINDS, TRAINING_JOB
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,9 +39,9 @@ def schema() -> dict[str, Any]:
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
 def test_committed_crds_match_the_models(kind: Any) -> None:
     committed = REPO / "crds" / f"{kind.crd_name}.yaml"
-    assert committed.read_text() == render(kind), "run `python -m mentor.crd`"
+    assert committed.read_text() == render(kind), "run `python -m mentor.api.crd`"
     chart = REPO / CHART_CRDS / f"{kind.crd_name}.yaml"
-    assert chart.read_text() == render_chart_template(kind), "run `python -m mentor.crd`"
+    assert chart.read_text() == render_chart_template(kind), "run `python -m mentor.api.crd`"
 
 
 def test_every_field_is_described_and_no_ref_is_left() -> None:

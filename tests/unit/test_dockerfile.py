@@ -30,9 +30,9 @@ def test_operator_and_trainer_targets_run_as_non_root() -> None:
 
 
 def test_the_trainer_uid_matches_the_pods_security_context() -> None:
-    from mentor.config import Settings
+    from mentor.controller.settings import Settings
 
-    uid = Settings().trainer_uid  # the default: the image's own user
+    uid = Settings.from_env().trainer_uid  # the default: the image's own user
     assert re.search(rf"^USER {uid}:{uid}$", stage("trainer"), re.M)
 
 

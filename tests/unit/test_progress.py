@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mentor.progress import apply_report
+from mentor.decide.progress import apply_report
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 STEP = {"step": 10, "total_steps": 100, "loss": 2.5, "tokens_per_second": 1000.0,

@@ -9,10 +9,11 @@ from mentor.api.status import ConditionType, JobStatus, Ledger, Phase
 from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
 from mentor.builders.pods import build_pod
-from mentor.conditions import get_condition
-from mentor.config import Settings
-from mentor.podview import PodView, format_time
-from mentor.reconcile import decide
+from mentor.controller.settings import Settings
+from mentor.decide.conditions import get_condition
+from mentor.decide.podview import PodView
+from mentor.decide.times import format_time
+from mentor.decide.training import decide
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 JOB = JobRef(kind="TrainingJob", name="demo", namespace="ns", uid="uid-1")
@@ -34,7 +35,7 @@ def pod(s: TrainingJobSpec, rank: int, phase: str, attempt: int = 1, *,
         disrupted: bool = False, waiting: str | None = None,
         message: str | None = None, deadline: dt.datetime | None = None) -> PodView:
     """A pod built by the real builder, with the status a kubelet (or kwok) would write."""
-    manifest = build_pod(JOB, s, rank, attempt, Settings())
+    manifest = build_pod(JOB, s, rank, attempt, Settings.from_env())
     state: dict[str, Any] = {}
     if waiting:
         state = {"waiting": {"reason": waiting, "message": "back-off pulling image"}}
@@ -395,9 +396,9 @@ def test_the_schedulers_repeated_words_are_not_repeated() -> None:
 
 
 def test_time_driven_work_is_queued_for_when_it_falls_due() -> None:
-    from mentor.handlers.training import next_due
+    from mentor.controller.training import next_due
 
-    settings = Settings()
+    settings = Settings.from_env()
     s = spec(runPolicy={"activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60})
     running = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0),
                         ledger=Ledger(active_since=format_time(T0)))
@@ -411,7 +412,7 @@ def test_time_driven_work_is_queued_for_when_it_falls_due() -> None:
 
 
 def test_a_create_refused_for_good_fails_the_job_with_the_api_servers_words() -> None:
-    from mentor.reconcile import Refusal
+    from mentor.decide.training import Refusal
 
     s = spec()
     refused = Refusal('pods "demo-0" is forbidden: violates PodSecurity "restricted:latest": '
@@ -426,7 +427,7 @@ def test_a_create_refused_for_good_fails_the_job_with_the_api_servers_words() ->
 
 
 def test_a_create_refused_for_now_waits_and_says_why_without_counting_an_attempt() -> None:
-    from mentor.reconcile import Refusal
+    from mentor.decide.training import Refusal
 
     refused = Refusal('pods "demo-0" is forbidden: exceeded quota: gpus', permanent=False)
     plan = decide(spec(), JobStatus(), [], T0, refused=refused)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mentor import reruns
-from mentor.report import outcome_line, read_history, summary
+from mentor.local import reruns
+from mentor.report.history import outcome_line, read_history, summary
 
 
 def write_log(output: Path, records: list[dict[str, Any]]) -> Path:

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from mentor.api.tuning import SearchSpec, TuningJobSpec, TuningStatus
-from mentor.search import FAILED, PRUNED, RUNNING, SUCCEEDED, Trial, grid, suggest, to_prune
-from mentor.tuning import Base, decide, resolve_base
-from mentor.validation import InvalidJob, validate
+from mentor.api.validation import InvalidJob, validate
+from mentor.decide.search import grid, suggest, to_prune
+from mentor.decide.trialview import FAILED, PRUNED, RUNNING, SUCCEEDED, Trial
+from mentor.decide.tuning import Base, decide, resolve_base
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 BASE = Base(uri="/models/base")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from invalid_specs import BASE, INVALID, with_changes
-from mentor.validation import InvalidJob, validate
+from mentor.api.validation import InvalidJob, validate
 
 
 def test_a_valid_job_gets_defaults() -> None:

@@ -9,8 +9,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from mentor.state import Expectations, Jobs
-from mentor.workqueue import WorkQueue
+from mentor.controller.cache import Expectations, Jobs
+from mentor.controller.workqueue import WorkQueue
 
 
 def wait_until(check: Any, timeout: float = 5.0) -> None:
@@ -127,7 +127,7 @@ def test_the_newest_version_of_a_job_wins() -> None:
 def test_a_late_watch_event_never_overwrites_a_newer_pod() -> None:
     """After a relist (a new leader's), the watch may still deliver older events: an older
     version of a pod, or the deletion of the old pod whose name a restart has reused."""
-    from mentor.state import Pods
+    from mentor.controller.cache import Pods
 
     pods = Pods("TrainingJob", (), on_change=lambda key: None)
     key = ("team", "llm")

@@ -19,12 +19,10 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from mentor.api import exitcodes
 from mentor.api.training import TrainerConfig
 from mentor_trainer import dist
 from mentor_trainer.errors import (
-    EXIT_CRASH,
-    EXIT_OK,
-    EXIT_SIGTERM,
     BadConfig,
     TrainerError,
     out_of_memory,
@@ -99,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         result = Trainer(config, world).train()
         if world.is_main:
             logging.getLogger("mentor_trainer").info("done: %s", json.dumps(result))
-        _outcome(config, rank, "succeeded", exit_code=EXIT_OK)
-        return EXIT_OK
+        _outcome(config, rank, "succeeded", exit_code=exitcodes.OK)
+        return exitcodes.OK
     except Stopped as e:
-        return _ended(e, EXIT_SIGTERM, str(e), config, rank, "stopped")
+        return _ended(e, exitcodes.SIGTERM, str(e), config, rank, "stopped")
     except TrainerError as e:
         return _ended(e, e.exit_code, f"{type(e).__name__}: {e}", config, rank, "failed")
     except torch.OutOfMemoryError as e:
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a crash: retriable, with the traceback for the logs
         logging.getLogger("mentor_trainer").exception("crashed")
         line = f"crashed: {type(e).__name__}: {e}".splitlines()[0]
-        return _ended(e, EXIT_CRASH, line, config, rank, "failed")
+        return _ended(e, exitcodes.CRASH, line, config, rank, "failed")
     finally:
         dist.shutdown()
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mentor_trainer.errors import EXIT_CRASH, EXIT_SIGTERM
+from mentor.api import exitcodes
 
 # Where the kubelet collects a container's termination message (the pod sets the same path).
 TERMINATION_LOG_ENV = "MENTOR_TERMINATION_LOG"
@@ -25,7 +25,7 @@ TERMINATION_LOG_ENV = "MENTOR_TERMINATION_LOG"
 
 def exit_code(code: int) -> int:
     """A worker's status as a shell reports it: a signal N is 128 + N, and never 0 on failure."""
-    return 128 - code if code < 0 else code or EXIT_CRASH
+    return 128 - code if code < 0 else code or exitcodes.CRASH
 
 
 TRACEBACK_LINES = 12  # of a crashed worker's traceback, kept in the termination message
@@ -61,7 +61,7 @@ def root_cause(failures: dict[int, Any]) -> tuple[int, Any]:
     rank)."""
     def order(item: tuple[int, Any]) -> tuple[bool, int, int]:
         rank, failure = item
-        consequence = failure.exitcode in (EXIT_SIGTERM, -signal.SIGTERM) or any(
+        consequence = failure.exitcode in (exitcodes.SIGTERM, -signal.SIGTERM) or any(
             words in reason(failure.message) for words in PEER_GONE)
         return consequence, failure.timestamp, rank
 
@@ -95,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         rank, first = root_cause(e.failures)
         code = exit_code(first.exitcode)
         line = f"exit code {code} from rank {rank}: {reason(first.message)}"
-        if code == EXIT_CRASH:  # a crash is explained by where it happened
+        if code == exitcodes.CRASH:  # a crash is explained by where it happened
             line += "\n" + traceback_tail(first.message)
         report(line.rstrip())
         return code
     except Exception as e:  # torchrun itself failed (the rendezvous, most often): worth a retry
         first_line = f"{type(e).__name__}: {e}".splitlines()[0]
-        report(f"exit code {EXIT_CRASH}: torchrun failed: {first_line}")
-        return EXIT_CRASH
+        report(f"exit code {exitcodes.CRASH}: torchrun failed: {first_line}")
+        return exitcodes.CRASH
     return 0
 
 

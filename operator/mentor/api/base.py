@@ -1,8 +1,8 @@
 """Building blocks shared by every API model: wire names, CEL rules and embedded Kubernetes types.
 
-The pydantic models are the one schema source. The CRDs are generated from them (mentor.crd), and
-the local runner validates with them, CEL rules included, so a spec gets the same verdict with or
-without a cluster.
+The pydantic models are the one schema source. The CRDs are generated from them
+(mentor.api.crd), and the local runner validates with them, CEL rules included, so a spec gets
+the same verdict with or without a cluster.
 """
 
 from __future__ import annotations

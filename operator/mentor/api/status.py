@@ -1,7 +1,7 @@
 """The status every Mentor job reports: phase, conditions, progress, checkpoint and GPU-hours.
 
 Conditions follow the Kubernetes conventions: a list keyed by `type`, each telling what is true
-now, with `lastTransitionTime` moved only when `status` flips (see mentor.conditions).
+now, with `lastTransitionTime` moved only when `status` flips (see mentor.decide.conditions).
 """
 
 from __future__ import annotations

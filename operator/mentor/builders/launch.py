@@ -1,8 +1,8 @@
 """What a trainer runs, described once, as a TorchX `AppDef`.
 
 The operator turns this AppDef into pods (mentor.builders.pods, through TorchX's `role_to_pod`)
-and `mentor run` hands the very same AppDef to TorchX's local scheduler (mentor.local). So the
-command, its arguments and the torchrun environment are written here and nowhere else.
+and `mentor run` hands the very same AppDef to TorchX's local scheduler (mentor.local.training).
+So the command, its arguments and the torchrun environment are written here and nowhere else.
 
 It starts from TorchX's `dist.torchrun` component: one role, one replica per node, a GPU
 resource and the c10d port. Three things of that component do not fit Mentor, and are replaced:

@@ -5,24 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mentor.api.kinds import API_VERSION
+from mentor.api.labels import JOB_KIND, JOB_NAME
 
-JOB_NAME = "mentor.dev/job-name"
-JOB_KIND = "mentor.dev/job-kind"
-NODE_RANK = "mentor.dev/node-rank"
-ATTEMPT = "mentor.dev/attempt"
-CONFIG_HASH = "mentor.dev/config-hash"
-# On every pod Mentor creates: the pod cannot vanish before its GPU time is in the job's ledger.
-GPU_FINALIZER = "mentor.dev/gpu-accounting"
-QUEUE_NAME = "kueue.x-k8s.io/queue-name"
-# Kueue admits a job's pods as one gang: every pod of an attempt names the group and its size.
-POD_GROUP_NAME = "kueue.x-k8s.io/pod-group-name"
-POD_GROUP_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
-# Mentor replaces a failed or preempted gang with a new group itself: Kueue should finish the old
-# group (and release its pods) rather than wait for replacements in it.
-POD_GROUP_RETRIABLE = "kueue.x-k8s.io/retriable-in-group"
 CONFIG_MOUNT = "/etc/mentor"
 CONFIG_FILE = "config.json"
-TRAINER_CONTAINER = "trainer"
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client import ApiClient
 from kubernetes.utils.quantity import parse_quantity
 from torchx import specs
 from torchx.schedulers.kubernetes_scheduler import role_to_pod
 
-from mentor.api.training import TrainerConfig, TrainingJobSpec
-from mentor.builders.launch import (
-    TERMINATION_LOG,
-    TRAINER_METRICS_PORT,
-    replica,
-    trainer_app,
-)
-from mentor.builders.names import (
+from mentor.api.labels import (
     ATTEMPT,
-    CONFIG_FILE,
     CONFIG_HASH,
-    CONFIG_MOUNT,
     GPU_FINALIZER,
     NODE_RANK,
     POD_GROUP_NAME,
@@ -36,12 +27,38 @@ from mentor.builders.names import (
     POD_GROUP_TOTAL,
     QUEUE_NAME,
     TRAINER_CONTAINER,
-    JobRef,
 )
+from mentor.api.training import TrainerConfig, TrainingJobSpec
+from mentor.builders.launch import (
+    TERMINATION_LOG,
+    TRAINER_METRICS_PORT,
+    replica,
+    trainer_app,
+)
+from mentor.builders.names import CONFIG_FILE, CONFIG_MOUNT, JobRef
 from mentor.builders.storage import Mounts, localize
-from mentor.config import Settings
 
-GPU_RESOURCE = "nvidia.com/gpu"
+
+class Settings(Protocol):
+    """What the builders read of the operator's settings (mentor.controller.settings): a
+    protocol, so that the builders depend on no part of the operator's runtime."""
+
+    @property
+    def trainer_image(self) -> str: ...
+    @property
+    def rendezvous_port(self) -> int: ...
+    @property
+    def trainer_cpu(self) -> str: ...
+    @property
+    def trainer_memory(self) -> str: ...
+    @property
+    def trainer_uid(self) -> int | None: ...
+    @property
+    def trainer_pull_secrets(self) -> tuple[str, ...]: ...
+    @property
+    def shm_size(self) -> str: ...
+    @property
+    def report_url(self) -> str: ...
 
 
 def build_config_map(job: JobRef, config: TrainerConfig) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""A TuningJob's trials as TrainingJobs: built from the TuningJob, and read back into the search.
+"""A TuningJob's trials as TrainingJobs, built from the TuningJob (mentor.decide.trialview reads
+them back into the search).
 
 Everything the search needs to be rebuilt lives on the trial itself: its number and parent in
 labels, its parameters in an annotation, its eval losses, outcome and GPU-hours in its status.
@@ -11,16 +12,9 @@ import json
 from typing import Any
 
 from mentor.api.kinds import API_VERSION
+from mentor.api.labels import TRIAL_FINALIZER, TRIAL_NUMBER, TRIAL_PARAMETERS, TUNING_JOB
 from mentor.api.tuning import TuningJobSpec
 from mentor.builders.names import JobRef
-from mentor.search import FAILED, PRUNED, RUNNING, SUCCEEDED, Trial
-
-TUNING_JOB = "mentor.dev/tuning-job"
-TRIAL_NUMBER = "mentor.dev/trial"
-TRIAL_PARAMETERS = "mentor.dev/trial-parameters"
-# On every trial: a deleted trial's GPU-hours reach the TuningJob's ledger before it goes.
-TRIAL_FINALIZER = "mentor.dev/trial-accounting"
-EXIT_MODEL_NOT_FOUND = 5  # the trainer's exit code when the model to start from cannot be loaded
 
 
 def trial_name(tuning: str, number: int) -> str:
@@ -82,36 +76,3 @@ def trial_job(owner: JobRef, number: int, spec: dict[str, Any],
         },
         "spec": spec,
     }
-
-
-def trial_of(body: dict[str, Any]) -> Trial:
-    """What the search needs of a trial, from its TrainingJob."""
-    meta, spec = body["metadata"], body.get("spec") or {}
-    status = body.get("status") or {}
-    progress = status.get("progress") or {}
-    phase = status.get("phase")
-    stopped: dict[str, Any] = next((c for c in status.get("conditions", [])
-                    if c.get("type") in ("Stopped", "Failed") and c.get("status") == "True"), {})
-    state = {"Succeeded": SUCCEEDED, "Failed": FAILED}.get(phase or "", RUNNING)
-    if phase == "Stopped":
-        state = PRUNED if stopped.get("reason") == "Pruned" else FAILED
-    failures = status.get("failures") or []
-    try:
-        params = json.loads((meta.get("annotations") or {}).get(TRIAL_PARAMETERS, "{}"))
-    except ValueError:
-        params = {}
-    return Trial(
-        number=int((meta.get("labels") or {}).get(TRIAL_NUMBER, "-1")),
-        name=meta["name"],
-        params=params if isinstance(params, dict) else {},
-        state=state,
-        objective=progress.get("evalLoss") if state == SUCCEEDED else None,
-        evals={int(e["step"]): float(e["loss"]) for e in progress.get("evals", [])},
-        gpu_hours=float(status.get("gpuHours") or 0.0),
-        cost=status.get("costEstimate"),
-        model_uri=status.get("output") or (spec.get("output") or {}).get("uri"),
-        reason=stopped.get("reason", ""),
-        message=stopped.get("message", ""),
-        exit_code=failures[-1].get("exitCode") if failures and state == FAILED else None,
-        stopping=bool((spec.get("runPolicy") or {}).get("stop")),
-    )

@@ -1,0 +1,266 @@
+"""The operator's in-memory state: its jobs, their pods, and what it expects of them.
+
+Reconciles read from here instead of the API server. Pods come from one list-and-watch, selected
+by label on the server, so the operator never sees (or pays for) pods that are not Mentor's. Jobs
+come from Kopf's watch and from the responses to Mentor's own status writes, whichever is newer,
+so a reconcile never acts on a status older than the one it wrote. Expectations cover the gap
+between a create or delete and the watch event that shows it (controller-runtime's
+"expectations"): until the watch has caught up, a job is not reconciled, so no pod is created
+twice and no rank is doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+from urllib3.exceptions import HTTPError
+
+from mentor.api.labels import JOB_KIND, JOB_NAME
+from mentor.controller import kube
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name) of a job
+PAGE = 500  # pods per page of a list: memory stays bounded however many pods there are
+EXPECTATION_TTL = 60.0  # seconds: a watch event that never came must not block a job forever
+# A watch ends on the server after WATCH_SECONDS and is resumed from its last resourceVersion;
+# the client gives up on a silent connection (an API server that died without a reset) a little
+# later, so no failure of the network can leave the operator blind.
+WATCH_SECONDS = 60
+LIST_TIMEOUT = (10, 60)  # connect, read
+WATCH_TIMEOUT = (10, WATCH_SECONDS + 30)
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return meta["namespace"], meta["name"]
+
+
+def _version(obj: dict[str, Any]) -> int:
+    """The resourceVersion as a number, to tell the newer of two reads (etcd's revision)."""
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class Jobs:
+    """The newest known version of every job."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[Key, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, body: dict[str, Any]) -> None:
+        key = key_of(body)
+        with self._lock:
+            known = self._jobs.get(key)
+            if known is None or known["metadata"].get("uid") != body["metadata"].get("uid") \
+                    or _version(body) >= _version(known):
+                self._jobs[key] = body
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        with self._lock:
+            return self._jobs.get(key)
+
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._jobs.pop(key, None)
+
+    def keys(self) -> list[Key]:
+        with self._lock:
+            return list(self._jobs)
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._jobs.values())
+
+
+@dataclass
+class Pods:
+    """Every pod of a Mentor job, by job, from one label-selected list-and-watch per watched
+    namespace (or one for the cluster). `on_change` gets the job of every pod that changes."""
+
+    kind: str
+    namespaces: tuple[str, ...]
+    on_change: Callable[[Key], None]
+    synced: threading.Event = field(default_factory=threading.Event)
+    _pods: dict[Key, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def selector(self) -> str:
+        return f"{JOB_KIND}={self.kind},{JOB_NAME}"
+
+    def of(self, key: Key) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._pods.get(key, {}).values())
+
+    def start(self) -> None:
+        scopes = self.namespaces or (None,)
+        self._pending = len(scopes)
+        for namespace in scopes:
+            threading.Thread(target=self._run, args=(namespace,), daemon=True,
+                             name=f"pods-{namespace or 'cluster'}").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the watch
+
+    def _run(self, namespace: str | None) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                version: str | None = self._list(namespace)
+                if first:
+                    first = False
+                    with self._lock:
+                        self._pending -= 1
+                        if self._pending == 0:
+                            self.synced.set()
+                while version:  # resumed where it ended, until the version is too old
+                    version = self._watch(namespace, version)
+            except (ApiException, HTTPError, OSError, ValueError) as e:
+                log.warning("pod watch (%s) broke: %s; listing again", namespace or "cluster",
+                            getattr(e, "reason", e))
+                self._stop.wait(1.0)
+            except Exception:  # whatever it was, a dead watch thread would blind the operator
+                log.exception("pod watch (%s) failed; listing again", namespace or "cluster")
+                self._stop.wait(1.0)
+
+    def _call(self, namespace: str | None, **kwargs: Any) -> Any:
+        core = kube.core()
+        if namespace:
+            return core.list_namespaced_pod(namespace, label_selector=self.selector,
+                                            _preload_content=False, **kwargs)
+        return core.list_pod_for_all_namespaces(label_selector=self.selector,
+                                                _preload_content=False, **kwargs)
+
+    def _list(self, namespace: str | None) -> str:
+        """Replace what is known of this scope with a fresh list, page by page."""
+        seen: dict[Key, dict[str, dict[str, Any]]] = {}
+        token, version = None, ""
+        while True:
+            page = json.loads(self._call(namespace, limit=PAGE, _continue=token,
+                                         _request_timeout=LIST_TIMEOUT).data)
+            for pod in page["items"]:
+                seen.setdefault(self._job(pod), {})[pod["metadata"]["name"]] = pod
+            version = str(page["metadata"]["resourceVersion"])
+            token = page["metadata"].get("continue")
+            if not token:
+                break
+        with self._lock:
+            changed = {k for k in self._pods if k[0] == namespace or namespace is None}
+            for k in changed:
+                self._pods.pop(k)
+            self._pods.update(seen)
+        for k in changed | set(seen):
+            self.on_change(k)
+        return version
+
+    def _watch(self, namespace: str | None, version: str) -> str | None:
+        """Apply the watch's events; the resourceVersion to resume from, or None to list."""
+        response = self._call(namespace, watch=True, resource_version=version,
+                              allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+                              _request_timeout=WATCH_TIMEOUT)
+        try:
+            for line in self._lines(response):
+                event = json.loads(line)
+                kind, pod = event["type"], event["object"]
+                if kind == "ERROR":
+                    return None  # most often 410 Gone: list again
+                version = pod["metadata"]["resourceVersion"]
+                if kind == "BOOKMARK":
+                    continue
+                key = self._job(pod)
+                with self._lock:
+                    self._apply(key, kind, pod)
+                self.on_change(key)
+        finally:
+            response.release_conn()
+        return version
+
+    def _apply(self, key: Key, kind: str, pod: dict[str, Any]) -> None:
+        """One watch event, never over a newer version of the pod nor over a newer pod of the
+        same name (a restart reuses names): a relist may have shown more than the stream."""
+        pods = self._pods.setdefault(key, {})
+        meta = pod["metadata"]
+        known = pods.get(meta["name"])
+        if known is not None:
+            same = known["metadata"]["uid"] == meta["uid"]
+            if same and _version(known) > _version(pod):
+                return  # older than what a relist showed
+            if not same and kind == "DELETED":
+                return  # an older pod of that name went; the newer one stays
+        if kind == "DELETED":
+            pods.pop(meta["name"], None)
+            if not pods:
+                del self._pods[key]
+        else:
+            pods[meta["name"]] = pod
+
+    def refresh(self) -> None:
+        """List every pod again, now: a replica that has just become the leader decides from a
+        view at least as new as the moment it took over (its watch may lag its job watch)."""
+        for namespace in self.namespaces or (None,):
+            self._list(namespace)
+
+    def _lines(self, response: Any) -> Iterator[str]:
+        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+            if self._stop.is_set():
+                return
+            if line:
+                yield line
+
+    @staticmethod
+    def _job(pod: dict[str, Any]) -> Key:
+        return pod["metadata"]["namespace"], pod["metadata"]["labels"][JOB_NAME]
+
+
+@dataclass
+class Expectation:
+    created: set[str]
+    deleted: set[str]
+    since: float
+
+
+class Expectations:
+    """Pods a job's last reconcile created or deleted, until the watch shows it happened."""
+
+    def __init__(self) -> None:
+        self._expected: dict[Key, Expectation] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, key: Key, created: list[str], deleted: list[str]) -> None:
+        if not created and not deleted:
+            return
+        with self._lock:
+            self._expected[key] = Expectation(set(created), set(deleted), time.monotonic())
+
+    def met(self, key: Key, pods: list[dict[str, Any]]) -> bool:
+        with self._lock:
+            expected = self._expected.get(key)
+            if expected is None:
+                return True
+            names = {p["metadata"]["name"] for p in pods}
+            gone = {p["metadata"]["name"] for p in pods
+                    if p["metadata"].get("deletionTimestamp")} | (expected.deleted - names)
+            if (expected.created <= names and expected.deleted <= gone) or \
+                    time.monotonic() - expected.since > EXPECTATION_TTL:
+                del self._expected[key]
+                return True
+            return False
+
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._expected.pop(key, None)

@@ -1,0 +1,140 @@
+"""The operator's HTTP endpoint: progress reports from the trainers, and /metrics.
+
+Reports are accepted at once and folded into memory; a flusher writes each job's progress to its
+status at most once per MENTOR_PROGRESS_INTERVAL, so a chatty trainer costs the API server one
+patch per interval, not one per step. The reconciler never writes progress or checkpoint: the two
+writers own disjoint parts of the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from kubernetes.client.exceptions import ApiException
+
+from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
+from mentor.api.status import CheckpointStatus, Progress
+from mentor.controller import kube
+from mentor.controller.cache import Jobs
+from mentor.controller.metrics import Metrics
+from mentor.controller.settings import Settings
+from mentor.controller.tokens import authorized
+from mentor.decide.progress import apply_report
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024
+
+
+@dataclass
+class JobProgress:
+    uid: str
+    progress: Progress | None = None
+    checkpoint: CheckpointStatus | None = None
+    dirty: bool = False
+
+
+@dataclass
+class ProgressBook:
+    """The latest progress of every reporting job, waiting to be written."""
+
+    jobs: dict[tuple[str, str], JobProgress] = field(default_factory=dict)
+
+
+def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
+              jobs: Jobs, leading: threading.Event) -> web.Application:
+    key = settings.report_key
+
+    async def report(request: web.Request) -> web.Response:
+        if not leading.is_set():  # the Service routes to the leader; a stray report retries
+            return web.json_response({"error": "not the leader"}, status=503)
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        job = jobs.get((namespace, name))  # from memory: a report costs no API call
+        if job is None:
+            return web.json_response({"error": "no such job"}, status=404)
+        entry = book.jobs.get((namespace, name))
+        if entry is None or entry.uid != job["metadata"]["uid"]:  # a new job of an old name
+            entry = JobProgress(uid=job["metadata"]["uid"])
+        if not authorized(key, entry.uid, request.headers.get("Authorization")):
+            return web.json_response({"error": "bad token"}, status=403)
+        if request.content_length and request.content_length > MAX_BODY:
+            return web.json_response({"error": "too large"}, status=413)
+        try:
+            body = await request.json()
+            entry.progress, entry.checkpoint = apply_report(
+                body, entry.progress, entry.checkpoint, dt.datetime.now(dt.UTC))
+        except (ValueError, KeyError, TypeError) as e:
+            return web.json_response({"error": f"bad report: {e}"}, status=400)
+        entry.dirty = True
+        book.jobs[(namespace, name)] = entry
+        metrics.observe_report(namespace, TRAINING_JOB.kind, name, body)
+        return web.json_response({"ok": True}, status=202)
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        body, content_type = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_post("/v1/progress/{namespace}/{name}", report)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+FLUSH_THREADS = 8  # progress patches in flight at once
+
+
+def flush(book: ProgressBook) -> None:
+    """Write the progress of every job that reported since the last flush, several at once."""
+    dirty = [(key, entry) for key, entry in list(book.jobs.items()) if entry.dirty]
+    if dirty:
+        with ThreadPoolExecutor(max_workers=min(FLUSH_THREADS, len(dirty))) as pool:
+            list(pool.map(lambda item: _write(book, *item), dirty))
+
+
+def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None:
+    namespace, name = key
+    entry.dirty = False
+    status: dict[str, Any] = {}
+    if entry.progress:
+        status["progress"] = entry.progress.wire()
+    if entry.checkpoint:
+        status["checkpoint"] = entry.checkpoint.wire()
+    try:
+        kube.custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, TRAINING_JOB.plural, name, {"status": status})
+    except ApiException as e:
+        if e.status == 404:
+            book.jobs.pop(key, None)
+        else:
+            entry.dirty = True
+            log.warning("progress of %s/%s not written: %s", namespace, name, e.reason)
+
+
+async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs,
+                leading: threading.Event) -> None:
+    """Run the endpoint and the flusher until cancelled: both idle unless `leading`."""
+    runner = web.AppRunner(build_app(settings, book, metrics, jobs, leading), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            await asyncio.sleep(settings.progress_interval)
+            if not leading.is_set():
+                continue
+            try:
+                await loop.run_in_executor(None, flush, book)
+            except Exception:
+                log.exception("progress flush failed; retrying")
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,52 @@
+"""Who may report a job's progress: a token per job, an HMAC of its UID under the operator's key.
+
+The operator can check a report without storing or reading any per-job secret; the token reaches
+the pods through the job's own Secret. The key itself is kept in one Secret of the operator's
+namespace (`stored_key`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from kubernetes.client.exceptions import ApiException
+
+from mentor.controller import kube
+
+
+def stored_key(namespace: str, name: str) -> bytes:
+    """The report key kept in a Secret of the operator's namespace, made on first start.
+
+    Kept by the operator rather than rendered by the chart, so that `helm template`, Argo CD and
+    Flux never make a new one (which would orphan every running job's token); replicas agree
+    on it because a create that loses the race reads the winner's."""
+    core = kube.core()
+    for _ in range(3):
+        try:
+            secret = core.read_namespaced_secret(name, namespace)
+            return base64.b64decode(secret.data["key"])
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        try:
+            core.create_namespaced_secret(namespace, {
+                "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mentor"}},
+                "type": "Opaque",
+                "stringData": {"key": secrets.token_urlsafe(36)}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    raise RuntimeError(f"could not read or create the report key Secret {namespace}/{name}")
+
+
+def token_for(key: bytes, uid: str) -> str:
+    return hmac.new(key, uid.encode(), hashlib.sha256).hexdigest()
+
+
+def authorized(key: bytes, uid: str, header: str | None) -> bool:
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(token_for(key, uid), header.removeprefix("Bearer ").strip())

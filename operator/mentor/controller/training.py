@@ -1,0 +1,302 @@
+"""TrainingJob reconciles: read the job and its pods from memory, decide, carry out the plan.
+
+A reconcile runs on a work-queue worker (mentor.controller.workqueue), one per job at a time,
+whatever triggered it: the job changed, one of its pods changed, or a time it asked for came. It
+reads the job and its pods from the operator's memory (mentor.controller.cache), calls the pure
+decision (mentor.decide.training), writes what the plan says through the one API client
+(mentor.controller.kube), and returns when it wants to run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client import V1DeleteOptions, V1Preconditions
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
+from mentor.api.labels import GPU_FINALIZER
+from mentor.api.status import JobStatus, Phase
+from mentor.api.training import TrainingJobSpec
+from mentor.builders.names import JobRef
+from mentor.builders.pods import (
+    build_config_map,
+    build_pod,
+    build_report_secret,
+    build_service,
+    build_trainer_config,
+)
+from mentor.controller import kube
+from mentor.controller.cache import Expectations, Jobs, Key, Pods
+from mentor.controller.events import post_events
+from mentor.controller.guard import guarded
+from mentor.controller.metrics import METRICS
+from mentor.controller.settings import Settings
+from mentor.controller.tokens import token_for
+from mentor.decide.ledger import active_seconds
+from mentor.decide.podview import PodView
+from mentor.decide.times import parse_time
+from mentor.decide.training import TERMINAL, Plan, Refusal, decide
+
+log = logging.getLogger(__name__)
+KIND, PLURAL = TRAINING_JOB.kind, TRAINING_JOB.plural
+
+
+ACCOUNTING = ("gpuHours", "costEstimate")  # status fields that change with time alone
+CREATE_RETRY_SECONDS = 15.0  # after a create refused for now (a quota, 429, 5xx)
+
+
+@dataclass
+class Controller:
+    """What every reconcile shares: the settings and the operator's in-memory state."""
+
+    settings: Settings
+    jobs: Jobs
+    pods: Pods
+    expectations: Expectations
+    # When each job's GPU-hours were last written: alone, they are written at most once per
+    # MENTOR_RESYNC_SECONDS (with any other change, at once).
+    accounted: dict[Key, float] = field(default_factory=dict)
+
+    def forget(self, key: Key) -> None:
+        """A deleted job leaves nothing behind."""
+        self.jobs.forget(key)
+        self.expectations.forget(key)
+        self.accounted.pop(key, None)
+
+
+def job_ref(body: dict[str, Any]) -> JobRef:
+    meta = body["metadata"]
+    return JobRef(kind=KIND, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def reconcile(ctl: Controller, key: Key) -> float | None:
+    """Bring one TrainingJob one step closer to its spec; return the seconds until it should be
+    looked at again (None: only when something changes).
+
+    API errors are handled as for every kind (mentor.controller.guard).
+    """
+    return guarded(TRAINING_JOB, ctl.jobs, key, lambda: _reconcile(ctl, key))
+
+
+def _reconcile(ctl: Controller, key: Key) -> float | None:
+    if not ctl.pods.synced.is_set():  # an empty view would look like a job with no pods
+        return 0.5
+    body = ctl.jobs.get(key)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        # The job is going and its record with it: its pods are collected, and released.
+        ctl.expectations.forget(key)
+        _release([p for p in ctl.pods.of(key) if p["metadata"].get("deletionTimestamp")])
+        return None
+    job = job_ref(body)
+    pods: list[dict[str, Any]] = []
+    foreign: list[dict[str, Any]] = []
+    for pod in ctl.pods.of(key):
+        (pods if job.owns(pod["metadata"]) else foreign).append(pod)
+    if not ctl.expectations.met(key, pods):
+        return 1.0  # the watch has not shown the last creates or deletes yet; it will call back
+    if foreign and not pods:
+        # Pods of an earlier job of this name (deleted, and created again): never adopted;
+        # the new job waits until the garbage collector has taken them.
+        _release([p for p in foreign if p["metadata"].get("deletionTimestamp")])
+        return 1.0
+    spec = TrainingJobSpec.model_validate(body["spec"])
+    status = JobStatus.model_validate(body.get("status") or {})
+    views = [dataclasses.replace(v, price=_price(v.node, ctl.settings))
+             for v in map(PodView.from_pod, pods)]
+    now = dt.datetime.now(dt.UTC)
+    generation = body["metadata"].get("generation")
+    plan = decide(spec, status, views, now, generation)
+    try:
+        if plan.create_ranks:
+            taken = _create_children(job, spec, ctl.settings)
+            if taken:  # a name held by another owner: never adopted, said in the status
+                plan = decide(spec, status, views, now, generation, taken)
+        _apply(ctl, body, job, spec, plan)
+    except (ApiException, ValidationError) as e:
+        refused = refusal(e) if plan.create_ranks else None
+        if refused is None:
+            raise
+        plan = decide(spec, status, views, now, generation, refused=refused)
+        _apply(ctl, body, job, spec, plan)
+        if not refused.permanent:
+            return CREATE_RETRY_SECONDS
+    if not plan.delete_job:
+        METRICS.observe_status(job.namespace, KIND, job.name, plan.status,
+                               spec.run_policy.max_gpu_hours)
+    return next_due(spec, plan.status, now, ctl.settings)
+
+
+def refusal(e: ApiException | ValidationError) -> Refusal | None:
+    """What an API error on a create means for the job, if it is a refusal of the object: 422
+    (invalid) and admission's 403 (Pod Security, a webhook) for good; a quota's 403, 429 and 5xx
+    for now. Other errors are the operator's own (and retried as such). The kubernetes client
+    checks a body before sending it: what it refuses (a template's volume without a name, an
+    unknown affinity field) is refused for good too, in its words."""
+    if isinstance(e, ValidationError):
+        first = e.errors()[:3]
+        where = "; ".join(f"{'.'.join(str(p) for p in err['loc'][1:])}: {err['msg']}"
+                          for err in first)
+        return Refusal(f"the pod built from this spec is invalid: {where}", permanent=True)
+    message = str(kube.error_body(e).get("message") or e.reason)
+    if e.status == 422:
+        return Refusal(message, permanent=True)
+    if e.status == 403:
+        return Refusal(message, permanent="exceeded quota" not in message)
+    if e.status == 429 or (e.status or 0) >= 500:
+        return Refusal(message, permanent=False)
+    return None
+
+
+def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
+             settings: Settings) -> float | None:
+    """When time alone changes what the job should be: its TTL, its deadline, or (while it
+    holds pods) its GPU-hours, cost and budget, refreshed every MENTOR_RESYNC_SECONDS."""
+    policy = spec.run_policy
+    if status.phase in TERMINAL:
+        finished = parse_time(status.completion_time)
+        ttl = policy.ttl_seconds_after_finished
+        if finished is None or ttl is None:
+            return None
+        return max((finished - now).total_seconds() + ttl, 0.0)
+    if status.phase == Phase.SUSPENDED:
+        return None
+    due = [settings.resync_seconds]
+    if policy.active_deadline_seconds and status.ledger.active_since:
+        due.append(policy.active_deadline_seconds - active_seconds(status, now))
+    return max(min(due), 0.0)
+
+
+def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool | None:
+    """Create a child: True if created, None if it existed and is this job's (a retried
+    reconcile, an earlier attempt), False if another owner holds the name (never adopted)."""
+    core = kube.core()
+    create = {"Pod": core.create_namespaced_pod, "Service": core.create_namespaced_service,
+              "ConfigMap": core.create_namespaced_config_map,
+              "Secret": core.create_namespaced_secret}[kind]
+    try:
+        create(job.namespace, manifest)
+        return True
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    if kind == "Secret":  # Mentor may create its Secrets, never read them: assume it is ours
+        return None
+    read = {"Pod": core.read_namespaced_pod, "Service": core.read_namespaced_service,
+            "ConfigMap": core.read_namespaced_config_map}
+    existing = kube.to_json(read[kind](manifest["metadata"]["name"], job.namespace))
+    return None if job.owns(existing["metadata"]) else False
+
+
+def _create_children(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> tuple[str, ...]:
+    """The config and the Service (and the report Secret) of a new attempt; the names of those
+    that another owner holds."""
+    taken = []
+    config = build_config_map(job, build_trainer_config(spec))
+    for kind, manifest in (("ConfigMap", config), ("Service", build_service(job, settings))):
+        created = _create(kind, manifest, job)
+        if created is False:
+            taken.append(f"{kind.lower()}/{manifest['metadata']['name']}")
+        elif created is None and kind == "ConfigMap":
+            # This job's, from an earlier attempt: it follows the spec as edited since (while
+            # suspended), by server-side apply; its pods carry the config's hash.
+            kube.core().patch_namespaced_config_map(
+                job.config_map, job.namespace, config, field_manager="mentor-operator",
+                force=True, _content_type="application/apply-patch+yaml")
+    if settings.report_url and not taken:
+        _create("Secret", build_report_secret(job, token_for(settings.report_key, job.uid)), job)
+    return tuple(taken)
+
+
+_products: dict[str, str | None] = {}
+
+
+def _price(node: str | None, settings: Settings) -> float | None:
+    """The price per GPU-hour of a node's GPU product (nodes do not change product: cached)."""
+    if not settings.gpu_prices or node is None:
+        return None
+    if node not in _products:
+        try:
+            labels = kube.core().read_node(node).metadata.labels or {}
+        except ApiException:
+            return None
+        _products[node] = labels.get("nvidia.com/gpu.product")
+    product = _products[node]
+    return settings.gpu_prices.get(product) if product else None
+
+
+def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJobSpec,
+           plan: Plan) -> None:
+    key = (job.namespace, job.name)
+    ctl.expectations.expect(key, [job.pod(rank) for rank in plan.create_ranks],
+                            plan.delete_pods)
+    try:
+        for rank in plan.create_ranks:
+            _create("Pod", build_pod(job, spec, rank, plan.attempt, ctl.settings), job)
+        for name in plan.delete_pods:
+            uid = plan.delete_uids.get(name)
+            try:
+                kube.core().delete_namespaced_pod(
+                    name, job.namespace, grace_period_seconds=30,
+                    body=V1DeleteOptions(preconditions=V1Preconditions(uid=uid)) if uid else None)
+            except ApiException as e:
+                if e.status not in (404, 409):  # gone, or the name is a newer pod's now
+                    raise
+    except (ApiException, ValidationError):
+        ctl.expectations.forget(key)
+        raise
+    # progress and checkpoint belong to the trainers' reports (mentor.controller.server): leaving
+    # them out of this merge patch means a reconcile never overwrites a newer report with an
+    # older one.
+    new_status = plan.status.model_dump(by_alias=True, exclude_none=True, mode="json",
+                                        exclude={"progress", "checkpoint"})
+    old_status = {k: v for k, v in (body.get("status") or {}).items()
+                  if k not in ("progress", "checkpoint")}
+    if new_status != old_status and _worth_writing(ctl, key, new_status, old_status):
+        # Written only over the version decided from: a status another replica (or this one,
+        # before a restart) wrote since is never overwritten; the conflict is decided again.
+        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                 "status": new_status}
+        written = kube.custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, job.namespace, PLURAL, job.name, patch)
+        ctl.jobs.observe(written)  # the next reconcile starts from what was just written
+        ctl.accounted[key] = time.monotonic()
+    # Only now, with their time in the written status, may settled pods go.
+    by_name = {p["metadata"]["name"]: p for p in ctl.pods.of(key)}
+    _release([by_name[name] for name in plan.release if name in by_name])
+    post_events(body, plan.events)
+    if plan.delete_job:
+        kube.custom().delete_namespaced_custom_object(
+            GROUP, VERSION, job.namespace, PLURAL, job.name,
+            body=V1DeleteOptions(propagation_policy="Background"))
+
+
+def _release(pods: list[dict[str, Any]]) -> None:
+    """Remove Mentor's accounting finalizer from pods whose time is settled (or whose job is
+    gone)."""
+    for pod in pods:
+        kube.remove_finalizer(pod["metadata"], GPU_FINALIZER, kube.core().patch_namespaced_pod)
+
+
+def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Any change but the GPU-hours' ticking is written at once; that alone, once per period."""
+    def rest(status: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in status.items() if k not in ACCOUNTING}
+
+    if rest(new) != rest(old):
+        return True
+    return time.monotonic() - ctl.accounted.get(key, 0.0) >= ctl.settings.resync_seconds
+
+
+def resync(ctl: Controller, add: Any) -> None:
+    """The slow safety net: list every job (page by page) and queue each, in case an event was
+    ever missed. Everything time-driven is queued for its moment instead (`next_due`)."""
+    for body in kube.list_all(GROUP, VERSION, PLURAL, ctl.settings.namespaces):
+        ctl.jobs.observe(body)
+        add((body["metadata"]["namespace"], body["metadata"]["name"]))

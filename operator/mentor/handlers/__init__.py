@@ -1,1 +1,0 @@
-"""Kopf handlers: thin, each hands off to a pure decision and carries out its plan."""

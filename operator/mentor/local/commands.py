@@ -1,0 +1,164 @@
+"""The `mentor` commands that work on this machine, with no cluster: run, generate, report of a
+local output, data.
+
+Each raises `CommandFailed` with the one line the user sees; mentor.cli prints it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SAMPLE_TOKENS = 200  # what the quickstart's summary lets the model say
+
+
+class CommandFailed(Exception):
+    """A command that cannot go on; its message is the one line the user sees."""
+
+
+def load_job(file: Path | None) -> Any:
+    """A job from its YAML, validated as the API server would; every error is one line."""
+    from mentor.api.validation import InvalidJob, UnreadableDocument
+    from mentor.local import training as local
+
+    try:
+        return local.load(file)
+    except InvalidJob as e:
+        raise CommandFailed(f"{file or 'the quickstart'} is invalid:\n" +
+                            "\n".join(f"  {error}" for error in e.errors)) from None
+    except UnreadableDocument as e:
+        raise CommandFailed(str(e)) from None
+
+
+def output_of(target: Path) -> tuple[Path, str]:
+    """A job's output directory and name, from its YAML or from the directory itself."""
+    from mentor.local import training as local
+
+    if target.is_file():
+        job = load_job(target)
+        return Path(local.local_path(job.spec.output.uri) or "."), job.metadata.name
+    if not target.is_dir():
+        raise CommandFailed(f"{target}: no such job file or output directory")
+    return target, target.name
+
+
+def report_job(target: Path, png: Path | None) -> int:
+    from mentor.report import history as report
+    from mentor.report import plots
+
+    output, name = output_of(target)
+    if (output / "tuning.json").exists():
+        from mentor.local.tuning import read_summary
+
+        trials, winner = read_summary(output / "tuning.json")
+        print(report.tuning_summary(name, trials, winner))
+        print(f"  picture       "
+              f"{plots.plot_trials(name, trials, winner, png or output / 'report.png')}")
+        return 0
+    log = output / "metrics.jsonl"
+    if not log.exists():
+        raise CommandFailed(f"no metrics log at {log}: has the job run?")
+    history = report.read_history(log)
+    print(report.summary(name, history))
+    if history.steps:
+        print(f"  picture       {plots.plot(name, history, png or output / 'report.png')}")
+    return 0
+
+
+def generate(target: Path, prompt: str, tokens: int, temperature: float, seed: int) -> str:
+    from mentor_trainer.errors import DataNotFound
+    from mentor_trainer.generate import load, sample
+
+    output, _ = output_of(target)
+    try:
+        model, tokenizer = load(output)
+    except DataNotFound as e:
+        raise CommandFailed(str(e)) from None
+    try:
+        return prompt + sample(model, tokenizer, prompt, tokens, temperature, seed)
+    except ValueError as e:
+        raise CommandFailed(str(e)) from None
+
+
+def fetch_data(dataset: str, to: Path | None) -> None:
+    from mentor.local.sample_data import fetch_shakespeare, python_source
+    from mentor.local.training import local_path
+
+    target = to or Path(local_path(f"pvc://datasets/{dataset}") or ".")
+    files = fetch_shakespeare(target) if dataset == "shakespeare" else python_source(target)
+    size = sum(f.stat().st_size for f in files)
+    what = "plays" if dataset == "shakespeare" else "modules of Python's own source"
+    print(f"{len(files)} {what} ({size / 1e6:.1f} MB) in {target}")
+
+
+def prepare_data(file: Path | None) -> None:
+    """Tokenize a job's data once into its token shard, as rank 0 of the job would."""
+    import time
+
+    from tqdm import tqdm
+
+    from mentor.api.kinds import TrainingJob
+    from mentor.local import training as local
+    from mentor_trainer import shards
+    from mentor_trainer.errors import TrainerError
+    from mentor_trainer.tokenizer import known_tokenizer
+
+    job = load_job(file)
+    if not isinstance(job, TrainingJob):
+        raise CommandFailed("data prepare takes a TrainingJob")
+    config = local.local_config(job)
+    started = time.monotonic()
+    try:
+        with tqdm(unit="B", unit_scale=True, desc="tokenizing") as bar:
+            path = shards.prepare(config.data, known_tokenizer(config),
+                                  Path(config.output.uri) / ".mentor" / "tokens", bar.update)
+    except TrainerError as e:
+        raise CommandFailed(str(e)) from None
+    shard = shards.open_shard(path)
+    print(f"{shard.meta['tokens']:,} tokens of {shard.meta['documents']:,} documents "
+          f"({shard.tokens.dtype}) in {path} ({time.monotonic() - started:.1f} s; "
+          "ready, or found ready)")
+
+
+def run_locally(file: Path | None, progress: bool, fresh: bool) -> int:
+    from mentor.api.kinds import TuningJob
+    from mentor.local import reruns
+    from mentor.local import training as local
+    from mentor.report import history as report
+
+    job = load_job(file)
+    if isinstance(job, TuningJob):
+        from mentor.local import tuning as local_tuning
+
+        try:
+            return local_tuning.run(job, progress=progress, fresh=fresh)
+        except local_tuning.TuningFailed as e:
+            raise CommandFailed(str(e)) from None
+    try:
+        prior = local.prepare(job, fresh)
+    except reruns.Refused as e:
+        raise CommandFailed(str(e)) from None
+    if prior is not None and prior.finished and prior.history is not None:
+        print(f"{job.kind} {job.metadata.name}: already finished, nothing to train "
+              "(--fresh starts over). Its figures:")
+        print("  " + report.summary(job.metadata.name, prior.history).replace("\n", "\n  "))
+        return 0
+    outcome = local.run(job, progress=progress)
+    print(local.summary(job, outcome))
+    if outcome.exit_code == 0:
+        from mentor.local.tuning import record_run
+
+        record_run(job)  # a TuningJob's trainingJobRef finds this model
+        print(_sample_lines(file, Path(local.local_path(job.spec.output.uri) or ".")))
+    return outcome.exit_code
+
+
+def _sample_lines(file: Path | None, output: Path) -> str:
+    """The end of a successful run's summary: a few lines the model wrote."""
+    from mentor_trainer.generate import load, sample
+
+    model, tokenizer = load(output)
+    text = sample(model, tokenizer, "", SAMPLE_TOKENS)
+    command = f"mentor generate {file or output}"
+    lines = [ln for ln in text.strip("\n").splitlines() if ln.strip()][:8]
+    return "\n".join([f"  sample        ({command} for more)", *(f"    | {ln}" for ln in lines)])

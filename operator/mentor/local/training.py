@@ -1,0 +1,293 @@
+"""`mentor run job.yaml`: the same job on this machine, with no cluster.
+
+It validates the YAML as the API server would (mentor.api.validation), builds the job's TorchX
+AppDef exactly as the operator does for its pods (mentor.builders.launch), and hands it to
+TorchX's local scheduler: one machine stands in for every node. `pvc://<claim>/<path>` becomes a
+directory under MENTOR_PVC_ROOT. A progress bar follows the trainer's metrics log; Ctrl-C asks
+for a checkpoint, and running the command again resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchx.schedulers.local_scheduler import (
+    COMBINED_LOG,
+    CWDImageProvider,
+    LocalScheduler,
+    Opts,
+)
+from torchx.specs import AppDef
+
+from mentor.api import exitcodes
+from mentor.api.kinds import TrainingJob, TuningJob
+from mentor.api.training import TrainerConfig
+from mentor.api.validation import load_document, validate
+from mentor.builders.launch import ROLE, trainer_app
+from mentor.builders.storage import map_claims, resolve_pvc
+from mentor.local import reruns
+
+QUICKSTART = Path(__file__).parent.parent / "quickstart.yaml"
+
+
+def pvc_root() -> Path:
+    return Path(os.environ.get("MENTOR_PVC_ROOT", Path.home() / ".cache" / "mentor" / "pvc"))
+
+
+def claim_dir(claim: str) -> str:
+    """Where a claim lives on this machine: $MENTOR_PVC_ROOT/<claim>."""
+    return str(pvc_root() / claim)
+
+
+def local_path(uri: str | None) -> str | None:
+    """pvc://claim/path -> $MENTOR_PVC_ROOT/claim/path; anything else is left as it is."""
+    return resolve_pvc(uri, claim_dir)
+
+
+def load(path: Path | None) -> TrainingJob | TuningJob:
+    """Read and validate a job; mentor.api.validation's InvalidJob names each bad field, and
+    UnreadableDocument the file that cannot be read."""
+    return validate(load_document(path or QUICKSTART))
+
+
+def local_config(job: TrainingJob) -> TrainerConfig:
+    return map_claims(job.spec.trainer_config(), claim_dir)
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    wall_seconds: float
+    last: dict[str, Any]
+    eval_loss: float | None
+    gpus: int
+    log: Path
+    evals: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpus * self.wall_seconds / 3600
+
+
+@dataclass
+class Follower:
+    """Reads the records the trainer appends to its metrics log, keeping the latest ones."""
+
+    path: Path
+    offset: int = 0
+    last: dict[str, Any] = field(default_factory=dict)
+    eval_loss: float | None = None
+    evals: dict[int, float] = field(default_factory=dict)
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The new training-step records (complete lines only) since the last poll."""
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            f.seek(self.offset)
+            complete = [ln for ln in f.readlines() if ln.endswith("\n")]
+        self.offset += sum(len(ln.encode()) for ln in complete)
+        steps = []
+        for record in map(json.loads, complete):
+            if "eval_loss" in record:
+                self.eval_loss = record["eval_loss"]
+                self.evals[int(record["step"])] = float(record["eval_loss"])
+            if "loss" in record:
+                self.last = record
+                steps.append(record)
+        return steps
+
+
+class _Scheduler(LocalScheduler):
+    """TorchX's local scheduler, keeping the replica's process: Ctrl-C must give the trainer
+    time to checkpoint (TorchX's own cancel kills after 10 s), and its exit code is the
+    outcome."""
+
+    def __init__(self) -> None:
+        # The venv's bin first: `mentor-torchrun` is found even when the venv is not activated.
+        super().__init__("mentor", CWDImageProvider, extra_paths=[str(Path(sys.executable).parent)])
+        # TorchX turns SIGINT/SIGTERM into its own exception; Ctrl-C here means "checkpoint".
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def run_local_job(self, args: list[str], env: dict[str, str], stdout: Any, stderr: Any,
+                      cwd: str | None = None) -> subprocess.Popen[bytes]:
+        proc = super().run_local_job(args, env, stdout, stderr, cwd)
+        self.processes.append(proc)
+        return proc
+
+
+def app_for(job: TrainingJob, config_path: Path) -> AppDef:
+    """The job's AppDef on this machine: one node running every rank, so the world size (and
+    hence the data order and the losses) is the one the cluster would have."""
+    parallelism = job.spec.parallelism
+    # The machine's cores shared among the ranks (one process alone gets them all).
+    threads = max(1, (os.cpu_count() or 1) // parallelism.world_size)
+    env = {"MENTOR_JOB_NAME": job.metadata.name, "MENTOR_JOB_NAMESPACE": "local",
+           "MENTOR_JOB_KIND": job.kind,
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    env.update({v.name: v.value for v in job.spec.template.env if v.value is not None})
+    return trainer_app(job.metadata.name, image=job.spec.template.image or "local",
+                       config_path=str(config_path), nnodes=1, nproc=parallelism.world_size,
+                       gpus=parallelism.gpus_per_node or 0, master_addr="127.0.0.1",
+                       master_port=_free_port(), env=env)
+
+
+def prepare(job: TrainingJob, fresh: bool = False) -> reruns.Previous | None:
+    """Before a run: --fresh discards the output, then what it holds is checked against the job
+    (mentor.local.reruns); raises reruns.Refused when running into it would mix two runs."""
+    config = local_config(job)
+    output = Path(config.output.uri)
+    if fresh:
+        reruns.discard(output)
+    return reruns.check(output, config.wire())
+
+
+def run(job: TrainingJob, progress: bool = True,
+        stop_when: Callable[[dict[int, float]], bool] | None = None) -> Outcome:
+    """Run the job to its end. `stop_when` sees the eval losses so far, by step; when it says
+    so, the trainer gets SIGTERM (it checkpoints and exits 143), as a pruned trial's pods do."""
+    config = local_config(job)
+    output = Path(config.output.uri)
+    state = output / reruns.STATE
+    state.mkdir(parents=True, exist_ok=True)
+    config_path = state / "config.json"
+    config_path.write_text(json.dumps(config.wire(), indent=2))
+    metrics_path = output / "metrics.jsonl"
+    follower = Follower(metrics_path, metrics_path.stat().st_size if metrics_path.exists() else 0)
+
+    scheduler = _Scheduler()
+    started = time.monotonic()
+    dryrun = scheduler.submit_dryrun(app_for(job, config_path),
+                                     cfg=Opts(log_dir=str(state / "logs")))
+    app_id = scheduler.schedule(dryrun)
+    proc = scheduler.processes[0]
+    log_path = Path(dryrun.request.role_log_dirs[ROLE][0]) / COMBINED_LOG
+    bar = _bar(progress)
+    try:
+        stopping = False
+        while proc.poll() is None:
+            time.sleep(0.5)
+            for record in follower.poll():
+                bar(record, follower.eval_loss)
+            if stop_when and not stopping and follower.evals and stop_when(follower.evals):
+                os.killpg(proc.pid, signal.SIGTERM)
+                stopping = True
+    except KeyboardInterrupt:
+        print("\nstopping: asking the trainer to checkpoint (Ctrl-C again to kill)...",
+              file=sys.stderr)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    scheduler.describe(app_id)  # TorchX closes the app's logs once it has ended
+    scheduler.close()
+    follower.poll()
+    bar(None, follower.eval_loss)
+    if not follower.last:  # nothing new: it resumed at its last step; report the earlier run
+        follower = Follower(metrics_path)
+        follower.poll()
+    gpus = (job.spec.parallelism.gpus_per_node or 0) * job.spec.parallelism.nodes
+    code = proc.returncode
+    return Outcome(128 - code if code < 0 else code, time.monotonic() - started, follower.last,
+                   follower.eval_loss, gpus, log_path, dict(follower.evals))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bar(enabled: bool) -> Any:
+    """A tqdm bar of steps, with the loss and ETA; without one, a plain line every tenth of
+    the run (or 30 s), which a CI log can show."""
+    if not enabled:
+        return _lines()
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def update(record: dict[str, Any] | None, eval_loss: float | None) -> None:
+        if record is None:
+            if "bar" in state:
+                state["bar"].close()
+            return
+        if "bar" not in state:
+            state["bar"] = tqdm(total=record["total_steps"], initial=record["step"] - 1,
+                                unit="step", dynamic_ncols=True)
+        bar = state["bar"]
+        bar.update(record["step"] - bar.n)
+        postfix = {"loss": f"{record['loss']:.3f}",
+                   "tok/s": f"{record['tokens_per_second']:.0f}"}
+        if eval_loss is not None:
+            postfix["eval"] = f"{eval_loss:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+
+    return update
+
+
+def _lines(every_seconds: float = 30) -> Any:
+    state = {"time": 0.0, "tenth": -1, "start": time.monotonic(), "first": 0}
+
+    def update(record: dict[str, Any] | None, eval_loss: float | None) -> None:
+        if record is None:
+            return
+        step, total = record["step"], record["total_steps"]
+        if state["tenth"] < 0:
+            state["first"] = step - 1
+        tenth = step * 10 // total
+        now = time.monotonic()
+        if tenth == state["tenth"] and now - state["time"] < every_seconds and step != total:
+            return
+        state["tenth"], state["time"] = tenth, now
+        done = step - state["first"]
+        eta = (now - state["start"]) / done * (total - step) if done else 0.0
+        evaluated = f"  eval {eval_loss:.3f}" if eval_loss is not None else ""
+        print(f"step {step}/{total}  loss {record['loss']:.3f}{evaluated}  "
+              f"{record['tokens_per_second']:.0f} tok/s  ETA {eta:.0f} s", flush=True)
+
+    return update
+
+
+def summary(job: TrainingJob, outcome: Outcome) -> str:
+    last = outcome.last
+    lines = [f"{job.kind} {job.metadata.name}: " + (
+        "succeeded" if outcome.exit_code == 0 else
+        "stopped with a checkpoint; run the same command again to resume"
+        if outcome.exit_code == exitcodes.SIGTERM
+        else f"failed with exit code {outcome.exit_code}")]
+    if last:
+        lines.append(f"  step          {last['step']}/{last['total_steps']}")
+        lines.append(f"  final loss    {last['loss']:.4f}")
+    if outcome.eval_loss is not None:
+        lines.append(f"  eval loss     {outcome.eval_loss:.4f}")
+    if last:
+        lines.append(f"  tokens/s      {last['tokens_per_second']:.0f}")
+    lines.append(f"  wall time     {outcome.wall_seconds:.1f} s")
+    if outcome.gpus:
+        lines.append(f"  GPU-hours     {outcome.gpu_hours:.4f} ({outcome.gpus} GPUs)")
+    lines.append(f"  output        {local_path(job.spec.output.uri)}")
+    lines.append(f"  trainer log   {outcome.log}")
+    if outcome.exit_code not in (exitcodes.OK, exitcodes.SIGTERM):
+        tail = outcome.log.read_text(errors="replace").splitlines()[-15:]
+        lines += ["  trainer log (last lines):", *("    " + ln for ln in tail)]
+    if outcome.exit_code == exitcodes.DATA_NOT_FOUND:
+        lines.append("  hint          the data (or the model to start from) is missing; "
+                     "`mentor data shakespeare` puts the quickstart's plays in "
+                     "pvc://datasets/shakespeare")
+    return "\n".join(lines)
