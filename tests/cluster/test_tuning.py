@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -300,3 +302,46 @@ def refusal(control_plane: Any, namespace: str, *args: str, input: str | None = 
                           check=False, timeout=60)
     assert done.returncode != 0, done.stdout
     return done.stderr
+
+
+def test_the_cli_and_the_sdk_know_tuning_jobs(operator: Operator, kube: Kube) -> None:
+    """`mentor ls` shows TuningJobs beside TrainingJobs, `describe tj/NAME` shows the trials as a
+    table with the best marked, and the SDK submits a TuningJob to its own endpoint."""
+    from mentor.client.sdk import Client
+
+    client = Client(namespace=kube.ns, kubeconfig=str(kube.cp.kubeconfig))
+    submitted = client.submit(tuning_job("cli", search={
+        "algorithm": "grid", "maxTrials": 2, "parallelTrials": 2, "parameters": [
+            {"path": "optimization.learningRate", "values": [0.001, 0.003]}]}))
+    assert submitted.kind.kind == "TuningJob" and submitted.ref == "tuningjob/cli"
+    wait_trials(kube, "cli", 2)
+    finish(operator, kube, "cli-t1", [(100, 1.5)])
+    wait_for(lambda: (status(kube, "cli").get("bestTrial") or {}).get("name") == "cli-t1",
+             what="cli-t1 as the best trial")
+    assert [t.name for t in client.trials("cli")] == ["cli-t0", "cli-t1"]
+
+    def mentor(*args: str) -> str:
+        command = [str(Path(sys.executable).with_name("mentor")), *args, "-n", kube.ns,
+                   "--kubeconfig", str(kube.cp.kubeconfig)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = mentor("ls").split("\n\n")
+    assert listed[0].split()[:9] == ["NAME", "PHASE", "REASON", "NODES", "PROGRESS", "LOSS",
+                                     "RESTARTS", "GPU-HOURS", "AGE"]
+    assert {"cli-t0", "cli-t1"} <= {line.split()[0] for line in listed[0].splitlines()[1:]}
+    tuning = listed[1].splitlines()
+    assert tuning[0].split() == ["NAME", "PHASE", "REASON", "TRIALS", "BEST", "OBJECTIVE",
+                                 "GPU-HOURS", "AGE"]
+    assert tuning[1].split()[:6] == ["cli", "Running", "TrialsRunning", "1/2", "cli-t1",
+                                     "1.5000"]
+    described = mentor("describe", "tj/cli")
+    rows = described.split("Trials:\n", 1)[1].splitlines()
+    assert rows[0].split() == ["TRIAL", "STATE", "OBJECTIVE", "STEP", "GPU-HOURS", "PARAMETERS"]
+    assert rows[1].split()[:2] == ["cli-t0", "Running"]
+    assert rows[2].split()[:4] == ["cli-t1", "*", "Succeeded", "1.5000"]
+    assert "learningRate=0.003" in rows[2]
+    assert json.loads(mentor("get", "tuningjob/cli", "-o", "json"))["kind"] == "TuningJob"
+    assert "tuningjob cli deleted" in mentor("delete", "tj/cli")
+    wait_for(lambda: "cli" not in kube("get", "tuningjobs", "-o", "name"), what="deletion")

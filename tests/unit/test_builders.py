@@ -77,7 +77,8 @@ def test_pod_is_acceptable_to_the_restricted_pod_security_profile() -> None:
 def test_trainer_uid_and_pull_secrets_come_from_the_operator(monkeypatch: Any) -> None:
     monkeypatch.setenv("MENTOR_TRAINER_RUN_AS_USER", "")  # OpenShift: the platform's UID
     monkeypatch.setenv("MENTOR_TRAINER_IMAGE_PULL_SECRETS", "regcred, mirror")
-    pod = build_pod(JOB, spec(template={"imagePullSecrets": ["regcred"]}), 0, 1, Settings.from_env())
+    pod = build_pod(JOB, spec(template={"imagePullSecrets": ["regcred"]}), 0, 1,
+                    Settings.from_env())
     assert "runAsUser" not in pod["spec"]["securityContext"]
     assert "fsGroup" not in pod["spec"]["securityContext"]
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
@@ -214,7 +215,8 @@ def test_template_resources_are_laid_over_the_gpu_request() -> None:
 
 
 def test_pods_get_default_requests_and_a_shm_of_half_their_memory() -> None:
-    pod = build_pod(JOB, spec(parallelism={"nodes": 1, "procsPerNode": 2}), 0, 1, Settings.from_env())
+    pod = build_pod(JOB, spec(parallelism={"nodes": 1, "procsPerNode": 2}), 0, 1,
+                    Settings.from_env())
     container = pod["spec"]["containers"][0]
     assert container["resources"]["requests"] == {"cpu": "1", "memory": "4Gi"}, \
         "never BestEffort"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from mentor.client.commands import row, table
 from mentor.client.sdk import Job, JobFailed, _plain
 
@@ -40,3 +44,61 @@ def test_the_api_servers_cel_message_loses_the_value_it_quotes() -> None:
     assert _plain('Invalid value: "object": set exactly one of steps or epochs') == \
         "set exactly one of steps or epochs"
     assert _plain("Required value") == "Required value"
+
+
+def test_a_job_is_named_as_kubectl_names_it() -> None:
+    from mentor.api.kinds import TRAINING_JOB, TUNING_JOB
+    from mentor.client.sdk import MentorError, parse_ref
+
+    assert parse_ref("llm") == (TRAINING_JOB, "llm")
+    for ref in ("tuningjob/x", "tj/x", "tuningjobs/x", "mtune/x", "tuningjobs.mentor.dev/x"):
+        assert parse_ref(ref) == (TUNING_JOB, "x")
+    assert parse_ref("mtj/y") == (TRAINING_JOB, "y")
+    with pytest.raises(MentorError, match=r"^'pod' is not a Mentor kind: use one of "):
+        parse_ref("pod/z")
+
+
+def tuning(**status: object) -> Job:
+    return Job({"kind": "TuningJob", "metadata": {
+        "name": "tune", "namespace": "team", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"baseModel": {"uri": "hf://gpt2"}, "method": {"type": "lora"},
+                 "search": {"algorithm": "grid", "maxTrials": 2}}, "status": status})
+
+
+def trial(name: str, **status: object) -> Job:
+    return Job({"kind": "TrainingJob", "metadata": {
+        "name": name, "namespace": "team", "annotations": {
+            "mentor.dev/trial-parameters": '{"optimization.learningRate": 0.003}'}},
+        "spec": {}, "status": status})
+
+
+def test_a_tuning_job_shows_its_trials_with_the_best_marked(capsys: Any) -> None:
+    from mentor.client.commands import describe_tuning, tuning_row
+
+    job = tuning(phase="Running", reason="TrialsRunning", shown={"trials": "1/2"}, gpuHours=0.5,
+                 bestTrial={"name": "tune-t1", "objective": 1.25})
+    assert tuning_row(job)[:6] == ("tune", "Running", "TrialsRunning", "1/2", "tune-t1",
+                                   "1.2500")
+    pruned = {"type": "Stopped", "status": "True", "reason": "Pruned"}
+    trials = [trial("tune-t0", phase="Stopped", conditions=[pruned], progress={"step": 50}),
+              trial("tune-t1", phase="Succeeded", progress={"step": 100, "evalLoss": 1.25},
+                    gpuHours=0.25)]
+    assert describe_tuning(job, trials, []) == 0
+    out = capsys.readouterr().out
+    rows = out.split("Trials:\n", 1)[1].splitlines()
+    assert rows[0].split() == ["TRIAL", "STATE", "OBJECTIVE", "STEP", "GPU-HOURS", "PARAMETERS"]
+    assert rows[1].split() == ["tune-t0", "Pruned", "-", "50", "0.0000", "learningRate=0.003"]
+    assert rows[2].split() == ["tune-t1", "*", "Succeeded", "1.2500", "100", "0.2500",
+                               "learningRate=0.003"]
+    assert "Base model:  hf://gpt2" in out and "Search:      grid, up to 2 trial(s)" in out
+
+
+def test_each_command_is_dispatched_by_its_own_function() -> None:
+    from mentor import cli
+
+    for argv, name in ((["describe", "tj/x"], "describe"), (["ls"], "ls"),
+                       (["delete", "tuningjob/x"], "delete"), (["logs", "x", "-f"], "logs")):
+        args = cli.parser().parse_args(argv)
+        assert args.func is cli._on_cluster and args.cluster is cli.CLUSTER[name]
+    assert cli.parser().parse_args(["run"]).func is cli._run
+    assert cli.parser().parse_args(["report", "out/dir"]).func is cli._report

@@ -24,19 +24,18 @@ from mentor.api.training import (
     Optimizer,
     Precision,
     Schedule,
-    Strategy,
     TrainerConfig,
 )
-from mentor_trainer import checkpoint, data, shards, speed
+from mentor_trainer import checkpoint, data, mfu, shards
 from mentor_trainer.dist import World, all_reduce_max, barrier
 from mentor_trainer.errors import BadConfig, NonFiniteLoss
 from mentor_trainer.models import (
-    block_classes,
     load_pretrained,
     max_positions,
     new_model,
     parameter_count,
 )
+from mentor_trainer.parallelize import parallelize
 from mentor_trainer.report import Reporter
 from mentor_trainer.tokenizer import CharTokenizer, Tokenizer, known_tokenizer
 
@@ -98,7 +97,16 @@ class Trainer:
         return tokenizer, shard.tokens
 
     def _build(self) -> None:
-        cfg, world = self.config, self.world
+        """Data, model, parallelism and optimizer, in that order: the model's vocabulary
+        comes from the data's tokenizer, and the optimizer takes the parallel model's
+        parameters."""
+        self._build_data()
+        self._build_model()
+        self.model = parallelize(self.base, self.config, self.world, self.autocast)
+        self._build_optimizer()
+
+    def _build_data(self) -> None:
+        cfg, world, opt = self.config, self.world, self.config.optimization
         self.train_data: data.Packed | data.Examples
         self.val_data: data.Packed | data.Examples
         if cfg.data.format in data.INSTRUCTIONS:  # one example a sample, loss on the answers
@@ -112,7 +120,6 @@ class Trainer:
             self.tokenizer, tokens = self._tokens()
             self.train_data, self.val_data = data.split(tokens, cfg.data.validation_split,
                                                         cfg.data.sequence_length)
-        opt = cfg.optimization
         self.schedule = data.Schedule(len(self.train_data), opt.global_batch_size,
                                       opt.micro_batch_size, world.size, world.rank, opt.seed)
         if opt.steps:
@@ -122,6 +129,10 @@ class Trainer:
             self.total_steps = max(1, math.ceil(opt.epochs * len(self.train_data)
                                                 / opt.global_batch_size))
 
+    def _build_model(self) -> None:
+        """A new model or a pre-trained one (with LoRA, if asked), on the device, with the
+        FLOPs per token its MFU is measured by."""
+        cfg, opt = self.config, self.config.optimization
         if cfg.model.from_:
             model = load_pretrained(cfg.model.from_)
             limit = max_positions(model)
@@ -140,46 +151,23 @@ class Trainer:
             model = self._with_lora(model)
             if self.async_saves:
                 self.async_saves.frozen = False
-        self.base = model.to(world.device)
+        self.base = model.to(self.world.device)
         self.params = parameter_count(self.base)
-        layers, width = speed.dimensions(self.base)
-        self.flops_per_token = speed.flops_per_token(self.base, layers, width,
-                                                     cfg.data.sequence_length)
-        self.peak = speed.peak_flops(world.device)
-        self.model = self._wrap(self.base)
+        layers, width = mfu.dimensions(self.base)
+        self.flops_per_token = mfu.flops_per_token(self.base, layers, width,
+                                                   cfg.data.sequence_length)
+        self.peak = mfu.peak_flops(self.world.device)
+
+    def _build_optimizer(self) -> None:
+        opt = self.config.optimization
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if opt.optimizer == Optimizer.ADAMW:
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
                 trainable, lr=opt.learning_rate, weight_decay=opt.weight_decay,
-                betas=(0.9, 0.95), fused=world.device.type == "cuda")
+                betas=(0.9, 0.95), fused=self.world.device.type == "cuda")
         else:
             self.optimizer = torch.optim.SGD(trainable, lr=opt.learning_rate, momentum=0.9,
                                              weight_decay=opt.weight_decay)
-
-    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """torchtitan's order, per transformer block: activation checkpointing, then
-        torch.compile, then FSDP2's fully_shard; DDP wraps the whole model last."""
-        opt, strategy = self.config.optimization, self.config.parallelism.strategy
-        needs_blocks = strategy == Strategy.FSDP or opt.compile or \
-            opt.activation_checkpointing != "none"
-        blocks = speed.checkpoint_and_compile(
-            model, block_classes(model), opt.activation_checkpointing, opt.compile) \
-            if needs_blocks else []
-        if strategy == Strategy.FSDP:
-            from torch.distributed.device_mesh import init_device_mesh
-            from torch.distributed.fsdp import MixedPrecisionPolicy
-
-            mesh = init_device_mesh(self.world.device.type, (self.world.size,))
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-                if self.autocast else MixedPrecisionPolicy()
-            speed.shard(model, blocks, mesh, mp)
-            return model
-        if self.world.size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.world.local_rank] if self.world.device.type == "cuda" else None
-            return DistributedDataParallel(model, device_ids=ids)
-        return model
 
     # -- the loop
 

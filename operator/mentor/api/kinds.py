@@ -149,25 +149,27 @@ TUNING_JOB = Kind(
 KINDS: tuple[Kind, ...] = (TRAINING_JOB, TUNING_JOB)
 
 
-class TrainingJob(ApiModel):
-    """A whole TrainingJob object, as `kubectl apply` sends it; used by the local runner."""
+class _Object(ApiModel):
+    """What every whole object shares, as `kubectl apply` sends it; the local runner reads it."""
 
     api_version: str = Field(default=API_VERSION, pattern=f"^{API_VERSION}$",
                              description="apiVersion is mentor.dev/v1alpha1.")
+    metadata: ObjectMeta = Field(description="metadata is the object's metadata.")
+
+
+class TrainingJob(_Object):
+    """A whole TrainingJob object."""
+
     kind: str = Field(default="TrainingJob", pattern="^TrainingJob$",
                       description="kind is TrainingJob.")
-    metadata: ObjectMeta = Field(description="metadata is the object's metadata.")
     spec: TrainingJobSpec = Field(description="spec is the desired job.")
     status: JobStatus | None = Field(default=None, description="status is observed state.")
 
 
-class TuningJob(ApiModel):
-    """A whole TuningJob object, as `kubectl apply` sends it; used by the local runner."""
+class TuningJob(_Object):
+    """A whole TuningJob object."""
 
-    api_version: str = Field(default=API_VERSION, pattern=f"^{API_VERSION}$",
-                             description="apiVersion is mentor.dev/v1alpha1.")
     kind: str = Field(default="TuningJob", pattern="^TuningJob$",
                       description="kind is TuningJob.")
-    metadata: ObjectMeta = Field(description="metadata is the object's metadata.")
     spec: TuningJobSpec = Field(description="spec is the desired search.")
     status: TuningStatus | None = Field(default=None, description="status is observed state.")

@@ -1,25 +1,28 @@
 """`mentor run tuning.yaml`: a TuningJob's search on this machine, one trial after another.
 
-The trials are the cluster's trials: the same parameters (mentor.decide.search, seeded per trial),
-the same TrainingJob specs (mentor.builders.trials), the same pruner judging the same eval
-losses, and the same budget. Each trial runs as `mentor run` runs a TrainingJob; a table row is
+The trials are the cluster's trials, decided by the same policy (mentor.decide.tuning): the same
+parameters (seeded per trial), the same TrainingJob specs (mentor.builders.trials), the same
+pruner judging the same eval losses, the same budget with its reservations, and the same
+reasons. Each trial runs as `mentor run` runs a TrainingJob; a table row is
 printed as each one ends, and `tuning.json` in the output keeps them all for `mentor report`.
 A trial that already finished in an earlier run of the same file is read back, not run again.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from mentor.api import exitcodes
 from mentor.api.kinds import TrainingJob, TuningJob
-from mentor.builders.trials import trial_name, trial_spec
-from mentor.decide.search import best, size, suggest, to_prune
+from mentor.api.status import Reason
+from mentor.api.tuning import TuningJobSpec, TuningStatus
+from mentor.decide.search import best, size
 from mentor.decide.trialview import FAILED, PRUNED, SUCCEEDED, Trial
+from mentor.decide.tuning import Base, NewTrial, decide
 from mentor.local import reruns
 from mentor.local import training as local
 
@@ -65,84 +68,97 @@ def _table_row(t: Trial) -> str:
     return f"  {t.name:<24} {t.state:<10} {objective:>9} {last:>14}  {params}{note}"
 
 
-def _trial_job(trial: Trial, spec: dict[str, Any]) -> TrainingJob:
-    return TrainingJob.model_validate({"metadata": {"name": trial.name}, "spec": spec})
-
-
 def run(job: TuningJob, progress: bool = True, fresh: bool = False) -> int:
-    spec, search = job.spec, job.spec.search
-    base = base_uri(job)
-    total = size(search)
-    budget = spec.budget.max_gpu_hours
+    """The search, one trial at a time, decided by the operator's own policy
+    (mentor.decide.tuning): the same trials, budget reservations, pruning, limits and reasons.
+    Between trials it decides what comes next; during one, each new eval loss is judged by it."""
+    name, spec = job.metadata.name, _one_at_a_time(job.spec)
+    base = Base(uri=base_uri(job))
     trials: list[Trial] = []
-    print(f"TuningJob {job.metadata.name}: up to {total} trial(s) of {spec.method.type} on "
-          f"{base}, one after another")
+    status = TuningStatus()
+    print(f"TuningJob {name}: up to {size(spec.search)} trial(s) of {spec.method.type} on "
+          f"{base.uri}, one after another")
     print(f"  {'trial':<24} {'state':<10} {'objective':>9} {'last eval':>14}  parameters")
-    ended = "SearchComplete"
-    for number in range(total):
-        used = sum(t.gpu_hours for t in trials)
-        if budget and used >= budget:
-            ended = "BudgetExhausted"
+    while True:
+        plan = decide(name, spec, status, trials, [], base, _now())
+        status = plan.status
+        if not plan.create:
             break
-        trial = Trial(number=number, name=trial_name(job.metadata.name, number),
-                      params=suggest(search, trials, number))
-        body = trial_spec(spec, trial.name, base, trial.params,
-                          round(budget - used, 6) if budget else None)
-        trainee = _trial_job(trial, body)
-        try:
-            prior = local.prepare(trainee, fresh)
-        except reruns.Refused as e:
-            raise TuningFailed(str(e)) from None
-        trials.append(trial)
-        if prior is not None and prior.finished and prior.history is not None:
-            history = prior.history
-            trial.evals = dict(zip(history.eval_steps, history.eval_losses, strict=True))
-            trial.state = SUCCEEDED
-            trial.objective = history.eval_losses[-1] if history.eval_losses else None
-        else:
-            def pruned(evals: dict[int, float], trial: Trial = trial) -> bool:
-                if evals == trial.evals:  # judged on each new eval loss, once
-                    return False
-                trial.evals = dict(evals)
-                trial.stopping = any(t is trial for t in to_prune(search, trials))
-                return trial.stopping
-
-            outcome = local.run(trainee, progress=progress, stop_when=pruned)
-            trial.evals, trial.gpu_hours = outcome.evals, outcome.gpu_hours
-            if outcome.exit_code == 0:
-                trial.state, trial.objective = SUCCEEDED, outcome.eval_loss
-            elif outcome.exit_code == exitcodes.SIGTERM and trial.stopping:
-                trial.state, trial.reason = PRUNED, "Pruned"
-            else:
-                trial.state, trial.exit_code = FAILED, outcome.exit_code
-        trial.model_uri = local.local_path(trainee.spec.output.uri)
+        trial = _run_trial(name, spec, status, trials, base, plan.create[0], progress, fresh)
         print(_table_row(trial), flush=True)
-        if trial.exit_code == exitcodes.MODEL_NOT_FOUND:
-            ended = "BaseModelUnavailable"
-            break
         if trial.state == FAILED and trial.exit_code == exitcodes.SIGTERM:
-            ended = "Stopped"  # Ctrl-C: the trial checkpointed; the same command resumes
+            # Ctrl-C: the trial wrote a checkpoint; the same command resumes it.
+            status.reason = "Stopped"
             break
-        failed = sum(1 for t in trials if t.state == FAILED)
-        if search and search.max_failed_trials and failed >= search.max_failed_trials:
-            ended = "MaxFailedTrials"
-            break
-    winner = best(trials, search.objective.direction if search else "minimize")
-    if winner is None and ended == "SearchComplete":
-        ended = "AllTrialsFailed"
+    winner = best(trials, spec.search.objective.direction if spec.search else "minimize")
+    ended = status.reason or "Stopped"
     _write_summary(job, trials, winner, ended)
     counts = {s: sum(1 for t in trials if t.state == s) for s in (SUCCEEDED, PRUNED, FAILED)}
-    print(f"TuningJob {job.metadata.name}: {ended}; {len(trials)} trial(s): "
+    print(f"TuningJob {name}: {ended}; {len(trials)} trial(s): "
           f"{counts[SUCCEEDED]} succeeded, {counts[PRUNED]} pruned, {counts[FAILED]} failed")
+    if ended == "Stopped":
+        print("  stopped: run the same command again to resume the trial where it stopped")
     if winner is None:
-        print("  no trial succeeded")
+        ending = next((c for c in status.conditions if c.status == "True"), None)
+        print(f"  no trial succeeded{': ' + ending.message if ending else ''}")
         return 1
     print(f"  best trial    {winner.name}: eval loss {winner.objective:.4f}")
     print(f"  parameters    {json.dumps(winner.params)}")
     print(f"  model         {winner.model_uri}")
-    print(f"  summary       {summary_path(job)} (mentor report {job.metadata.name}.yaml plots "
-          "every trial)")
+    print(f"  summary       {summary_path(job)} (mentor report {summary_path(job).parent} "
+          "plots every trial)")
     return 0
+
+
+def _one_at_a_time(spec: TuningJobSpec) -> TuningJobSpec:
+    """On one machine the trials run one after another."""
+    if spec.search is None or spec.search.parallel_trials == 1:
+        return spec
+    return spec.model_copy(update={"search": spec.search.model_copy(
+        update={"parallel_trials": 1})})
+
+
+def _run_trial(name: str, spec: TuningJobSpec, status: TuningStatus, trials: list[Trial],
+               base: Base, new: NewTrial, progress: bool, fresh: bool) -> Trial:
+    """Run (or read back, if an earlier run of the same file finished it) one trial."""
+    trial = Trial(number=new.number, name=new.name, params=new.params)
+    trainee = TrainingJob.model_validate({"metadata": {"name": new.name}, "spec": new.spec})
+    trial.model_uri = local.local_path(trainee.spec.output.uri)
+    try:
+        prior = local.prepare(trainee, fresh)
+    except reruns.Refused as e:
+        raise TuningFailed(str(e)) from None
+    trials.append(trial)
+    if prior is not None and prior.finished and prior.history is not None:
+        history = prior.history
+        trial.evals = dict(zip(history.eval_steps, history.eval_losses, strict=True))
+        trial.state = SUCCEEDED
+        trial.objective = history.eval_losses[-1] if history.eval_losses else None
+        return trial
+
+    def stop(evals: dict[int, float]) -> bool:
+        """Judged on each new eval loss, once, as the operator would judge the trial."""
+        if evals == trial.evals:
+            return False
+        trial.evals = dict(evals)
+        stops = decide(name, spec, status, trials, [], base, _now()).stop
+        if trial.name in stops:
+            trial.stopping, (trial.reason, trial.message) = True, stops[trial.name]
+        return trial.stopping
+
+    outcome = local.run(trainee, progress=progress, stop_when=stop)
+    trial.evals, trial.gpu_hours = outcome.evals, outcome.gpu_hours
+    if outcome.exit_code == exitcodes.OK:
+        trial.state, trial.objective = SUCCEEDED, outcome.eval_loss
+    elif outcome.exit_code == exitcodes.SIGTERM and trial.reason == Reason.PRUNED.value:
+        trial.state = PRUNED
+    else:
+        trial.state, trial.exit_code = FAILED, outcome.exit_code
+    return trial
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def summary_path(job: TuningJob) -> Path:

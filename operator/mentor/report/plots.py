@@ -21,6 +21,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot(name: str, h: History, path: Path) -> Path:
     """Loss and eval loss by step, and (when the run held GPUs) GPU-hours over wall time."""
     plt = _pyplot()
@@ -42,11 +50,7 @@ def plot(name: str, h: History, path: Path) -> Path:
         right.set_ylabel("GPU-hours")
         right.set_title("GPU-hours (GPUs × time held)")
         right.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_trials(name: str, trials: list[Trial], winner: str | None, path: Path) -> Path:
@@ -67,8 +71,4 @@ def plot_trials(name: str, trials: list[Trial], winner: str | None, path: Path) 
     ax.set_title(f"{name}: eval loss of every trial")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
