@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -160,3 +161,43 @@ def tuning_job(name: str, **spec: Any) -> dict[str, Any]:
     body.update(spec)
     return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob",
             "metadata": {"name": name}, "spec": body}
+
+
+class StatusWrites:
+    """Every version of a namespace's Mentor jobs, from a watch of the test's own: the ground
+    truth for "a job at rest is not written" and "a suspended job's clock stands still"."""
+
+    def __init__(self, cp: ControlPlane, namespace: str, plural: str = "trainingjobs") -> None:
+        from kubernetes import client, config, watch
+
+        self.api = client.CustomObjectsApi(
+            config.new_client_from_config(config_file=str(cp.kubeconfig)))
+        self.ns, self.plural = namespace, plural
+        self.seen: list[tuple[float, str, dict[str, Any]]] = []  # (when, name, status)
+        self._stop = threading.Event()
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            try:
+                for event in self._watch.stream(
+                        self.api.list_namespaced_custom_object, "mentor.dev", "v1alpha1",
+                        self.ns, self.plural, timeout_seconds=30):
+                    obj = event["object"]
+                    self.seen.append((time.monotonic(), obj["metadata"]["name"],
+                                      dict(obj.get("status") or {})))
+            except Exception:  # a dropped watch: watch again
+                self._watch = watch.Watch()
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._watch.stop()
+
+    def since(self, name: str, start: float) -> list[dict[str, Any]]:
+        """The job's statuses as written after `start`, in order."""
+        return [s for when, n, s in self.seen if n == name and when >= start]

@@ -509,3 +509,69 @@ def test_a_failed_pod_of_an_attempt_already_restarted_is_not_counted_again() -> 
     assert sorted(plan.delete_pods) == ["demo-0", "demo-1"] and not plan.create_ranks
     assert plan.delete_uids == {"demo-0": "uid-0-1", "demo-1": "uid-1-1"}, \
         "deleted by UID: never the new attempt's pod of the same name"
+
+
+def evicted(s: TrainingJobSpec, rank: int, ran: dt.timedelta) -> PodView:
+    """A pod whose kubelet could not find its container when it evicted it (a node shut down,
+    an eviction): `ContainerStatusUnknown`, with no startedAt and no finishedAt."""
+    manifest = build_pod(JOB, s, rank, 1, Settings.from_env())
+    manifest["metadata"].update(uid=f"uid-{rank}", creationTimestamp=format_time(T0))
+    manifest["status"] = {
+        "phase": "Failed", "reason": "Evicted", "startTime": format_time(T0),
+        "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+             "lastTransitionTime": format_time(T0 + ran)},
+            {"type": "Ready", "status": "False", "reason": "PodFailed",
+             "lastTransitionTime": format_time(T0 + ran)}],
+        "containerStatuses": [{"name": "trainer", "state": {"terminated": {
+            "exitCode": 137, "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated"}}}]}
+    return PodView.from_pod(manifest)
+
+
+def test_an_evicted_pod_with_no_container_times_is_charged_from_its_own_start() -> None:
+    """8 GPUs for 10 h: 80 GPU-hours, once 0.0, settled and never recounted."""
+    s = spec(parallelism={"nodes": 1, "gpusPerNode": 8})
+    lost = evicted(s, 0, dt.timedelta(hours=10))
+    assert lost.started_at == T0 and lost.finished_at == T0 + dt.timedelta(hours=10)
+    plan = decide(s, JobStatus(phase=Phase.RUNNING), [lost], T0 + dt.timedelta(hours=11))
+    assert plan.status.ledger.retired_gpu_seconds == 8 * 10 * 3600
+    assert plan.status.gpu_hours == 80
+    assert plan.status.restarts == 0, "an eviction is no fault of the job's"
+
+
+def test_a_pending_pod_holds_no_gpu_time_before_its_container_starts() -> None:
+    """The startTime fallback is for containers that ended unseen, not for image pulls."""
+    s = spec(parallelism={"nodes": 1, "gpusPerNode": 8})
+    waiting = pod(s, 0, "Pending", started=None, waiting="ErrImagePull")
+    assert waiting.started_at is None and waiting.gpu_seconds(T0 + dt.timedelta(hours=1)) == 0
+
+
+def test_a_message_longer_than_the_schema_allows_is_shortened_not_refused() -> None:
+    """A pull error on a long image name once made every status write fail: the job froze,
+    retried every 5 s, with no failure, deadline or budget."""
+    import dataclasses
+
+    s = spec()
+    image = "registry.example.com/" + "x" * 9000 + ":v1"
+    pods = [dataclasses.replace(pod(s, 0, "Pending", waiting="ImagePullBackOff"),
+                                waiting_message=f"Back-off pulling image {image!r}: denied"),
+            pod(s, 1, "Pending")]
+    plan = decide(s, JobStatus(phase=Phase.PENDING, attempts=1), pods,
+                  T0 + dt.timedelta(seconds=300))
+    failed = get_condition(plan.status, ConditionType.FAILED)
+    assert failed is not None and failed.reason == "ImagePullBackOff"
+    assert len(failed.message) <= 4096
+    assert "Back-off pulling image 'registry.example.com/xxx" in failed.message
+    assert failed.message.endswith(":v1': denied"), "the head and the tail are kept"
+    JobStatus.model_validate(plan.status.model_dump(by_alias=True))  # what the server will take
+
+
+def test_a_job_suspended_during_a_restart_is_no_longer_restarting() -> None:
+    s = spec()
+    restarting = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1),
+                        [pod(s, 0, "Running"), pod(s, 1, "Failed", exit_code=137)], T0).status
+    assert get_condition(restarting, ConditionType.RESTARTING).status == "True"  # type: ignore[union-attr]
+    paused = decide(spec(runPolicy={"suspend": True}), restarting, [], T0).status
+    true = sorted(c.type.value for c in paused.conditions if c.status == "True")
+    assert true == ["Suspended"], true

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any
 
 import pytest
 
-from mentor.api.tuning import SearchSpec, TuningJobSpec, TuningStatus
+from mentor.api.tuning import CHOICE, TUNABLE, SearchSpec, TuningJobSpec, TuningStatus
 from mentor.api.validation import InvalidJob, validate
-from mentor.decide.search import grid, suggest, to_prune
+from mentor.decide.search import grid_point, grid_size, size, suggest, to_prune
 from mentor.decide.trialview import FAILED, PRUNED, RUNNING, SUCCEEDED, Trial
 from mentor.decide.tuning import Base, decide, resolve_base
 
@@ -72,13 +73,32 @@ def test_grid_walks_the_combinations_in_order_and_caps_max_trials() -> None:
     s = SearchSpec.model_validate({"algorithm": "grid", "maxTrials": 10, "parameters": [
         {"path": "optimization.learningRate", "values": [0.1, 0.2]},
         {"path": "method.lora.rank", "values": [4, 8, 16]}]})
-    points = grid(s)
+    points = [grid_point(s, i) for i in range(grid_size(s))]
     assert len(points) == 6
+    assert points == [dict(zip(["optimization.learningRate", "method.lora.rank"], combo,
+                               strict=True)) for combo in itertools.product([0.1, 0.2], [4, 8, 16])]
     assert points[:2] == [{"optimization.learningRate": 0.1, "method.lora.rank": 4},
                           {"optimization.learningRate": 0.1, "method.lora.rank": 8}]
     plan = decide("tune", spec(search=s.wire() | {"parallelTrials": 10}), TuningStatus(), [], [],
                   BASE, NOW)
     assert [t.params for t in plan.create] == points
+
+
+def test_the_largest_grid_the_schema_allows_is_counted_and_decoded_without_listing_it() -> None:
+    """16 parameters of 64 values: 2**96 points. Counting and decoding must not list them
+    (the operator once grew to 2.9 GB on a 7 x 10 grid with maxTrials 2)."""
+    numeric = [p for p in TUNABLE if p not in CHOICE][:16]
+    s = SearchSpec.model_validate({"algorithm": "grid", "maxTrials": 3, "parameters": [
+        {"path": p, "values": [float(v + 1) for v in range(64)]} for p in numeric]})
+    assert grid_size(s) == 64 ** 16 and size(s) == 3
+    last = grid_point(s, 64 ** 16 - 1)
+    assert all(v == 64 for v in last.values())
+    assert grid_point(s, 1)[numeric[-1]] == 2 and grid_point(s, 64)[numeric[-2]] == 2
+    plan = decide("tune", spec(search=s.wire() | {"parallelTrials": 3}), TuningStatus(), [], [],
+                  BASE, NOW)
+    # Values 1..64 do not fit every field: the first trial is decoded, checked and refused.
+    assert plan.status.reason == "InvalidTrial"
+    assert "trial tune-t0 with {" in plan.status.conditions[-1].message
 
 
 def test_sampled_parameters_depend_only_on_seed_number_and_earlier_trials() -> None:

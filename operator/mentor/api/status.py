@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from mentor.api.base import ApiModel
 
@@ -75,6 +75,21 @@ class Reason(StrEnum):
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+MAX_MESSAGE = 4096
+
+
+def shorten(message: str, limit: int = MAX_MESSAGE) -> str:
+    """A message that fits its field: its head and its tail, the middle cut. The kubelet and
+    the API server write messages of any length (a pull error quotes the image, a log tail its
+    lines); one over the schema's limit would make every status write of the job fail."""
+    if not isinstance(message, str) or len(message) <= limit:
+        return message
+    cut = " … "
+    head = (limit - len(cut)) // 2
+    return message[:head] + cut + message[len(message) - (limit - len(cut) - head):]
+
+
+Message = Annotated[str, BeforeValidator(shorten), Field(max_length=MAX_MESSAGE)]
 Timestamp = Annotated[str, Field(max_length=64, description="An RFC 3339 time.",
                                  json_schema_extra={"format": "date-time"})]
 
@@ -87,8 +102,8 @@ class Condition(ApiModel):
         max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9]*$",
         description="reason is a CamelCase word naming why the condition holds.",
     )
-    message: str = Field(default="", max_length=4096,
-                         description="message explains the condition to a person.")
+    message: Message = Field(default="",
+                             description="message explains the condition to a person.")
     last_transition_time: Timestamp = Field(
         description="lastTransitionTime is when status last changed (not when the message did).")
     observed_generation: int | None = Field(
@@ -141,10 +156,10 @@ class AttemptFailure(ApiModel):
     pod: str = Field(max_length=253, description="pod is the pod whose failure ended it.")
     exit_code: int | None = Field(default=None, description="exitCode is that pod's exit code.")
     reason: str = Field(max_length=128, description="reason is the CamelCase cause.")
-    message: str = Field(default="", max_length=4096,
-                         description="message is the pod's termination message: the "
-                                     "launcher's root cause and the failed worker's last "
-                                     "lines, or the log's tail.")
+    message: Message = Field(default="",
+                             description="message is the pod's termination message: the "
+                                         "launcher's root cause and the failed worker's last "
+                                         "lines, or the log's tail.")
     time: Timestamp = Field(description="time is when Mentor saw the failure.")
 
 

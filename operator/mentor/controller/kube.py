@@ -16,6 +16,8 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
+from mentor.api.kinds import GROUP, VERSION
+
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # Connections kept open to the API server: the reconcile workers, the progress flusher and the
 # pod watches all share them.
@@ -96,6 +98,35 @@ def remove_finalizer(meta: dict[str, Any], finalizer: str,
     except ApiException as e:
         if e.status not in (404, 409, 422):
             raise
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`. A key that `new` no longer
+    has is sent as null: left out, the server would keep it, and a status field the decision
+    cleared (`ledger.activeSince` of a suspended job, the `bestTrial` of a deleted trial) would
+    come back on every read and be decided on again, for ever."""
+    patch: dict[str, Any] = dict.fromkeys(old.keys() - new.keys())
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            inner = merge_patch(before, value)
+            if inner:
+                patch[key] = inner
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch
+
+
+def patch_status(plural: str, body: dict[str, Any], old: dict[str, Any],
+                 new: dict[str, Any]) -> dict[str, Any]:
+    """Write the status change from `old` to `new`, only over the version it was decided from:
+    a status another replica (or this one, before a restart) wrote since is never overwritten;
+    the 409 is decided again. Returns the object as written."""
+    meta = body["metadata"]
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]},
+             "status": merge_patch(old, new)}
+    return cast(dict[str, Any], custom().patch_namespaced_custom_object_status(
+        GROUP, VERSION, meta["namespace"], plural, meta["name"], patch))
 
 
 def own_namespace() -> str:

@@ -259,12 +259,7 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
     old_status = {k: v for k, v in (body.get("status") or {}).items()
                   if k not in ("progress", "checkpoint")}
     if new_status != old_status and _worth_writing(ctl, key, new_status, old_status):
-        # Written only over the version decided from: a status another replica (or this one,
-        # before a restart) wrote since is never overwritten; the conflict is decided again.
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                 "status": new_status}
-        written = kube.custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, job.namespace, PLURAL, job.name, patch)
+        written = kube.patch_status(PLURAL, body, old_status, new_status)
         ctl.jobs.observe(written)  # the next reconcile starts from what was just written
         ctl.accounted[key] = time.monotonic()
     # Only now, with their time in the written status, may settled pods go.

@@ -105,11 +105,9 @@ def _apply(ctl: TuningController, body: dict[str, Any], owner: JobRef, plan: Pla
             if e.status != 404:
                 raise
     new_status = plan.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    if new_status != (body.get("status") or {}):
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                 "status": new_status}
-        ctl.tunings.observe(kube.to_json(custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, owner.namespace, PLURAL, owner.name, patch)))
+    old_status = body.get("status") or {}
+    if new_status != old_status:
+        ctl.tunings.observe(kube.patch_status(PLURAL, body, old_status, new_status))
     # Only now, with their GPU-hours in the written status, may deleted trials go.
     by_name = {c["metadata"]["name"]: c for c in ctl.trials_of((owner.namespace, owner.name))}
     _release([by_name[n] for n in plan.release if n in by_name])

@@ -25,6 +25,30 @@ def tidy(message: str) -> str:
     return ". ".join(kept)
 
 
+def _started(status: dict[str, Any], running: dict[str, Any],
+             terminated: dict[str, Any]) -> dt.datetime | None:
+    """When the trainer began to hold its GPUs. A container the kubelet could no longer find
+    (`ContainerStatusUnknown`: an eviction, a node shut down) ends with no startedAt at all;
+    the pod's own startTime stands in, or 10 GPU-hours would be settled as nothing."""
+    started = running.get("startedAt") or terminated.get("startedAt")
+    if started is None and terminated:
+        started = status.get("startTime")
+    return parse_time(started)
+
+
+def _finished(status: dict[str, Any], terminated: dict[str, Any],
+              conditions: dict[str, Any]) -> dt.datetime | None:
+    """When it let them go: the container's finish, else (with no finishedAt, as above) when
+    the pod stopped being Ready."""
+    if terminated.get("finishedAt"):
+        return parse_time(terminated["finishedAt"])
+    if terminated or status.get("phase") in ("Succeeded", "Failed"):
+        ready = conditions.get("Ready", {})
+        if ready.get("status") == "False":
+            return parse_time(ready.get("lastTransitionTime"))
+    return None
+
+
 @dataclass(frozen=True)
 class PodView:
     name: str
@@ -91,8 +115,8 @@ class PodView:
             else None,
             disruption=(disrupted.get("reason") or "Disrupted")
             if disrupted.get("status") == "True" else None,
-            started_at=parse_time(running.get("startedAt") or terminated.get("startedAt")),
-            finished_at=parse_time(terminated.get("finishedAt")),
+            started_at=_started(status, running, terminated),
+            finished_at=_finished(status, terminated, conditions),
             node=spec.get("nodeName"),
             gates=tuple(g.get("name", "") for g in spec.get("schedulingGates") or []),
             created_at=parse_time(meta.get("creationTimestamp")),

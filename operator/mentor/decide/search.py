@@ -11,7 +11,6 @@ the operator asked.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import warnings
 from typing import Any
@@ -20,11 +19,21 @@ from mentor.api.tuning import INTEGER, Algorithm, SearchParameter, SearchSpec
 from mentor.decide.trialview import FAILED, PRUNED, RUNNING, SUCCEEDED, Trial
 
 
-def grid(search: SearchSpec) -> list[dict[str, Any]]:
-    """Every combination of the parameters' values, in the order written."""
-    names = [p.path for p in search.parameters]
-    return [dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*(p.options() or [] for p in search.parameters))]
+def grid_size(search: SearchSpec) -> int:
+    """How many points the grid has, counted, never listed: 16 parameters of 64 values are
+    2**96 points, which no memory holds."""
+    return math.prod(len(p.options() or []) for p in search.parameters)
+
+
+def grid_point(search: SearchSpec, index: int) -> dict[str, Any]:
+    """The grid's point `index`, decoded from its digits (the last parameter turns fastest, as
+    itertools.product walks it), so asking for trial N costs the parameters' count."""
+    point: dict[str, Any] = {}
+    for p in reversed(search.parameters):
+        options = p.options() or []
+        index, digit = divmod(index, len(options))
+        point[p.path] = options[digit]
+    return {p.path: point[p.path] for p in search.parameters}
 
 
 def size(search: SearchSpec | None) -> int:
@@ -32,7 +41,7 @@ def size(search: SearchSpec | None) -> int:
     if search is None:
         return 1
     if search.algorithm == Algorithm.GRID:
-        return min(search.max_trials, len(grid(search)))
+        return min(search.max_trials, grid_size(search))
     return search.max_trials
 
 
@@ -107,7 +116,7 @@ def suggest(search: SearchSpec | None, trials: list[Trial], number: int) -> dict
     if search is None:
         return {}
     if search.algorithm == Algorithm.GRID:
-        return grid(search)[number]
+        return grid_point(search, number)
     study = _study(search, trials, _sampler(search, number))
     return dict(study.ask(distributions(search)).params)
 

@@ -150,6 +150,9 @@ class Decider:
         self.condition(ConditionType.SUSPENDED, True, Reason.SUSPENDED,
                        "the job is suspended: its pods are deleted until it is resumed")
         self.condition(ConditionType.RUNNING, False, Reason.SUSPENDED, "suspended")
+        if is_true(self.status, ConditionType.RESTARTING):  # conditions never contradict
+            self.condition(ConditionType.RESTARTING, False, Reason.SUSPENDED,
+                           "suspended during a restart: the next attempt starts on resume")
         return True
 
     def resumed(self) -> bool:
