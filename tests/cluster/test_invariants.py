@@ -7,6 +7,7 @@ watch of the test's own (`harness.StatusWrites`), which sees every write the API
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -73,3 +74,63 @@ def test_a_job_at_rest_is_written_at_most_once_a_resync_and_its_clock_stands_sti
     kube.wait("trainingjob/paused", "condition=Running")
     status = kube.get("trainingjob", "paused")["status"]
     assert status["phase"] == "Running" and active(status) < 60, status.get("ledger")
+
+
+def post(op: Operator, path: str, body: bytes, token: bytes) -> tuple[int, str]:
+    """A raw POST: http.client sends header bytes as they are (urllib would refuse non-ASCII)."""
+    import http.client
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(op.http)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    conn.putrequest("POST", path)
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Authorization", b"Bearer " + token)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body)
+    response = conn.getresponse()
+    return response.status, response.read().decode()
+
+
+def test_every_malformed_report_is_a_4xx_and_never_reaches_the_status(
+        operator: Operator, kube: Kube, writes: StatusWrites) -> None:
+    from harness import REPORT_KEY
+
+    from mentor.controller.tokens import token_for
+
+    kube.apply(training_job("target"))
+    kube.wait("trainingjob/target", "condition=Running")
+    uid = kube.get("trainingjob", "target")["metadata"]["uid"]
+    token = token_for(REPORT_KEY.encode(), uid).encode()
+    path = f"/v1/progress/{kube.ns}/target"
+    good = {"step": 1, "total_steps": 100, "loss": 2.0, "tokens_per_second": 10.0}
+
+    # Who may report: a wrong token and a job that does not exist get the same answer.
+    wrong = post(operator, path, json.dumps(good).encode(), b"0" * 64)
+    absent = post(operator, f"/v1/progress/{kube.ns}/nobody", json.dumps(good).encode(), token)
+    elsewhere = post(operator, "/v1/progress/kube-system/secret-job", json.dumps(good).encode(),
+                     token)
+    assert wrong == absent == elsewhere and wrong[0] == 403, (wrong, absent, elsewhere)
+    assert post(operator, path, json.dumps(good).encode(), "zażółć".encode())[0] == 403
+
+    start = time.monotonic()
+    hostile: list[bytes] = [
+        json.dumps({**good, "step": 1e30, "total_steps": 1e30}).encode(),
+        json.dumps({**good, "seconds_per_step": 1e308}).encode(),
+        json.dumps({**good, "step": 500}).encode(),
+        json.dumps({**good, "loss": "NaN"}).encode(),
+        b'{"step": 1, "loss": NaN, "total_steps": 100, "tokens_per_second": 1}',
+        b"[1, 2, 3]", b"not json", b'"step"', b"{}",
+        json.dumps({"step": 3, "checkpoint": "s3://b/" + "x" * 3000}).encode(),
+    ]
+    answers = [post(operator, path, body, token) for body in hostile]
+    assert all(400 <= status < 500 for status, _ in answers), answers
+    time.sleep(2)  # two flushes of the progress book (MENTOR_PROGRESS_INTERVAL=0.5)
+    written = [s for s in writes.since("target", start) if "progress" in s or "checkpoint" in s]
+    assert written == [], "a refused report reached the status"
+    assert "progress" not in kube.get("trainingjob", "target").get("status", {})
+
+    # And a good report still lands.
+    assert post(operator, path, json.dumps(good).encode(), token)[0] == 202
+    kube.wait("trainingjob/target", "jsonpath={.status.progress.step}=1")
+    assert not operator.errors(), "a report made a traceback"

@@ -7,27 +7,59 @@ from typing import Any
 
 import pytest
 
-from mentor.decide.progress import apply_report
+from mentor.api.status import JobStatus
+from mentor.controller.tokens import authorized, token_for
+from mentor.decide.progress import apply_report, parse_report
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 STEP = {"step": 10, "total_steps": 100, "loss": 2.5, "tokens_per_second": 1000.0,
-        "seconds_per_step": 0.5}
+        "seconds_per_step": 0.5, "epoch": 0, "gpus": 8}
 
 
 def test_a_step_report_becomes_progress_with_percent_and_eta() -> None:
-    progress, checkpoint = apply_report(STEP, None, None, NOW)
+    progress, checkpoint = apply_report(parse_report(STEP), None, None, NOW)
     assert progress is not None and checkpoint is None
     assert (progress.step, progress.percent, progress.eta_seconds) == (10, 10.0, 45)
 
 
 @pytest.mark.parametrize(("change", "words"), [
-    ({"step": -1}, "negative"),
+    ({"step": -1}, "greater than or equal to 0"),
     ({"step": 101}, "out of range"),
-    ({"total_steps": 0}, "out of range"),
-    ({"loss": float("nan")}, "not a finite number"),
-    ({"loss": float("inf")}, "not a finite number"),
-    ({"tokens_per_second": -5.0}, "negative"),
+    ({"total_steps": 0}, "greater than or equal to 1"),
+    ({"loss": float("nan")}, "finite number"),
+    ({"loss": float("inf")}, "finite number"),
+    ({"tokens_per_second": -5.0}, "greater than or equal to 0"),
+    ({"step": 1e30, "total_steps": 1e30}, "step"),  # int64 would refuse it at the status
+    ({"step": 2**41, "total_steps": 2**42}, "less than or equal to"),
+    ({"step": "ten"}, "valid integer"),
+    ({"loss": "low"}, "valid number"),
+    ({"total_steps": None}, "carries total_steps"),
+    ({"checkpoint": "x" * 5000}, "at most 2048"),
 ])
 def test_a_report_out_of_range_is_refused(change: dict[str, Any], words: str) -> None:
     with pytest.raises(ValueError, match=words):
-        apply_report({**STEP, **change}, None, None, NOW)
+        parse_report({**STEP, **change})
+
+
+@pytest.mark.parametrize("body", [[], "step", 7, None, {"loss": 1.0}])
+def test_a_body_that_is_not_a_report_is_refused(body: Any) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 (pydantic's message varies by shape)
+        parse_report(body)
+
+
+def test_an_absurd_step_time_is_refused_and_a_long_eta_is_left_out() -> None:
+    """seconds_per_step 1e308 made int(inf) raise: a 500."""
+    with pytest.raises(ValueError, match="seconds_per_step"):
+        parse_report({**STEP, "seconds_per_step": 1e308})
+    slow = {**STEP, "step": 0, "total_steps": 10**8, "seconds_per_step": 86400.0}
+    progress, _ = apply_report(parse_report(slow), None, None, NOW)
+    assert progress is not None and progress.eta_seconds is None
+    JobStatus.model_validate({"progress": progress.wire()})
+
+
+def test_a_token_that_is_not_ascii_is_refused_not_a_crash() -> None:
+    key, uid = b"k", "uid-1"
+    assert authorized(key, uid, f"Bearer {token_for(key, uid)}")
+    assert not authorized(key, uid, "Bearer zażółć-gęślą-jaźń")
+    assert not authorized(key, uid, "Bearer \udcff")
+    assert not authorized(key, uid, None)

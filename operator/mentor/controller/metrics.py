@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from importlib import metadata
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mentor.api.status import ConditionType, JobStatus, Phase
 from mentor.api.tuning import TuningStatus
+from mentor.decide.progress import Report
 from mentor.decide.times import parse_time
 
 # "job" is Prometheus' own target label, so the job's name is "job_name".
@@ -188,17 +188,17 @@ class Metrics:
             else:
                 gauge.labels(*key).set(value)
 
-    def observe_report(self, namespace: str, kind: str, job: str, report: dict[str, Any]) -> None:
+    def observe_report(self, namespace: str, kind: str, job: str, report: Report) -> None:
         key = (namespace, kind, job)
-        if "loss" in report:
-            self.job_loss.labels(*key).set(float(report["loss"]))
-            self.job_step.labels(*key).set(int(report["step"]))
-            self.job_tokens.labels(*key).set(float(report["tokens_per_second"]))
+        if report.loss is not None:
+            self.job_loss.labels(*key).set(report.loss)
+            self.job_step.labels(*key).set(report.step)
+            self.job_tokens.labels(*key).set(report.tokens_per_second or 0.0)
             self.job_last_progress.labels(*key).set_to_current_time()
-            if report.get("mfu") is not None:
-                self.job_mfu.labels(*key).set(float(report["mfu"]))
-        if "eval_loss" in report:
-            self.job_eval_loss.labels(*key).set(float(report["eval_loss"]))
+            if report.mfu is not None:
+                self.job_mfu.labels(*key).set(report.mfu)
+        if report.eval_loss is not None:
+            self.job_eval_loss.labels(*key).set(report.eval_loss)
 
     def observe_tuning(self, namespace: str, name: str, status: TuningStatus,
                        max_gpu_hours: float | None) -> None:

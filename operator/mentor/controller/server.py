@@ -26,7 +26,7 @@ from mentor.controller.cache import Jobs
 from mentor.controller.metrics import Metrics
 from mentor.controller.settings import Settings
 from mentor.controller.tokens import authorized
-from mentor.decide.progress import apply_report
+from mentor.decide.progress import apply_report, parse_report
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
@@ -56,24 +56,25 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
             return web.json_response({"error": "not the leader"}, status=503)
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         job = jobs.get((namespace, name))  # from memory: a report costs no API call
-        if job is None:
-            return web.json_response({"error": "no such job"}, status=404)
+        # A job that does not exist and a token that is wrong get the same answer: the
+        # endpoint tells no pod which jobs exist in other namespaces.
+        uid = job["metadata"]["uid"] if job else None
+        if uid is None or not authorized(key, uid, request.headers.get("Authorization")):
+            return web.json_response({"error": "no such job, or not its token"}, status=403)
         entry = book.jobs.get((namespace, name))
-        if entry is None or entry.uid != job["metadata"]["uid"]:  # a new job of an old name
-            entry = JobProgress(uid=job["metadata"]["uid"])
-        if not authorized(key, entry.uid, request.headers.get("Authorization")):
-            return web.json_response({"error": "bad token"}, status=403)
+        if entry is None or entry.uid != uid:  # a new job of an old name
+            entry = JobProgress(uid=uid)
         if request.content_length and request.content_length > MAX_BODY:
             return web.json_response({"error": "too large"}, status=413)
         try:
-            body = await request.json()
-            entry.progress, entry.checkpoint = apply_report(
-                body, entry.progress, entry.checkpoint, dt.datetime.now(dt.UTC))
-        except (ValueError, KeyError, TypeError) as e:
-            return web.json_response({"error": f"bad report: {e}"}, status=400)
+            report = parse_report(await request.json())
+        except ValueError as e:  # not JSON, or not a report: never near the status
+            return web.json_response({"error": f"bad report: {e}"[:1000]}, status=400)
+        entry.progress, entry.checkpoint = apply_report(
+            report, entry.progress, entry.checkpoint, dt.datetime.now(dt.UTC))
         entry.dirty = True
         book.jobs[(namespace, name)] = entry
-        metrics.observe_report(namespace, TRAINING_JOB.kind, name, body)
+        metrics.observe_report(namespace, TRAINING_JOB.kind, name, report)
         return web.json_response({"ok": True}, status=202)
 
     async def metrics_page(_: web.Request) -> web.Response:

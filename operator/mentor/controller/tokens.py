@@ -49,4 +49,6 @@ def token_for(key: bytes, uid: str) -> str:
 def authorized(key: bytes, uid: str, header: str | None) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(token_for(key, uid), header.removeprefix("Bearer ").strip())
+    # Bytes, not str: compare_digest raises on a str that is not ASCII (a 500, and a traceback).
+    given = header.removeprefix("Bearer ").strip().encode("utf-8", "replace")
+    return hmac.compare_digest(token_for(key, uid).encode(), given)

@@ -1,65 +1,80 @@
 """Progress reports from the trainers: what a report may hold, and what it changes in the status.
 
 Pure: mentor.controller.server receives the reports (after mentor.controller.tokens has checked
-who sent them) and writes the status this module folds them into.
+who sent them) and writes the status this module folds them into. Every bound here is one the
+status schema (or int64) would enforce later: a report that passed here and failed there would
+be retried against the API server for ever, so it is refused here, with a 400.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mentor.api.status import MAX_EVALS_KEPT, CheckpointStatus, EvalPoint, Progress
 from mentor.decide.times import format_time
 
-
-def _check(report: dict[str, Any]) -> None:
-    step = int(report["step"])
-    if step < 0:
-        raise ValueError(f"step {step} is negative")
-    if "loss" in report:
-        total = int(report["total_steps"])
-        if total < 1 or step > total:
-            raise ValueError(f"step {step} of {total} is out of range")
-    for name in ("loss", "eval_loss", "tokens_per_second", "seconds_per_step", "mfu"):
-        if name in report and report[name] is not None:
-            value = float(report[name])
-            if not math.isfinite(value):
-                raise ValueError(f"{name} is {value}, not a finite number")
-            if name in ("tokens_per_second", "seconds_per_step", "mfu") and value < 0:
-                raise ValueError(f"{name} is negative")
+MAX_STEP = 2**40  # far beyond any schedule (steps <= 1e8), far inside int64 and JSON's 2**53
+MAX_ETA_SECONDS = 10 * 365 * 86400
 
 
-def apply_report(report: dict[str, Any], progress: Progress | None,
+class Report(BaseModel):
+    """One trainer report (a metrics record); fields the operator does not use are ignored."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    step: int = Field(ge=0, le=MAX_STEP)
+    total_steps: int | None = Field(default=None, ge=1, le=MAX_STEP)
+    loss: float | None = None
+    eval_loss: float | None = None
+    tokens_per_second: float | None = Field(default=None, ge=0, le=1e15)
+    seconds_per_step: float | None = Field(default=None, ge=0, le=MAX_ETA_SECONDS)
+    mfu: float | None = Field(default=None, ge=0, le=100)
+    checkpoint: str | None = Field(default=None, min_length=1, max_length=2048)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> Report:
+        if self.loss is not None:
+            if self.total_steps is None or self.tokens_per_second is None:
+                raise ValueError("a step report carries total_steps and tokens_per_second")
+            if self.step > self.total_steps:
+                raise ValueError(f"step {self.step} of {self.total_steps} is out of range")
+        return self
+
+    def eta_seconds(self) -> int | None:
+        if not self.seconds_per_step or self.total_steps is None:
+            return None
+        eta = (self.total_steps - self.step) * self.seconds_per_step
+        return int(eta) if eta <= MAX_ETA_SECONDS else None
+
+
+def parse_report(body: Any) -> Report:
+    """The report, checked; ValueError (pydantic's included) names what is wrong."""
+    return Report.model_validate(body)
+
+
+def apply_report(report: Report, progress: Progress | None,
                  checkpoint: CheckpointStatus | None,
                  now: dt.datetime) -> tuple[Progress | None, CheckpointStatus | None]:
-    """Fold one trainer report (a metrics record) into the status' progress and checkpoint.
-
-    A report out of range raises ValueError (the endpoint answers 400): written as it is, it
-    would be refused by the status schema and retried for ever.
-    """
-    _check(report)
+    """Fold one checked report into the status' progress and checkpoint."""
     stamp = format_time(now)
-    if "checkpoint" in report:
-        return progress, CheckpointStatus(step=int(report["step"]), uri=str(report["checkpoint"]),
-                                          time=stamp)
+    if report.checkpoint is not None:
+        return progress, CheckpointStatus(step=report.step, uri=report.checkpoint, time=stamp)
     current = progress.model_copy() if progress else Progress()
-    if "eval_loss" in report:
-        current.eval_loss = float(report["eval_loss"])
-        point = EvalPoint(step=int(report["step"]), loss=current.eval_loss)
+    if report.eval_loss is not None:
+        current.eval_loss = report.eval_loss
+        point = EvalPoint(step=report.step, loss=report.eval_loss)
         kept = [e for e in current.evals if e.step != point.step]  # a resumed run evaluates again
         current.evals = [*kept, point][-MAX_EVALS_KEPT:]
-    if "loss" in report:
-        step, total = int(report["step"]), int(report["total_steps"])
-        tokens_per_second = float(report["tokens_per_second"])
-        current.step, current.total_steps = step, total
-        current.percent = round(100 * step / total, 1) if total else None
-        current.shown = f"{current.percent:.0f}%" if current.percent is not None else None
-        current.loss = float(report["loss"])
-        current.tokens_per_second = round(tokens_per_second, 1)
-        seconds_per_step = report.get("seconds_per_step")
-        if seconds_per_step:
-            current.eta_seconds = int((total - step) * float(seconds_per_step))
+    if report.loss is not None and report.total_steps is not None:
+        current.step, current.total_steps = report.step, report.total_steps
+        current.percent = round(100 * report.step / report.total_steps, 1)
+        current.shown = f"{current.percent:.0f}%"
+        current.loss = report.loss
+        current.tokens_per_second = round(report.tokens_per_second or 0.0, 1)
+        current.eta_seconds = report.eta_seconds() if report.seconds_per_step else \
+            current.eta_seconds
     current.last_update_time = stamp
     return current, checkpoint
