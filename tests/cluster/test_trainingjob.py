@@ -272,3 +272,29 @@ def test_a_pod_refused_for_now_waits_then_runs(kube: Kube) -> None:
     kube("delete", "resourcequota", "no-pods")
     kube.wait("trainingjob/quota", "condition=Running", timeout=90)
     assert len(kube.pods("quota")) == 2
+
+
+def squatter(name: str, job: str) -> dict[str, Any]:
+    """A pod that carries a job's labels but no owner: someone's own, or a copy-paste."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {
+        "mentor.dev/job-name": job, "mentor.dev/job-kind": "TrainingJob"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True, "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"}}}]}}
+
+
+def test_a_pod_with_the_jobs_labels_and_no_owner_neither_stalls_nor_joins_it(kube: Kube) -> None:
+    """It once stalled the job for ever, polled every second with no phase and nothing said."""
+    kube.apply(squatter("lookalike", "labelled"))
+    kube.apply(training_job("labelled"))
+    kube.wait("trainingjob/labelled", "condition=Running")
+    assert [p["metadata"]["name"] for p in kube.pods("labelled")] == \
+        ["labelled-0", "labelled-1", "lookalike"]
+    assert "ownerReferences" not in kube.get("pod", "lookalike")["metadata"]
+    # Holding a child's very name, it is the ChildNameTaken of any other object.
+    kube.apply(squatter("named-0", "named"))
+    kube.apply(training_job("named"))
+    kube.wait("trainingjob/named", "jsonpath={.status.conditions[?(@.type=='Created')].reason}"
+              "=ChildNameTaken")
+    assert "pod/named-0" in kube.condition("named", "Created")["message"]

@@ -97,7 +97,8 @@ def test_grid_runs_every_combination_in_order_within_parallel_trials(
     assert final["trials"]["succeeded"] == 4 and final["trials"]["created"] == 4
     assert final["bestTrial"]["name"] == "grid-t2"
     assert final["bestTrial"]["objective"] == pytest.approx(1.8)
-    assert final["bestTrial"]["modelURI"] == "/models/grid/grid-t2"
+    search_id = kube.get("tuningjob", "grid")["metadata"]["uid"][:8]
+    assert final["bestTrial"]["modelURI"] == f"/models/grid/{search_id}/grid-t2"
     assert [t["name"] for t in final["topTrials"]] == ["grid-t2", "grid-t1", "grid-t3", "grid-t0"]
     assert final["shown"]["trials"] == "4/4"
     table = kube("get", "tuningjob", "grid")
@@ -345,3 +346,19 @@ def test_the_cli_and_the_sdk_know_tuning_jobs(operator: Operator, kube: Kube) ->
     assert json.loads(mentor("get", "tuningjob/cli", "-o", "json"))["kind"] == "TuningJob"
     assert "tuningjob cli deleted" in mentor("delete", "tj/cli")
     wait_for(lambda: "cli" not in kube("get", "tuningjobs", "-o", "name"), what="deletion")
+
+
+def test_a_trial_name_held_by_a_users_job_is_said_and_never_adopted(
+        operator: Operator, kube: Kube) -> None:
+    kube.apply(training_job("held-t0", parallelism={"nodes": 1, "gpusPerNode": 1}))
+    kube.apply(tuning_job("held"))
+    kube.wait("tuningjob/held", "jsonpath={.status.reason}=ChildNameTaken", timeout=60)
+    mine = kube.get("trainingjob", "held-t0")
+    assert "ownerReferences" not in mine["metadata"], "a user's job is never adopted"
+    assert status(kube, "held")["trials"]["created"] == 0
+    kube("delete", "trainingjob", "held-t0", "--wait=true")
+    wait_for(lambda: any(r.get("kind") == "TuningJob" for r in kube.get(
+        "trainingjob", "held-t0")["metadata"].get("ownerReferences", []))
+        if "held-t0" in kube("get", "trainingjobs", "-o", "name") else False,
+        what="the trial created once the name is free")
+    assert status(kube, "held")["reason"] == "TrialsRunning"

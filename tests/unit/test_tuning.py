@@ -48,7 +48,12 @@ def test_without_a_search_there_is_exactly_one_trial_of_the_spec_itself() -> Non
     body = plan.create[0].spec
     assert body["model"] == {"from": "/models/base", "tokenizer": "pretrained"}
     assert body["adaptation"]["type"] == "lora"
-    assert body["output"] == {"uri": "/models/tune/tune-t0"}
+    assert body["output"] == {"uri": "/models/tune/tune-t0"}  # on one machine: no UID
+    in_cluster = decide("tune", spec(checkpointing={"uri": "/ckpt"}), TuningStatus(), [], [],
+                        BASE, NOW, search_id="1a2b3c4d").create[0].spec
+    assert in_cluster["output"] == {"uri": "/models/tune/1a2b3c4d/tune-t0"}, \
+        "a search created again never resumes or overwrites the old one's"
+    assert in_cluster["checkpointing"]["uri"] == "/ckpt/1a2b3c4d/tune-t0"
     again = decide("tune", spec(), plan.status, [trial(0)], [], BASE, NOW)
     assert again.create == [] and again.status.shown.trials == "0/1"
     done = decide("tune", spec(), again.status, [trial(0, SUCCEEDED, 1.5)], [], BASE, NOW)
@@ -207,6 +212,17 @@ def test_a_training_job_reference_waits_until_its_job_succeeded() -> None:
     assert decide("tune", s, TuningStatus(), [], [], resolve_base(s, failed),
                   NOW).status.reason == "BaseModelUnavailable"
 
+    # Recorded, the lineage is the base: the job deleted (its TTL), or another job created
+    # under its name, changes nothing for the trials still to come.
+    recorded = plan.status.lineage
+    for now_there in (None, {**running, "metadata": {"uid": "u2"}}, {
+            "metadata": {"uid": "u3"}, "spec": {"output": {"uri": "/models/other"}},
+            "status": {"phase": "Succeeded"}}):
+        again = resolve_base(s, now_there, recorded)
+        assert (again.uri, again.lineage) == ("/models/p", recorded)
+        later = decide("tune", s, plan.status, [trial(0)], [], again, NOW)
+        assert later.status.phase == "Running" and later.status.lineage == recorded
+
 
 def test_the_status_stays_bounded_however_many_trials() -> None:
     s = spec(search=search(maxTrials=200, parallelTrials=1))
@@ -261,3 +277,15 @@ def test_mentor_run_refuses_impossible_searches_as_the_api_server_does(
     with pytest.raises(InvalidJob) as refused:
         validate(doc)
     assert any(str(e).startswith(expected) for e in refused.value.errors), refused.value.errors
+
+
+def test_a_trial_name_held_by_another_owner_is_never_counted_and_the_search_waits() -> None:
+    s = spec(search=search(parallelTrials=2))
+    plan = decide("tune", s, TuningStatus(), [], [], BASE, NOW, taken=("tune-t0",))
+    assert plan.create == [] and plan.status.trials.created == 0
+    assert plan.status.phase == "Pending" and plan.status.reason == "ChildNameTaken"
+    assert "trainingjob/tune-t0 already exists" in plan.status.conditions[-1].message
+    assert [e.type for e in plan.events] == ["Warning"]
+    freed = decide("tune", s, plan.status, [], [], BASE, NOW)
+    assert [t.name for t in freed.create] == ["tune-t0", "tune-t1"]
+    assert freed.status.reason == "TrialsRunning"

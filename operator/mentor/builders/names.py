@@ -73,3 +73,11 @@ class JobRef:
         refs = obj_metadata.get("ownerReferences") or []
         assert isinstance(refs, list)
         return any(r.get("controller") and r.get("uid") == self.uid for r in refs)
+
+    def predecessor_owns(self, obj_metadata: dict[str, object]) -> bool:
+        """True if an earlier job of this kind and name (another UID) controls the object: the
+        garbage collector will take it. A pod with no owner, or another owner, it never will."""
+        refs = obj_metadata.get("ownerReferences") or []
+        assert isinstance(refs, list)
+        return any(r.get("controller") and r.get("kind") == self.kind
+                   and r.get("name") == self.name and r.get("uid") != self.uid for r in refs)

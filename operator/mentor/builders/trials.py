@@ -21,8 +21,11 @@ def trial_name(tuning: str, number: int) -> str:
     return f"{tuning}-t{number}"
 
 
-def trial_output(uri: str, name: str) -> str:
-    return f"{uri.rstrip('/')}/{name}"
+def trial_output(uri: str, name: str, search_id: str = "") -> str:
+    """<uri>/<search>/<trial>: a search created again under the same name (another UID) starts
+    afresh, never resuming the old search's checkpoints or overwriting its models. On one
+    machine (no UID) a rerun of the same file finds its trials where it left them."""
+    return "/".join(part for part in (uri.rstrip("/"), search_id, name) if part)
 
 
 def _set(tree: dict[str, Any], path: str, value: Any) -> None:
@@ -33,16 +36,16 @@ def _set(tree: dict[str, Any], path: str, value: Any) -> None:
 
 
 def trial_spec(spec: TuningJobSpec, name: str, base_uri: str, params: dict[str, Any],
-               max_gpu_hours: float | None) -> dict[str, Any]:
+               max_gpu_hours: float | None, search_id: str = "") -> dict[str, Any]:
     """The trial's TrainingJob spec (wire form): the TuningJob's sections with the parameters
-    set at their paths, tuning `base_uri` into <output>/<trial>."""
+    set at their paths, tuning `base_uri` into <output>/<search_id>/<trial>."""
     wire = spec.wire()
     sections = {k: copy.deepcopy(wire[k]) for k in ("method", "data", "optimization")}
     for path, value in params.items():
         _set(sections, path, value)
     checkpointing = dict(wire.get("checkpointing", {}))
     if checkpointing.get("uri"):
-        checkpointing["uri"] = trial_output(checkpointing["uri"], name)
+        checkpointing["uri"] = trial_output(checkpointing["uri"], name, search_id)
     policy = spec.trial_policy.wire()
     if max_gpu_hours is not None:
         policy["maxGPUHours"] = max_gpu_hours
@@ -53,7 +56,7 @@ def trial_spec(spec: TuningJobSpec, name: str, base_uri: str, params: dict[str, 
         "optimization": sections["optimization"],
         "parallelism": wire["parallelism"],
         "checkpointing": checkpointing,
-        "output": {"uri": trial_output(spec.output.uri, name)},
+        "output": {"uri": trial_output(spec.output.uri, name, search_id)},
         "runPolicy": policy,
         "scheduling": wire.get("scheduling", {}),
         "template": wire.get("template", {}),

@@ -101,10 +101,14 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
         (pods if job.owns(pod["metadata"]) else foreign).append(pod)
     if not ctl.expectations.met(key, pods):
         return 1.0  # the watch has not shown the last creates or deletes yet; it will call back
-    if foreign and not pods:
+    earlier = [p for p in foreign if job.predecessor_owns(p["metadata"])]
+    if earlier and not pods:
         # Pods of an earlier job of this name (deleted, and created again): never adopted;
-        # the new job waits until the garbage collector has taken them.
-        _release([p for p in foreign if p["metadata"].get("deletionTimestamp")])
+        # the new job waits until the garbage collector has taken them. Any other pod that
+        # merely carries the label (no owner, another owner) is ignored: nothing would ever
+        # take it, and waiting on it stalled the job for ever, saying nothing. If it holds a
+        # child's name, the create's 409 says ChildNameTaken.
+        _release([p for p in earlier if p["metadata"].get("deletionTimestamp")])
         return 1.0
     spec = TrainingJobSpec.model_validate(body["spec"])
     status = JobStatus.model_validate(body.get("status") or {})
@@ -115,7 +119,10 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
     plan = decide(spec, status, views, now, generation)
     try:
         if plan.create_ranks:
-            taken = _create_children(job, spec, ctl.settings)
+            names = {job.pod(rank) for rank in plan.create_ranks}
+            taken = tuple(f"pod/{p['metadata']['name']}" for p in foreign
+                          if p["metadata"]["name"] in names)
+            taken += _create_children(job, spec, ctl.settings) if not taken else ()
             if taken:  # a name held by another owner: never adopted, said in the status
                 plan = decide(spec, status, views, now, generation, taken)
         _apply(ctl, body, job, spec, plan)
@@ -238,7 +245,9 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
                             plan.delete_pods)
     try:
         for rank in plan.create_ranks:
-            _create("Pod", build_pod(job, spec, rank, plan.attempt, ctl.settings), job)
+            if _create("Pod", build_pod(job, spec, rank, plan.attempt, ctl.settings),
+                       job) is False:  # taken since the cache saw: the next reconcile says so
+                ctl.expectations.forget(key)
         for name in plan.delete_pods:
             uid = plan.delete_uids.get(name)
             try:

@@ -74,9 +74,17 @@ def _reconcile(ctl: TuningController, key: Key) -> float | None:
     for child in mine:
         (deleting if child["metadata"].get("deletionTimestamp") else live).append(trial_of(child))
     ref = spec.base_model.training_job_ref
-    base = resolve_base(spec, ctl.jobs.get((owner.namespace, ref.name)) if ref else None)
+    base = resolve_base(spec, ctl.jobs.get((owner.namespace, ref.name)) if ref else None,
+                        status.lineage)
     now = dt.datetime.now(dt.UTC)
-    plan = decide(owner.name, spec, status, live, deleting, base, now, meta.get("generation"))
+    def decided(taken: tuple[str, ...] = ()) -> Plan:
+        return decide(owner.name, spec, status, live, deleting, base, now,
+                      meta.get("generation"), search_id=meta["uid"][:8], taken=taken)
+
+    plan = decided()
+    taken = tuple(new.name for new in plan.create if _held_by_another(ctl, owner, new.name))
+    if taken:
+        plan = decided(taken)
     _apply(ctl, body, owner, plan)
     METRICS.observe_tuning(owner.namespace, owner.name, plan.status, spec.budget.max_gpu_hours)
     if plan.status.phase in (Phase.SUCCEEDED, Phase.FAILED) and not any(
@@ -96,6 +104,13 @@ def _apply(ctl: TuningController, body: dict[str, Any], owner: JobRef, plan: Pla
         except ApiException as e:
             if e.status != 409:
                 raise
+            held = custom.get_namespaced_custom_object(
+                GROUP, VERSION, owner.namespace, TRAINING_JOB.plural, new.name)
+            ctl.jobs.observe(held)
+            if not owner.owns(held["metadata"]):
+                # Taken since the cache saw it: this plan counted a trial that is not ours, so
+                # its status is not written; the next decision finds the name taken.
+                return
     for name, (reason, message) in plan.stop.items():
         patch = {"spec": {"runPolicy": {"stop": {"reason": reason, "message": message}}}}
         try:
@@ -112,6 +127,11 @@ def _apply(ctl: TuningController, body: dict[str, Any], owner: JobRef, plan: Pla
     by_name = {c["metadata"]["name"]: c for c in ctl.trials_of((owner.namespace, owner.name))}
     _release([by_name[n] for n in plan.release if n in by_name])
     post_events(body, plan.events)
+
+
+def _held_by_another(ctl: TuningController, owner: JobRef, name: str) -> bool:
+    held = ctl.jobs.get((owner.namespace, name))
+    return held is not None and not owner.owns(held["metadata"])
 
 
 def _release(trials: list[dict[str, Any]]) -> None:

@@ -39,10 +39,15 @@ class Base:
     failed: str | None = None
 
 
-def resolve_base(spec: TuningJobSpec, ref: dict[str, Any] | None) -> Base:
-    """A URI is used as is; a TrainingJob reference only once that job has succeeded."""
+def resolve_base(spec: TuningJobSpec, ref: dict[str, Any] | None,
+                 recorded: Lineage | None = None) -> Base:
+    """A URI is used as is; a TrainingJob reference only once that job has succeeded. Once
+    the lineage is recorded it is the base: the job may be deleted since (by its TTL), or a
+    new job may hold its name, and neither may change the model the trials tune."""
     if spec.base_model.uri:
         return Base(uri=spec.base_model.uri)
+    if recorded is not None:
+        return Base(uri=recorded.model_uri, lineage=recorded)
     assert spec.base_model.training_job_ref is not None
     name = spec.base_model.training_job_ref.name
     if ref is None:
@@ -81,8 +86,9 @@ class Plan:
 class Decider:
     def __init__(self, name: str, spec: TuningJobSpec, status: Status, trials: list[Trial],
                  deleting: list[Trial], base: Base, now: dt.datetime,
-                 generation: int | None) -> None:
+                 generation: int | None, search_id: str, taken: tuple[str, ...]) -> None:
         self.name, self.spec, self.status = name, spec, status.model_copy(deep=True)
+        self.search_id, self.taken = search_id, taken
         self.trials = sorted(trials, key=lambda t: t.number)
         self.deleting, self.base, self.now = deleting, base, now
         self.stamp, self.generation = format_time(now), generation
@@ -263,10 +269,13 @@ class Decider:
             if budget and held + estimate > budget:
                 break
             name = trial_name(self.name, created)
+            if name in self.taken:
+                self.name_taken(name, running)
+                return
             params = suggest(search, self.trials, created)
             remaining = round(budget - held, 6) if budget else None
             assert self.base.uri is not None
-            body = trial_spec(spec, name, self.base.uri, params, remaining)
+            body = trial_spec(spec, name, self.base.uri, params, remaining, self.search_id)
             invalid = _invalid(body)
             if invalid:
                 self.finish(Reason.INVALID_TRIAL, f"trial {name} with {params} is not a valid "
@@ -300,6 +309,17 @@ class Decider:
                         success=False)
 
 
+    def name_taken(self, name: str, running: list[Trial]) -> None:
+        """The next trial's name is held by a TrainingJob of another owner (a user's own, or
+        a deleted search's trial that its finalizer still holds): never adopted, never counted;
+        the search waits, saying so, and goes on once the name is free."""
+        self.status.phase = Phase.RUNNING if running else Phase.PENDING
+        self.condition(ConditionType.RUNNING, bool(running), Reason.CHILD_NAME_TAKEN,
+                       f"trainingjob/{name} already exists and belongs to another owner; "
+                       "Mentor never adopts it: delete or rename it for the search to go on",
+                       warning=True)
+
+
 def _invalid(spec: dict[str, Any]) -> str | None:
     """Why a trial's spec would be refused by the API server (schema and CEL), if it would."""
     try:
@@ -313,6 +333,10 @@ def _invalid(spec: dict[str, Any]) -> str | None:
 
 def decide(name: str, spec: TuningJobSpec, status: Status, trials: list[Trial],
            deleting: list[Trial], base: Base, now: dt.datetime,
-           generation: int | None = None) -> Plan:
-    """`trials` are the live trial TrainingJobs, `deleting` those being deleted."""
-    return Decider(name, spec, status, trials, deleting, base, now, generation).decide()
+           generation: int | None = None, search_id: str = "",
+           taken: tuple[str, ...] = ()) -> Plan:
+    """`trials` are the live trial TrainingJobs, `deleting` those being deleted; `search_id`
+    (a short form of the TuningJob's UID) keeps each search's outputs apart; `taken` are trial
+    names that TrainingJobs of other owners hold."""
+    return Decider(name, spec, status, trials, deleting, base, now, generation,
+                   search_id, taken).decide()
