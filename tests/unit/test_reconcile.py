@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from mentor.api.status import ConditionType, JobStatus, Ledger, Phase
 from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
@@ -575,3 +577,29 @@ def test_a_job_suspended_during_a_restart_is_no_longer_restarting() -> None:
     paused = decide(spec(runPolicy={"suspend": True}), restarting, [], T0).status
     true = sorted(c.type.value for c in paused.conditions if c.status == "True")
     assert true == ["Suspended"], true
+
+
+def test_mig_slices_and_other_vendors_gpus_are_charged_by_their_weight() -> None:
+    """Only nvidia.com/gpu was ever charged: a MIG slice or an AMD GPU cost nothing and never
+    reached maxGPUHours."""
+    from mentor.decide.podview import gpus_of
+
+    weights = {"nvidia.com/gpu": 1.0, "nvidia.com/mig-1g.10gb": 1 / 7, "amd.com/gpu": 1.0}
+    assert gpus_of({"limits": {"nvidia.com/mig-1g.10gb": "7"}}, weights) == pytest.approx(1.0)
+    assert gpus_of({"requests": {"amd.com/gpu": 2}}, weights) == 2
+    assert gpus_of({"limits": {"nvidia.com/gpu": "8", "cpu": "4"}}, weights) == 8
+    assert gpus_of({"limits": {"example.com/fpga": "1"}}, weights) == 0
+    s = spec(parallelism={"nodes": 1, "procsPerNode": 1},
+             template={"resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}}},
+             runPolicy={"maxGPUHours": 1})
+    manifest = build_pod(JOB, s, 0, 1, Settings.from_env())
+    manifest["metadata"].update(uid="uid-0", creationTimestamp=format_time(T0))
+    manifest["status"] = {"phase": "Running", "containerStatuses": [
+        {"name": "trainer", "state": {"running": {"startedAt": format_time(T0)}}}]}
+    sliced = PodView.from_pod(manifest, weights)
+    assert sliced.gpus == pytest.approx(1 / 7)
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1), [sliced],
+                  T0 + dt.timedelta(hours=7, seconds=1))
+    assert plan.status.phase == Phase.FAILED and plan.status.reason == "BudgetExhausted", \
+        "7 hours of a 1/7 slice is one GPU-hour"
+    assert PodView.from_pod(manifest).gpus == 0, "by default a MIG slice is not a GPU"

@@ -19,13 +19,15 @@ def test_every_variable_is_read_under_its_documented_name() -> None:
         "MENTOR_POD_NAMESPACE": "ops",
         "MENTOR_TRAINER_RUN_AS_USER": "", "MENTOR_TRAINER_IMAGE_PULL_SECRETS": "regcred",
         "MENTOR_GPU_PRICES": '{"NVIDIA-H100-80GB-HBM3": 4.5}', "MENTOR_LEADER_ELECTION": "false",
-        "MENTOR_REPORT_KEY": "k", "MENTOR_SHM_SIZE": ""})
+        "MENTOR_REPORT_KEY": "k", "MENTOR_SHM_SIZE": "",
+        "MENTOR_GPU_RESOURCES": '{"nvidia.com/gpu": 1, "nvidia.com/mig-1g.10gb": 0.142857}'})
     assert settings.workers == 3 and settings.namespaces == ("team-a", "team-b")
     assert settings.lease_namespace == "ops" and settings.trainer_uid is None
     assert settings.trainer_pull_secrets == ("regcred",)
     assert settings.gpu_prices == {"NVIDIA-H100-80GB-HBM3": 4.5}
     assert not settings.leader_election and settings.report_key == b"k"
     assert settings.shm_size == ""
+    assert settings.gpu_resources == {"nvidia.com/gpu": 1, "nvidia.com/mig-1g.10gb": 0.142857}
 
 
 @pytest.mark.parametrize(("variable", "value", "said"), [
@@ -34,6 +36,8 @@ def test_every_variable_is_read_under_its_documented_name() -> None:
     ("MENTOR_RESYNC_SECONDS", "-1", "MENTOR_RESYNC_SECONDS='-1': Input should be greater than 0"),
     ("MENTOR_HTTP_PORT", "70000", "MENTOR_HTTP_PORT='70000': Input should be less than"),
     ("MENTOR_GPU_PRICES", "{oops", "MENTOR_GPU_PRICES='{oops': Value error"),
+    ("MENTOR_GPU_RESOURCES", '{"nvidia.com/gpu": 0}',
+     "MENTOR_GPU_RESOURCES=0: Input should be greater than 0"),
     ("MENTOR_LEADER_ELECTION", "perhaps", "MENTOR_LEADER_ELECTION='perhaps': Input should be"),
     ("MENTOR_TRAINER_RUN_AS_USER", "-5", "MENTOR_TRAINER_RUN_AS_USER='-5': Input should be"),
 ])

@@ -37,5 +37,8 @@ POD_GROUP_RETRIABLE = "kueue.x-k8s.io/retriable-in-group"
 
 # The extended resource that is counted as GPUs, for GPU-hours and budgets.
 GPU_RESOURCE = "nvidia.com/gpu"
+# The resources charged as GPUs, each with its weight in GPUs, unless the operator is told others
+# (MENTOR_GPU_RESOURCES, the chart's accounting.gpuResources): a MIG 1g slice is 1/7 of a GPU.
+DEFAULT_GPU_WEIGHTS = {GPU_RESOURCE: 1.0, "amd.com/gpu": 1.0}
 # The container that runs torchrun in every trainer pod.
 TRAINER_CONTAINER = "trainer"

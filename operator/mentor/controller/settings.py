@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from mentor.api.labels import DEFAULT_GPU_WEIGHTS
 from mentor.controller.kube import own_namespace
 
 PREFIX = "MENTOR_"
@@ -98,6 +99,12 @@ class Settings(BaseModel):
     # status.costEstimate. Empty means no estimate.
     gpu_prices: Annotated[dict[str, Annotated[float, Field(ge=0)]],
                           BeforeValidator(_json)] = Field(default_factory=dict)
+    # MENTOR_GPU_RESOURCES: JSON map of the resources charged as GPUs to their weight in GPUs
+    # (GPU-hours, maxGPUHours, cost). Default: nvidia.com/gpu and amd.com/gpu, 1 each. MIG
+    # slices as a fraction: {"nvidia.com/gpu": 1, "nvidia.com/mig-1g.10gb": 0.142857}.
+    gpu_resources: Annotated[dict[str, Annotated[float, Field(gt=0, le=64)]],
+                             BeforeValidator(_json)] = Field(
+        default_factory=lambda: dict(DEFAULT_GPU_WEIGHTS), min_length=1)
 
     # MENTOR_LEADER_ELECTION: "false" only for a single replica that must start at once (local
     # runs). With it on, replicas share the Lease MENTOR_LEASE_NAME in MENTOR_POD_NAMESPACE (the

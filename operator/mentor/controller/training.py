@@ -113,7 +113,7 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
     spec = TrainingJobSpec.model_validate(body["spec"])
     status = JobStatus.model_validate(body.get("status") or {})
     views = [dataclasses.replace(v, price=_price(v.node, ctl.settings))
-             for v in map(PodView.from_pod, pods)]
+             for v in (PodView.from_pod(p, ctl.settings.gpu_resources) for p in pods)]
     now = dt.datetime.now(dt.UTC)
     generation = body["metadata"].get("generation")
     plan = decide(spec, status, views, now, generation)

@@ -7,10 +7,17 @@ parsing is tested against real pod objects.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mentor.api.labels import ATTEMPT, GPU_FINALIZER, GPU_RESOURCE, NODE_RANK, TRAINER_CONTAINER
+from mentor.api.labels import (
+    ATTEMPT,
+    DEFAULT_GPU_WEIGHTS,
+    GPU_FINALIZER,
+    NODE_RANK,
+    TRAINER_CONTAINER,
+)
 from mentor.decide.times import parse_time
 
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName"})
@@ -23,6 +30,20 @@ def tidy(message: str) -> str:
     kept = [s for i, s in enumerate(sentences)
             if i == 0 or not sentences[i - 1].rstrip(".").endswith(s.rstrip("."))]
     return ". ".join(kept)
+
+
+def gpus_of(resources: dict[str, Any], weights: Mapping[str, float]) -> float:
+    """The GPUs a container holds: each counted resource (limits, else requests) times its
+    weight. Extended resources are whole counts; anything else counts as none."""
+    held = 0.0
+    for name, weight in weights.items():
+        quantity = (resources.get("limits") or {}).get(name) or \
+            (resources.get("requests") or {}).get(name)
+        try:
+            held += weight * int(str(quantity or 0))
+        except ValueError:
+            continue
+    return held
 
 
 def _started(status: dict[str, Any], running: dict[str, Any],
@@ -56,7 +77,7 @@ class PodView:
     attempt: int
     phase: str
     deleting: bool
-    gpus: int
+    gpus: float  # in GPUs: a MIG slice is a fraction of one
     exit_code: int | None = None
     terminated_reason: str | None = None
     # The container's termination message: the launcher's root cause ("exit code 2 from rank
@@ -79,12 +100,12 @@ class PodView:
     deletion_deadline: dt.datetime | None = None
 
     @classmethod
-    def from_pod(cls, pod: dict[str, Any]) -> PodView:
+    def from_pod(cls, pod: dict[str, Any],
+                 gpu_weights: Mapping[str, float] = DEFAULT_GPU_WEIGHTS) -> PodView:
         meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status") or {}
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
         container: dict[str, Any] = next((c for c in spec.get("containers", [])
                           if c.get("name") == TRAINER_CONTAINER), {})
-        limits = (container.get("resources") or {}).get("limits") or {}
         state: dict[str, Any] = {}
         for cs in status.get("containerStatuses") or []:
             if cs.get("name") == TRAINER_CONTAINER:
@@ -104,7 +125,7 @@ class PodView:
             attempt=int(annotations.get(ATTEMPT, "1")),
             phase=status.get("phase", "Pending"),
             deleting=bool(meta.get("deletionTimestamp")),
-            gpus=int(limits.get(GPU_RESOURCE, 0)),
+            gpus=gpus_of(container.get("resources") or {}, gpu_weights),
             exit_code=terminated.get("exitCode"),
             terminated_reason=terminated.get("reason"),
             termination_message=(terminated.get("message") or "").strip() or None,
