@@ -134,3 +134,43 @@ def test_every_malformed_report_is_a_4xx_and_never_reaches_the_status(
     assert post(operator, path, json.dumps(good).encode(), token)[0] == 202
     kube.wait("trainingjob/target", "jsonpath={.status.progress.step}=1")
     assert not operator.errors(), "a report made a traceback"
+
+
+def test_a_standby_that_once_led_sheds_the_leader_label_and_is_ready_only_then(
+        control_plane: ControlPlane, operator: Operator, tmp_path: Any) -> None:
+    """A leader that lost the Lease and restarted in place kept `mentor.dev/leader=true`: the
+    Service sent it the trainers' reports, and it answered each with a 503."""
+    import urllib.request
+
+    from controlplane import free_port
+
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "mentor-was-leader", "namespace": "default",
+            "labels": {"mentor.dev/leader": "true"}},
+         "spec": {"containers": [{"name": "operator", "image": "mentor-operator"}]}}))
+    port = free_port()
+    standby = Operator(control_plane, tmp_path / "standby.log",
+                       MENTOR_HTTP_HOST="127.0.0.1", MENTOR_HTTP_PORT=str(port),
+                       MENTOR_POD_NAME="mentor-was-leader",
+                       # the suite's operator holds this Lease: this one stays a standby
+                       MENTOR_LEASE_NAME=operator.env["MENTOR_LEASE_NAME"])
+    standby.start()
+    try:
+        def labels() -> dict[str, str]:
+            out = control_plane.kubectl("get", "pod", "mentor-was-leader", "-n", "default",
+                                        "-o", "json")
+            return dict(json.loads(out)["metadata"].get("labels") or {})
+
+        deadline = time.monotonic() + 30
+        while "mentor.dev/leader" in labels():
+            assert time.monotonic() < deadline, "the stale leader label stayed"
+            time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as ready:
+            assert ready.status == 200
+        assert "leading as" not in standby.log_path.read_text()
+    finally:
+        standby.stop()
+        control_plane.kubectl("delete", "pod", "mentor-was-leader", "-n", "default",
+                              "--wait=false")
+    assert not standby.errors()

@@ -60,3 +60,38 @@ def test_rank0_serves_metrics_and_an_unreachable_operator_does_not_matter(
                 if line.startswith(f"mentor_trainer_step{labels}"))
     assert step >= 3
     assert f"mentor_trainer_loss{labels}" in page
+
+
+def test_a_report_is_retried_through_a_failover_and_a_refused_one_is_not() -> None:
+    """A standby answers 503 while the Lease moves: the report waits and gets through. A 400
+    (a malformed report) is final. Once, every failed report was dropped at the first try."""
+    import http.server
+    import threading
+
+    from mentor_trainer.report import OperatorReporter
+
+    answers = [503, 503, 202, 400]
+    seen: list[dict[str, object]] = []
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(answers.pop(0) if answers else 500)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reporter = OperatorReporter(f"http://127.0.0.1:{server.server_port}/v1/progress/ns/j",
+                                    "t", {"name": "j"})
+        reporter.RETRY_SECONDS = (0.05, 0.05, 0.05)
+        reporter.send({"step": 10, "eval_loss": 1.5})
+        reporter.send({"step": 11, "bad": True})
+        assert reporter.flush(timeout=10)
+    finally:
+        server.shutdown()
+    assert [r["step"] for r in seen] == [10, 10, 10, 11], "three tries, then the next report"
+    assert answers == [], "the refused report was not tried again"

@@ -201,6 +201,15 @@ def test_unschedulable_stays_pending_and_says_why() -> None:
     assert plan.status.phase == Phase.PENDING
     assert running is not None and running.reason == "Unschedulable" and why in running.message
     assert plan.events and plan.events[0].type == "Warning"
+    # Seen pending first (the scheduler had not said yet), the news is still an Event.
+    pending = decide(s, JobStatus(phase=Phase.PENDING),
+                     [pod(s, r, "Pending", started=None) for r in (0, 1)], T0).status
+    later = decide(s, pending, [pod(s, 0, "Pending", started=None, unschedulable=why),
+                                pod(s, 1, "Pending", started=None)], T0)
+    assert [(e.type, e.reason) for e in later.events] == [("Warning", "Unschedulable")]
+    again = decide(s, later.status, [pod(s, 0, "Pending", started=None, unschedulable=why),
+                                     pod(s, 1, "Pending", started=None)], T0)
+    assert again.events == [], "said once, not on every reconcile"
 
 
 def test_suspend_deletes_pods_and_resume_recreates_them() -> None:
@@ -603,3 +612,19 @@ def test_mig_slices_and_other_vendors_gpus_are_charged_by_their_weight() -> None
     assert plan.status.phase == Phase.FAILED and plan.status.reason == "BudgetExhausted", \
         "7 hours of a 1/7 slice is one GPU-hour"
     assert PodView.from_pod(manifest).gpus == 0, "by default a MIG slice is not a GPU"
+
+
+def test_the_result_rank_0_leaves_in_its_termination_message_is_kept() -> None:
+    """A TuningJob's objective once came from the last report that reached the status; a lost
+    report made the wrong trial win. The termination message is kept with the pod."""
+    from mentor.api.results import format_result, parse_result
+
+    line = format_result(100, 1.8345678901234567)
+    assert parse_result(line) == (100, 1.8345678901234567)
+    assert parse_result(format_result(5, float("nan"))) == (5, None)
+    assert parse_result("exit code 2 from rank 0: BadConfig: no data") is None
+    s = spec(parallelism={"nodes": 2, "gpusPerNode": 1})
+    pods = [pod(s, 0, "Succeeded", message=line), pod(s, 1, "Succeeded")]
+    plan = decide(s, JobStatus(phase=Phase.RUNNING, attempts=1), pods, T0)
+    assert plan.status.phase == Phase.SUCCEEDED
+    assert plan.status.result is not None and plan.status.result.eval_loss == 1.8345678901234567

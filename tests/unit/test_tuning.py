@@ -289,3 +289,15 @@ def test_a_trial_name_held_by_another_owner_is_never_counted_and_the_search_wait
     freed = decide("tune", s, plan.status, [], [], BASE, NOW)
     assert [t.name for t in freed.create] == ["tune-t0", "tune-t1"]
     assert freed.status.reason == "TrialsRunning"
+
+
+def test_a_trials_objective_is_its_result_before_its_last_report() -> None:
+    from mentor.decide.trialview import trial_of
+
+    body = {"metadata": {"name": "tune-t0", "labels": {"mentor.dev/trial": "0"}},
+            "spec": {}, "status": {"phase": "Succeeded",
+                                   "progress": {"evalLoss": 2.5},  # a report of step 50
+                                   "result": {"step": 100, "evalLoss": 1.75}}}
+    assert trial_of(body).objective == 1.75
+    del body["status"]["result"]
+    assert trial_of(body).objective == 2.5, "a trainer that said nothing: its last report"

@@ -20,6 +20,7 @@ import torch
 from pydantic import ValidationError
 
 from mentor.api import exitcodes
+from mentor.api.results import format_result
 from mentor.api.training import TrainerConfig
 from mentor_trainer import dist
 from mentor_trainer.errors import (
@@ -27,6 +28,7 @@ from mentor_trainer.errors import (
     TrainerError,
     out_of_memory,
 )
+from mentor_trainer.launch import report
 
 
 def load_config(path: str) -> TrainerConfig:
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         result = Trainer(config, world).train()
         if world.is_main:
             logging.getLogger("mentor_trainer").info("done: %s", json.dumps(result))
+            # The operator takes the final eval loss from here, durable where a report is not.
+            report(format_result(result["step"], result["eval_loss"]), quiet=True)
         _outcome(config, rank, "succeeded", exit_code=exitcodes.OK)
         return exitcodes.OK
     except Stopped as e:

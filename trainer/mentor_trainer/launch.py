@@ -68,10 +68,12 @@ def root_cause(failures: dict[int, Any]) -> tuple[int, Any]:
     return min(failures.items(), key=order)
 
 
-def report(line: str) -> None:
-    """Say why on stderr, and in the termination message if the container has one (the kubelet
-    creates the file; on a plain machine there is none, and nothing is written)."""
-    print(f"mentor-torchrun: {line}", file=sys.stderr, flush=True)
+def report(line: str, quiet: bool = False) -> None:
+    """Say why on stderr (unless `quiet`), and in the termination message if the container has
+    one (the kubelet creates the file; on a plain machine there is none, and nothing is
+    written)."""
+    if not quiet:
+        print(f"mentor-torchrun: {line}", file=sys.stderr, flush=True)
     path = os.environ.get(TERMINATION_LOG_ENV)
     if path and Path(path).is_file():
         with contextlib.suppress(OSError):

@@ -1,8 +1,8 @@
 """What rank 0 tells the world: a log line, a metrics log, Prometheus, and the operator.
 
-The operator's endpoint is best effort: reports go through a small queue to a background thread,
-and when the endpoint is slow or down they are dropped, never waited for. Training must not
-depend on the control plane being reachable.
+The operator's endpoint is best effort: reports go through a queue to a background thread that
+retries them for a while, and training never waits for them but at its very end. Training must
+not depend on the control plane being reachable.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,17 @@ log = logging.getLogger("mentor_trainer")
 
 
 class OperatorReporter:
-    """POSTs progress to MENTOR_REPORT_URL with the per-job MENTOR_REPORT_TOKEN."""
+    """POSTs progress to MENTOR_REPORT_URL with the per-job MENTOR_REPORT_TOKEN.
+
+    A report that does not get through (the network, a standby's 503 during a failover, a 5xx)
+    is tried again with backoff; one the operator refuses (a 4xx) is not. Training never waits
+    for it, except for the last reports at the end (`flush`)."""
+
+    RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
     def __init__(self, url: str, token: str, job: dict[str, str]) -> None:
         self.url, self.token, self.job = url, token, job
-        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=16)
+        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=256)
         self.thread = threading.Thread(target=self._run, name="mentor-report", daemon=True)
         self.thread.start()
 
@@ -34,17 +41,45 @@ class OperatorReporter:
         with contextlib.suppress(queue.Full):  # the newest report will carry the news
             self.queue.put_nowait({**self.job, **payload})
 
+    def flush(self, timeout: float) -> bool:
+        """Wait (at most `timeout`) until every report sent so far is delivered or given up."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.queue.unfinished_tasks
+
     def _run(self) -> None:
         while True:
             payload = self.queue.get()
-            request = urllib.request.Request(
-                self.url, data=json.dumps(payload).encode(), method="POST",
-                headers={"Content-Type": "application/json",
-                         "Authorization": f"Bearer {self.token}"})
             try:
-                urllib.request.urlopen(request, timeout=3).close()
-            except OSError as e:
-                log.debug("progress report dropped: %s", e)
+                for delay in (*self.RETRY_SECONDS, None):
+                    if self._post(payload):
+                        break
+                    if delay is None:
+                        log.debug("progress report dropped after %d tries",
+                                  len(self.RETRY_SECONDS) + 1)
+                    else:
+                        time.sleep(delay)
+            finally:
+                self.queue.task_done()
+
+    def _post(self, payload: dict[str, Any]) -> bool:
+        """True when the report is done with: accepted, or refused for good (a 4xx but 429)."""
+        request = urllib.request.Request(
+            self.url, data=json.dumps(payload).encode(), method="POST",
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {self.token}"})
+        try:
+            urllib.request.urlopen(request, timeout=3).close()
+            return True
+        except urllib.error.HTTPError as e:
+            if 400 <= e.code < 500 and e.code != 429:
+                log.warning("progress report refused (%d): %s", e.code,
+                            e.read(500).decode(errors="replace"))
+                return True
+            return False
+        except OSError:
+            return False
 
 
 class Metrics:
@@ -115,3 +150,9 @@ class Reporter:
                      f" mfu {record['mfu']:.1%}" if record.get("mfu") else "")
         elif "eval_loss" in record:
             log.info("step %d eval loss %.4f", record["step"], record["eval_loss"])
+
+    def close(self, timeout: float = 10.0) -> None:
+        """The last reports reach the operator before the process ends, if it can be done in
+        `timeout`: the final eval loss above all."""
+        if self.operator and not self.operator.flush(timeout):
+            log.warning("the operator did not take the last progress reports in %.0f s", timeout)

@@ -213,6 +213,7 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
         self.export()
+        self.reporter.close()
         elapsed = time.perf_counter() - started
         return {"step": step, "loss": loss, "eval_loss": eval_loss,
                 "tokens_per_second": trained_tokens / elapsed if elapsed else 0.0}

@@ -149,6 +149,14 @@ class CheckpointStatus(ApiModel):
     time: Timestamp = Field(description="time is when the checkpoint became complete.")
 
 
+class RunResult(ApiModel):
+    """What rank 0 said as the job succeeded (its pod's termination message)."""
+
+    step: int = Field(ge=0, description="step is the last optimizer step trained.")
+    eval_loss: float | None = Field(default=None,
+                                    description="evalLoss is the final validation loss.")
+
+
 class AttemptFailure(ApiModel):
     """Why one attempt ended: kept after its pods are gone (`mentor logs --attempt K`)."""
 
@@ -211,6 +219,10 @@ class JobStatus(ApiModel):
     restarts: int = Field(default=0, ge=0,
                           description="restarts counts gang restarts charged to backoffLimit.")
     progress: Progress | None = Field(default=None, description="progress of the training loop.")
+    result: RunResult | None = Field(
+        default=None, description="result is the final step and eval loss, as the trainer said "
+                                  "in its termination message: durable where a progress report "
+                                  "may be lost.")
     checkpoint: CheckpointStatus | None = Field(
         default=None, description="checkpoint is the latest complete checkpoint.")
     gpu_hours: float = Field(

@@ -40,6 +40,7 @@ class Operator:
                                      deadline=settings.lease_seconds * 2 / 3,
                                      retry=max(settings.lease_seconds / 7.5, 0.2))
         self.book = ProgressBook()
+        self.labelled = True  # whether this pod carries the leader label; unknown until cleared
         self.tasks: list[asyncio.Task[None]] = []
 
     # -- the work queues' callbacks
@@ -89,7 +90,8 @@ class Operator:
             asyncio.create_task(self._lead()),
             # Progress reports in, /metrics out; reports only while leading.
             asyncio.create_task(server.serve(self.settings, self.book, METRICS,
-                                             self.training.jobs, self.leadership.acquired)),
+                                             self.training.jobs, self.leadership.acquired,
+                                             self.ready)),
         ]
 
     async def stop(self) -> None:
@@ -99,6 +101,8 @@ class Operator:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.queue.stop)
         await loop.run_in_executor(None, self.tuning_queue.stop)
+        if self.leadership.is_leader:  # reports go to the next leader, not to this pod
+            await loop.run_in_executor(None, self._set_leader_label, False)
         await loop.run_in_executor(None, self.leadership.stop)  # a standby takes over now
 
     async def _lead(self) -> None:
@@ -106,31 +110,42 @@ class Operator:
         queues' workers and the safety resync start once it is acquired."""
         loop = asyncio.get_running_loop()
         if self.settings.leader_election:
-            self.leadership.on_acquired = self._label_leader
+            # A pod that led, lost the Lease and restarted in place still carries the label
+            # the Service selects by: reports would reach a standby, which answers 503.
+            await loop.run_in_executor(None, self._set_leader_label, False)
+            self.leadership.on_acquired = lambda: self._set_leader_label(True)
             self.leadership.start()
             await loop.run_in_executor(None, self.leadership.acquired.wait)
             # A standby's pod watch may lag: decide from a fresh list (job statuses are guarded
             # by their resourceVersion instead).
             await loop.run_in_executor(None, self.pods.refresh)
         else:
+            self.labelled = False
             self.leadership.acquired.set()
         METRICS.leader.set(1)
         self.queue.start()
         self.tuning_queue.start()
         await self._resync_forever()
 
-    def _label_leader(self) -> None:
-        """Label this replica's pod as the leader: the chart's Service selects it, so the
-        trainers' progress reports reach the replica that writes them."""
+    def _set_leader_label(self, leading: bool) -> None:
+        """Label this replica's pod as the leader, or not: the chart's Service selects the
+        leader, so the trainers' progress reports reach the replica that writes them."""
         pod = os.environ.get("MENTOR_POD_NAME")
         if not pod:
+            self.labelled = False
             return
         try:
-            kube.core().patch_namespaced_pod(pod, self.settings.lease_namespace, [
-                {"op": "add", "path": f"/metadata/labels/{LEADER.replace('/', '~1')}",
-                 "value": "true"}])
+            kube.core().patch_namespaced_pod(pod, self.settings.lease_namespace, {
+                "metadata": {"labels": {LEADER: "true" if leading else None}}})
+            self.labelled = leading
         except Exception as e:  # reports are best effort; leading is not
-            log.warning("could not label this pod as the leader: %s", getattr(e, "reason", e))
+            log.warning("could not %s the leader label of this pod: %s",
+                        "set" if leading else "remove", getattr(e, "reason", e))
+
+    def ready(self) -> bool:
+        """Ready unless the Service would send reports here that this replica cannot take:
+        labelled the leader (or not known not to be) while not leading."""
+        return self.leadership.is_leader or not self.labelled
 
     async def _resync_forever(self) -> None:
         loop = asyncio.get_running_loop()

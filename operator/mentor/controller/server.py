@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,8 @@ class ProgressBook:
 
 
 def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
-              jobs: Jobs, leading: threading.Event) -> web.Application:
+              jobs: Jobs, leading: threading.Event,
+              ready: Callable[[], bool] = lambda: True) -> web.Application:
     key = settings.report_key
 
     async def report(request: web.Request) -> web.Response:
@@ -84,10 +86,16 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok")
+        return web.Response(text="labelled the leader but not leading", status=503)
+
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post("/v1/progress/{namespace}/{name}", report)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
 
 
@@ -122,9 +130,10 @@ def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None
 
 
 async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs,
-                leading: threading.Event) -> None:
+                leading: threading.Event, ready: Callable[[], bool]) -> None:
     """Run the endpoint and the flusher until cancelled: both idle unless `leading`."""
-    runner = web.AppRunner(build_app(settings, book, metrics, jobs, leading), access_log=None)
+    runner = web.AppRunner(build_app(settings, book, metrics, jobs, leading, ready),
+                           access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     loop = asyncio.get_running_loop()

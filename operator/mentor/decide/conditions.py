@@ -63,8 +63,12 @@ def is_true(status: HasConditions, type_: ConditionType) -> bool:
 def transition(status: HasConditions, events: list[Event], type_: ConditionType, value: bool,
                reason: str, message: str, now: str, generation: int | None,
                warning: bool = False) -> None:
-    """Set a condition, and record an Event when it turns True (or, for a warning, flips)."""
+    """Set a condition, and record an Event when it turns True, or for a warning when it flips
+    or changes its reason (PodsPending, then Unschedulable, is news however fast the scheduler
+    was)."""
+    before = get_condition(status, type_)
     flipped = set_condition(status, type_, "True" if value else "False", reason, message, now,
                             generation)
-    if flipped and (value or warning):
+    news = flipped or before is None or before.reason != reason
+    if (flipped and value) or (warning and news):
         events.append(Event("Warning" if warning else "Normal", reason, message))

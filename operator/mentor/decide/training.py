@@ -18,6 +18,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mentor.api.results import parse_result
 from mentor.api.status import (
     MAX_FAILURES_KEPT,
     AttemptFailure,
@@ -25,6 +26,7 @@ from mentor.api.status import (
     JobStatus,
     Phase,
     Reason,
+    RunResult,
 )
 from mentor.api.training import TrainingJobSpec
 from mentor.decide import ledger
@@ -266,6 +268,10 @@ class Decider:
     def succeeded(self) -> bool:
         if not all(p.phase == "Succeeded" for p in self.active):
             return False
+        said = next((parse_result(p.termination_message) for p in self.active if p.rank == 0),
+                    None)
+        if said is not None:
+            self.status.result = RunResult(step=said[0], eval_loss=said[1])
         self.finish(True, Reason.COMPLETED, "all pods completed successfully")
         return True
 

@@ -59,7 +59,7 @@ def trial_of(body: dict[str, Any]) -> Trial:
         name=meta["name"],
         params=params if isinstance(params, dict) else {},
         state=state,
-        objective=progress.get("evalLoss") if state == SUCCEEDED else None,
+        objective=_objective(status) if state == SUCCEEDED else None,
         evals={int(e["step"]): float(e["loss"]) for e in progress.get("evals", [])},
         gpu_hours=float(status.get("gpuHours") or 0.0),
         cost=status.get("costEstimate"),
@@ -69,3 +69,12 @@ def trial_of(body: dict[str, Any]) -> Trial:
         exit_code=failures[-1].get("exitCode") if failures and state == FAILED else None,
         stopping=bool((spec.get("runPolicy") or {}).get("stop")),
     )
+
+
+def _objective(status: dict[str, Any]) -> float | None:
+    """The trial's final eval loss: from its result (the trainer's own last word, durable), else
+    from the last progress report that reached its status."""
+    result = status.get("result") or {}
+    if result.get("evalLoss") is not None:
+        return float(result["evalLoss"])
+    return (status.get("progress") or {}).get("evalLoss")
