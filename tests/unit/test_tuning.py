@@ -301,3 +301,22 @@ def test_a_trials_objective_is_its_result_before_its_last_report() -> None:
     assert trial_of(body).objective == 1.75
     del body["status"]["result"]
     assert trial_of(body).objective == 2.5, "a trainer that said nothing: its last report"
+
+
+def grid_job(values: int, parameters: int) -> dict[str, Any]:
+    numeric = [p for p in TUNABLE if p not in CHOICE][:parameters]
+    return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob", "metadata": {"name": "g"},
+            "spec": spec().wire() | {"search": {"algorithm": "grid", "maxTrials": 2, "parameters": [
+                {"path": p, "values": [float(v + 1) for v in range(values)]} for p in numeric]}}}
+
+
+def test_a_grid_beyond_the_limit_is_refused_naming_its_size() -> None:
+    """`mentor run` gives the API server's verdict: the size in the message, whole, or in
+    floating point where no int64 holds it."""
+    with pytest.raises(InvalidJob) as refused:
+        validate(grid_job(64, 3))
+    assert "spec.search.parameters: this grid has 262144 points; a grid search may have at " \
+           "most 100000 points" in str(refused.value)
+    with pytest.raises(InvalidJob, match=r"this grid has 7\.922816251426434e\+28 points"):
+        validate(grid_job(64, 16))
+    validate(grid_job(10, 5))  # 100,000 points: at the limit

@@ -27,9 +27,12 @@ class Rule:
     message: str
     field_path: str | None = None
     reason: str | None = None
+    message_expression: str | None = None  # a message computed from the object (CEL string)
 
     def to_schema(self) -> dict[str, str]:
         out = {"rule": self.rule, "message": self.message}
+        if self.message_expression:
+            out["messageExpression"] = self.message_expression
         if self.field_path:
             out["fieldPath"] = self.field_path
         if self.reason:

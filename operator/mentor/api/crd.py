@@ -7,6 +7,7 @@ structural CRD schema cannot express raises, instead of silently producing a wea
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from mentor.api.kinds import GROUP, KINDS, NAME_PATTERN, VERSION, Kind
+from mentor.api.tuning import MAX_GRID_POINTS
 
 # Keys copied as they are; the values were already checked by pydantic's schema generation.
 _PLAIN = {
@@ -152,9 +154,34 @@ def render(kind: Kind) -> str:
     return header + yaml.safe_dump(crd(kind), sort_keys=False, width=100)
 
 
+# Limits that are the cluster's to set: in the chart's CRDs each is its value's template.
+CHART_LIMITS = {str(MAX_GRID_POINTS): "{{ int .Values.tuning.maxGridPoints }}"}
+
+
+def _with_markers(node: Any) -> Any:
+    """The CRD with each chart limit in its CEL rules and messages as a one-word marker (YAML
+    folds long strings at spaces, never inside a word)."""
+    if isinstance(node, dict):
+        return {k: (_mark(v) if isinstance(v, str) and k in ("rule", "message",
+                                                              "messageExpression")
+                    else _with_markers(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_markers(v) for v in node]
+    return node
+
+
+def _mark(text: str) -> str:
+    for number in CHART_LIMITS:
+        text = re.sub(rf"\b{number}\b", f"MENTORCHARTLIMIT{number}", text)
+    return text
+
+
 def render_chart_template(kind: Kind) -> str:
-    """The same CRD as a Helm template: gated by crds.enabled, kept on uninstall by crds.keep."""
-    body = yaml.safe_dump(crd(kind), sort_keys=False, width=100)
+    """The same CRD as a Helm template: gated by crds.enabled, kept on uninstall by crds.keep,
+    with the cluster's limits (values.yaml) in its rules."""
+    body = yaml.safe_dump(_with_markers(crd(kind)), sort_keys=False, width=100)
+    for number, template in CHART_LIMITS.items():
+        body = body.replace(f"MENTORCHARTLIMIT{number}", template)
     keep = ("  annotations:\n"
             "    {{- if .Values.crds.keep }}\n"
             "    helm.sh/resource-policy: keep\n"

@@ -197,6 +197,35 @@ class PrunerSpec(ApiModel):
                                               "go on at each rung (asha). Default 3.")
 
 
+MAX_PARAMETERS = 16
+# The most points a grid may have: the chart's tuning.maxGridPoints replaces it in the CRD it
+# installs (mentor.api.crd). The operator never lists a grid (mentor.decide.search decodes a
+# point from its index), so this is a limit on what a search may ask, not on memory.
+MAX_GRID_POINTS = 100_000
+
+
+def _grid_points(search: str) -> str:
+    """CEL for the number of points of the grid at `search`, as a double: the product of every
+    parameter's count of values, with no fold in CEL, written out for the 16 it may have."""
+    def count(p: str) -> str:
+        return (f"(has({p}.values) ? double(size({p}.values)) : "
+                f"(has({p}.choices) ? double(size({p}.choices)) : 1.0))")
+
+    return " * ".join(f"(size({search}.parameters) > {i} ? "
+                      f"{count(f'{search}.parameters[{i}]')} : 1.0)"
+                      for i in range(MAX_PARAMETERS))
+
+
+def _size_named(points: str) -> str:
+    """CEL for the refusal that names the grid's size (whole where int64 holds it)."""
+    size = f"({points} < 9.0e18 ? string(int({points})) : string({points}))"
+    return f'"this grid has " + {size} + " points; {GRID_LIMIT}"'
+
+
+GRID_LIMIT = (f"a grid search may have at most {MAX_GRID_POINTS} points (the product of its "
+              "parameters' counts of values): use fewer values, or random or tpe")
+
+
 class SearchSpec(ApiModel):
     cel_rules = (
         Rule("self.parallelTrials <= self.maxTrials",
@@ -210,6 +239,9 @@ class SearchSpec(ApiModel):
         Rule("self.parameters.all(p, self.parameters.exists_one(q, q.path == p.path))",
              "each path may be searched once", field_path=".parameters",
              reason="FieldValueDuplicate"),
+        Rule(f"self.algorithm != 'grid' || {_grid_points('self')} <= {MAX_GRID_POINTS}.0",
+             GRID_LIMIT, field_path=".parameters", reason="FieldValueInvalid",
+             message_expression=_size_named(_grid_points("self"))),
     )
 
     algorithm: Algorithm = Field(
@@ -217,7 +249,8 @@ class SearchSpec(ApiModel):
         description="algorithm is grid (every combination of values, in order), random, or tpe "
                     "(Optuna's TPE, with constant_liar for parallel trials). Default tpe.")
     parameters: list[SearchParameter] = Field(
-        min_length=1, max_length=16, description="parameters are the dimensions searched.")
+        min_length=1, max_length=MAX_PARAMETERS,
+        description="parameters are the dimensions searched.")
     objective: Objective = Field(default_factory=Objective,
                                  description="objective ranks the trials.")
     max_trials: int = Field(default=8, ge=1, le=1000,

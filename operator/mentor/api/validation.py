@@ -16,6 +16,7 @@ from typing import Any
 import celpy
 import yaml
 from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
 
 from mentor.api.crd import crd
@@ -87,11 +88,21 @@ _env = celpy.Environment()
 _programs: dict[str, celpy.Runner] = {}
 
 
-def _check(rule: str, value: Any) -> bool:
-    if rule not in _programs:
-        _programs[rule] = _env.program(_env.compile(rule))
-    result = _programs[rule].evaluate({"self": json_to_cel(_escape(value))})
-    return bool(result)
+def _evaluate(expression: str, value: Any) -> Any:
+    if expression not in _programs:
+        _programs[expression] = _env.program(_env.compile(expression))
+    return _programs[expression].evaluate({"self": json_to_cel(_escape(value))})
+
+
+def _message(rule: dict[str, Any], value: Any) -> str:
+    """The rule's messageExpression where it has one, as the API server evaluates it; on an
+    error, its message (as the API server falls back)."""
+    if "messageExpression" in rule:
+        try:
+            return str(_evaluate(rule["messageExpression"], value))
+        except (CELEvalError, ValueError, OverflowError):
+            pass
+    return str(rule["message"])
 
 
 def cel_errors(kind: Kind, obj: dict[str, Any]) -> list[FieldError]:
@@ -103,9 +114,9 @@ def cel_errors(kind: Kind, obj: dict[str, Any]) -> list[FieldError]:
         if "oldSelf" in rule["rule"]:
             continue
         for concrete, value in _values_at(obj, path):
-            if not _check(rule["rule"], value):
+            if not bool(_evaluate(rule["rule"], value)):
                 where = (concrete + rule.get("fieldPath", "")).lstrip(".")
-                errors.append(FieldError(where or "<root>", rule["message"]))
+                errors.append(FieldError(where or "<root>", _message(rule, value)))
     return errors
 
 
