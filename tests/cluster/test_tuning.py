@@ -277,7 +277,8 @@ IMPOSSIBLE = [
             "optimization.warmupSteps", "optimization.evalInterval", "method.lora.rank",
             "method.lora.alpha", "optimization.microBatchSize", "data.sequenceLength",
             "optimization.steps")]},
-     "this grid has 10000000 points; a grid search may have at most 100000 points"),
+     "spec.search.parameters: Invalid value: this grid has 10,000,000 points; a grid search may "
+     "have at most 100000 points"),
     ({"algorithm": "grid", "parameters": [{"path": "optimization.learningRate", "values": []}]},
      "spec.search.parameters[0].values"),
     ({"parameters": [{"path": "optimization.learningRate", "min": 0.1, "max": 0.01}]},

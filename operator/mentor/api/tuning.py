@@ -217,9 +217,10 @@ def _grid_points(search: str) -> str:
 
 
 def _size_named(points: str) -> str:
-    """CEL for the refusal that names the grid's size (whole where int64 holds it)."""
-    size = f"({points} < 9.0e18 ? string(int({points})) : string({points}))"
-    return f'"this grid has " + {size} + " points; {GRID_LIMIT}"'
+    """CEL for the refusal that names the grid's size. `format` (Kubernetes' strings library),
+    not `string()`: the API server's cost estimate takes a converted string to be as long as
+    any, and refuses the CRD."""
+    return f'"this grid has %.0f points; {GRID_LIMIT}".format([{points}])'
 
 
 GRID_LIMIT = (f"a grid search may have at most {MAX_GRID_POINTS} points (the product of its "

@@ -8,6 +8,7 @@ server would (`spec.optimization.steps: ...`), so a user sees the same message i
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import celpy
 import yaml
+from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
@@ -88,9 +90,25 @@ _env = celpy.Environment()
 _programs: dict[str, celpy.Runner] = {}
 
 
+def _format(template: Any, args: Any) -> celtypes.StringType:
+    """Kubernetes' `"...".format([...])` (its strings library) for the verbs Mentor's messages
+    use, as the API server writes them: %s, and %d and %.Nf with thousands separators."""
+    values = iter(args)
+
+    def verb(match: re.Match[str]) -> str:
+        value = next(values)
+        if match.group(2) == "s":
+            return str(value)
+        precision = match.group(1) or (".0" if match.group(2) == "d" else ".6")
+        return format(float(value), f",{precision}f")
+
+    return celtypes.StringType(re.sub(r"%(\.\d+)?([dfs])", verb, str(template)))
+
+
 def _evaluate(expression: str, value: Any) -> Any:
     if expression not in _programs:
-        _programs[expression] = _env.program(_env.compile(expression))
+        _programs[expression] = _env.program(_env.compile(expression),
+                                             functions={"format": _format})
     return _programs[expression].evaluate({"self": json_to_cel(_escape(value))})
 
 
