@@ -14,6 +14,8 @@ from typing import Any
 
 from controlplane import ControlPlane, free_port
 
+# The chart's memory limit for the operator: beyond it, a cluster OOM-kills it.
+CHART_MEMORY_LIMIT_MIB = 512
 REPORT_KEY = "test-key"  # the operator's key for the jobs' progress tokens, in the tests
 PRICE = 2.5  # per GPU-hour of the fake nodes' GPU product
 
@@ -62,6 +64,13 @@ class Operator:
             self.proc.send_signal(signal.SIGUSR1)
             time.sleep(1)
         return self.log_path.read_text(errors="replace")[-20000:]
+
+    def rss_mib(self) -> float:
+        """The operator process's resident memory now."""
+        import psutil
+
+        assert self.proc is not None
+        return float(psutil.Process(self.proc.pid).memory_info().rss) / 2**20
 
     def errors(self) -> list[str]:
         """Tracebacks in the operator's log: handlers must never crash."""
@@ -174,6 +183,7 @@ class StatusWrites:
             config.new_client_from_config(config_file=str(cp.kubeconfig)))
         self.ns, self.plural = namespace, plural
         self.seen: list[tuple[float, str, dict[str, Any]]] = []  # (when, name, status)
+        self._last: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -188,8 +198,10 @@ class StatusWrites:
                         self.api.list_namespaced_custom_object, "mentor.dev", "v1alpha1",
                         self.ns, self.plural, timeout_seconds=30):
                     obj = event["object"]
-                    self.seen.append((time.monotonic(), obj["metadata"]["name"],
-                                      dict(obj.get("status") or {})))
+                    name, status = obj["metadata"]["name"], dict(obj.get("status") or {})
+                    if self._last.get(name) != status:  # a status write, not a label's
+                        self._last[name] = status
+                        self.seen.append((time.monotonic(), name, status))
             except Exception:  # a dropped watch: watch again
                 self._watch = watch.Watch()
                 time.sleep(0.2)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from harness import training_job
+from harness import CHART_MEMORY_LIMIT_MIB, training_job
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
@@ -202,3 +202,6 @@ def test_every_spec_is_refused_with_its_field_or_accepted_and_handled(
           f"hand-written): {len(refused)} refused with a field path, {len(accepted)} accepted "
           f"and handled ({phases}); mentor run agreed with the API server on {agree}")
     assert accepted and refused, "the generator covers both sides"
+    rss = operator.rss_mib()
+    print(f"operator RSS after the fuzz set: {rss:.0f} MiB")
+    assert rss < CHART_MEMORY_LIMIT_MIB, "the chart's limit would OOM-kill it"

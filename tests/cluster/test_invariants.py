@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from controlplane import ControlPlane
-from harness import Kube, Operator, StatusWrites, training_job
+from harness import CHART_MEMORY_LIMIT_MIB, Kube, Operator, StatusWrites, training_job, tuning_job
 
 pytestmark = pytest.mark.cluster
 
@@ -174,3 +174,34 @@ def test_a_standby_that_once_led_sheds_the_leader_label_and_is_ready_only_then(
         control_plane.kubectl("delete", "pod", "mentor-was-leader", "-n", "default",
                               "--wait=false")
     assert not standby.errors()
+
+
+def test_the_operator_s_memory_stays_bounded_under_the_largest_searches_the_schema_allows(
+        operator: Operator, kube: Kube) -> None:
+    """A 7 x 10 grid with maxTrials 2 once took the operator to 2.9 GB within 40 s. Now: the
+    largest grid admission takes, the most parameters with the most values for random and tpe,
+    the most trials, the longest strings; each search gets a phase, and RSS is printed."""
+    from mentor.api.tuning import CHOICE, MAX_GRID_POINTS, TUNABLE
+
+    numeric = [p for p in TUNABLE if p not in CHOICE][:16]
+    widest = [{"path": p, "values": [float(v) for v in range(1, 65)]} for p in numeric]
+    at_limit = [{"path": p, "values": [float(v) for v in range(1, 11)]} for p in numeric[:5]]
+    assert MAX_GRID_POINTS == 10 ** 5
+    searches = {
+        "grid-at-limit": {"algorithm": "grid", "maxTrials": 1000, "parameters": at_limit},
+        "random-widest": {"algorithm": "random", "maxTrials": 1000, "parameters": widest},
+        "tpe-widest": {"algorithm": "tpe", "maxTrials": 1000, "parameters": widest},
+    }
+    before = operator.rss_mib()
+    for name, search in searches.items():
+        kube.apply(tuning_job(name, search=search, budget={"maxGPUHours": 0.001},
+                              output={"uri": "s3://" + "b" * 60 + "/" + "k" * 1900}))
+    for name in searches:
+        kube.wait(f"tuningjob/{name}", "jsonpath={.status.phase}", timeout=60)
+    time.sleep(5)  # their reconciles, trials and resyncs go on meanwhile
+    after = operator.rss_mib()
+    print(f"operator RSS: {before:.0f} MiB before the adversarial searches, {after:.0f} MiB "
+          "after")
+    assert after < CHART_MEMORY_LIMIT_MIB, "the chart's limit would OOM-kill it"
+    for name in searches:
+        kube("delete", "tuningjob", name, "--wait=false")
