@@ -94,11 +94,16 @@ class PodClock:
             finished = parse((state.get("terminated") or {}).get("finishedAt"))
             if start is None and state.get("terminated"):
                 # ContainerStatusUnknown (evicted, its node shut down): the kubelet kept no
-                # container times; the pod's own are its start and when it stopped being Ready
-                ready = next((c for c in status.get("conditions") or []
-                              if c.get("type") == "Ready" and c.get("status") == "False"), {})
-                start, finished = parse(status.get("startTime")), parse(
-                    ready.get("lastTransitionTime"))
+                # container times; the pod's own start stands in
+                start = parse(status.get("startTime"))
+            if finished is None and (state.get("terminated")
+                                     or status.get("phase") in ("Succeeded", "Failed")):
+                # ended with no finish of its own (that container, or a pod of a deleted node
+                # failed by the pod GC): when it was last said to stop
+                said = [parse(c.get("lastTransitionTime")) for c in status.get("conditions") or []
+                        if (c.get("type"), c.get("status")) in (("Ready", "False"),
+                                                                ("DisruptionTarget", "True"))]
+                finished = max((t for t in said if t), default=None)
             if start is None:
                 continue
             end = finished or parse(pod["metadata"].get("deletionTimestamp")) or now

@@ -59,15 +59,17 @@ def _started(status: dict[str, Any], running: dict[str, Any],
 
 def _finished(status: dict[str, Any], terminated: dict[str, Any],
               conditions: dict[str, Any]) -> dt.datetime | None:
-    """When it let them go: the container's finish, else (with no finishedAt, as above) when
-    the pod stopped being Ready."""
+    """When it let them go: the container's finish. A pod that ended with no finishedAt (the
+    container lost, as above; or a pod of a deleted node, failed by the pod GC) stopped when it
+    was last said to: its Ready=False or DisruptionTarget transition."""
     if terminated.get("finishedAt"):
         return parse_time(terminated["finishedAt"])
-    if terminated or status.get("phase") in ("Succeeded", "Failed"):
-        ready = conditions.get("Ready", {})
-        if ready.get("status") == "False":
-            return parse_time(ready.get("lastTransitionTime"))
-    return None
+    if not terminated and status.get("phase") not in ("Succeeded", "Failed"):
+        return None
+    said = [parse_time(c.get("lastTransitionTime")) for c in (
+        conditions.get("Ready", {}), conditions.get("DisruptionTarget", {}))
+        if c.get("status") == ("False" if c.get("type") == "Ready" else "True")]
+    return max((t for t in said if t), default=None)
 
 
 @dataclass(frozen=True)
