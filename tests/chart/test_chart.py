@@ -145,6 +145,32 @@ def test_rbac_is_least_privilege() -> None:
         assert "pods/exec" not in rule["resources"]
 
 
+RBAC_GOLDEN = Path(__file__).parent / "rbac.golden"
+
+
+def rbac_lines(docs: list[dict[str, Any]]) -> list[str]:
+    """Every verb the chart grants, one line a rule: what a reviewer reads in a diff."""
+    def line(kind: str, name: str, rule: dict[str, Any]) -> str:
+        groups = ",".join(g or "core" for g in rule.get("apiGroups", []))
+        names = f" [{','.join(rule['resourceNames'])}]" if rule.get("resourceNames") else ""
+        return (f"{kind} {name}: {groups} {','.join(rule['resources'])}{names} "
+                f"{','.join(sorted(rule['verbs']))}")
+
+    return sorted(line(d["kind"], d["metadata"]["name"], r)
+                  for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"])
+
+
+def test_every_verb_the_chart_grants_is_in_the_golden_file() -> None:
+    """A verb added to the operator (or to users) fails here until the golden file, reviewed
+    in the diff, says so: `UPDATE_GOLDEN=1 pytest tests/chart -k golden` rewrites it."""
+    import os
+
+    lines = rbac_lines(render(json_values=('gpuPrices={"H100": 2.5}',)))
+    if os.environ.get("UPDATE_GOLDEN"):
+        RBAC_GOLDEN.write_text("\n".join(lines) + "\n")
+    assert lines == RBAC_GOLDEN.read_text().splitlines()
+
+
 def test_users_get_mentor_rights_through_the_builtin_roles() -> None:
     roles = {r["metadata"]["name"]: r for r in find(render(), "ClusterRole")}
     edit, view = roles[f"{RELEASE}-edit"], roles[f"{RELEASE}-view"]
@@ -292,6 +318,96 @@ def test_service_account_has_least_privilege(installed: ControlPlane) -> None:
                              "team", f"--as={SERVICE_ACCOUNT}", check=False).strip() == "no"
 
 
+ESCAPES = {  # a template field that would reach the pods, and what the refusal names
+    "hostPath": ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+                 "spec.template.volumes: only these volume types are allowed"),
+    "nfs": ({"volumes": [{"name": "n", "nfs": {"server": "10.0.0.1", "path": "/"}}]},
+            "spec.template.volumes: only these volume types are allowed"),
+    "inline CSI": ({"volumes": [{"name": "c", "csi": {"driver": "x.csi.k8s.io"}}]},
+                   "spec.template.volumes: only these volume types are allowed"),
+    "a ServiceAccount": ({"serviceAccountName": "deployer"},
+                         "spec.template.serviceAccountName: you may not use this ServiceAccount"),
+    "a Secret in env": ({"env": [{"name": "T", "valueFrom": {"secretKeyRef": {
+        "name": "db", "key": "password"}}}]}, "spec.template: it references Secrets"),
+    "a Secret volume": ({"volumes": [{"name": "s", "secret": {"secretName": "db"}}]},
+                        "spec.template: it references Secrets"),
+    "a projected Secret": ({"volumes": [{"name": "p", "projected": {"sources": [
+        {"secret": {"name": "db"}}]}}]}, "spec.template: it references Secrets"),
+    "a pull Secret": ({"imagePullSecrets": ["regcred"]}, "spec.template: it references Secrets"),
+    "a ConfigMap": ({"env": [{"name": "C", "valueFrom": {"configMapKeyRef": {
+        "name": "cfg", "key": "k"}}}]}, "spec.template: it references ConfigMaps"),
+    "imagePullPolicy Never": ({"imagePullPolicy": "Never"},
+                              "spec.template.imagePullPolicy: Never would run images"),
+}
+
+
+@pytest.fixture(scope="module")
+def tenants(installed: ControlPlane) -> ControlPlane:
+    """Namespace `tenants`: alice has only mentor-edit; carol has mentor-edit and may create
+    pods (nothing else); dave has the built-in edit role and may use one ServiceAccount."""
+    cp = installed
+    cp.kubectl("create", "namespace", "tenants")
+    cp.kubectl("wait", "--for=create", "--timeout=60s", "-n", "tenants", "serviceaccount/default")
+    for user in ("alice", "carol"):
+        cp.kubectl("create", "rolebinding", f"{user}-mentor", "-n", "tenants",
+                   f"--clusterrole={RELEASE}-edit", f"--user={user}")
+    cp.kubectl("create", "role", "pods-only", "-n", "tenants", "--verb=create",
+               "--resource=pods")
+    cp.kubectl("create", "rolebinding", "carol-pods", "-n", "tenants", "--role=pods-only",
+               "--user=carol")
+    cp.kubectl("create", "rolebinding", "dave-edit", "-n", "tenants", "--clusterrole=edit",
+               "--user=dave")
+    cp.kubectl("apply", "-f", "-", input=json.dumps({  # `use` is not a verb kubectl create knows
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "use-trainer-sa", "namespace": "tenants"},
+        "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"],
+                   "resourceNames": ["trainer"], "verbs": ["use"]}]}))
+    cp.kubectl("create", "rolebinding", "dave-use", "-n", "tenants", "--role=use-trainer-sa",
+               "--user=dave")
+    return cp
+
+
+def submit(cp: ControlPlane, user: str, name: str, template: dict[str, Any]) -> str:
+    """Create a job as `user`; the API server's refusal, or "" if it was admitted."""
+    done = subprocess.run(
+        [str(cp.bin_dir / "kubectl"), "-n", "tenants", "create", f"--as={user}", "-f", "-"],
+        input=json.dumps(training_job(name, template=template)), env=cp.env(),
+        capture_output=True, text=True, timeout=60, check=False)
+    return "" if done.returncode == 0 else done.stderr
+
+
+@pytest.mark.parametrize("escape", list(ESCAPES))
+def test_a_job_cannot_give_its_author_what_a_pod_would_not(
+        tenants: ControlPlane, escape: str) -> None:
+    """carol may create pods, but not use a ServiceAccount, read Secrets or ConfigMaps, or
+    mount the host: neither may her TrainingJob, which the operator's account would create."""
+    template, said = ESCAPES[escape]
+    refusal = submit(tenants, "carol", f"escape-{list(ESCAPES).index(escape)}", template)
+    assert "mentor-requester-rights" in refusal and said in refusal, refusal
+
+
+def test_a_job_is_pods_so_its_author_must_be_able_to_create_pods(tenants: ControlPlane) -> None:
+    refusal = submit(tenants, "alice", "alice-plain", {})
+    assert "spec: you may not create pods in this namespace" in refusal, refusal
+    assert submit(tenants, "carol", "carol-plain", {}) == "", "pods create is enough"
+    kube = Kube(tenants, "tenants")
+    assert kube.get("trainingjob", "carol-plain")["metadata"]["name"] == "carol-plain"
+
+
+def test_what_the_author_may_do_a_job_may_do(tenants: ControlPlane) -> None:
+    """dave (edit, and use of one ServiceAccount) may reference Secrets and ConfigMaps and run
+    as that ServiceAccount; no one may mount the host."""
+    allowed = {"serviceAccountName": "trainer", "imagePullSecrets": ["regcred"],
+               "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "db", "key": "p"}}}],
+               "volumes": [{"name": "c", "configMap": {"name": "cfg"}},
+                           {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}
+    assert submit(tenants, "dave", "dave-allowed", allowed) == ""
+    refusal = submit(tenants, "dave", "dave-other-sa", {"serviceAccountName": "deployer"})
+    assert "you may not use this ServiceAccount" in refusal
+    refusal = submit(tenants, "dave", "dave-host", ESCAPES["hostPath"][0])
+    assert "only these volume types are allowed: persistentVolumeClaim, emptyDir" in refusal
+
+
 def test_upgrade_with_a_changed_value_and_uninstall_keeps_crds(
     installed: ControlPlane, operator_as_its_service_account: Operator
 ) -> None:
@@ -308,3 +424,4 @@ def test_upgrade_with_a_changed_value_and_uninstall_keeps_crds(
     helm(installed.bin_dir, "uninstall", RELEASE, "--namespace", NAMESPACE, env=installed.env())
     installed.kubectl("get", "crd", "trainingjobs.mentor.dev")  # kept: jobs are not lost
     assert installed.kubectl("get", "deployment", "-n", NAMESPACE, "-o", "name") == ""
+

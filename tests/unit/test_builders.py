@@ -256,3 +256,12 @@ def test_mentor_run_shares_the_cores_among_the_ranks(tmp_path: Any, monkeypatch:
                         "metadata": {"name": "llm"},
                         "spec": s.model_dump(by_alias=True, exclude_none=True)})
         assert app_for(job, tmp_path / "c.json").roles[0].env["OMP_NUM_THREADS"] == threads
+
+
+def test_trainer_pods_mount_no_service_account_token_unless_one_was_named() -> None:
+    plain = build_pod(JOB, spec(), 0, 1, Settings.from_env())
+    assert plain["spec"]["automountServiceAccountToken"] is False
+    named = build_pod(JOB, spec(template={"serviceAccountName": "s3-reader"}), 0, 1,
+                      Settings.from_env())
+    assert named["spec"]["serviceAccountName"] == "s3-reader"
+    assert named["spec"]["automountServiceAccountToken"] is True

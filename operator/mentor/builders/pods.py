@@ -224,6 +224,9 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,
+        # The trainer never calls the API server: no token unless the template names a
+        # ServiceAccount, whose identity its author wanted (and the admission policy let them).
+        "automountServiceAccountToken": template.service_account_name is not None,
     })
     optional = {
         "nodeSelector": scheduling.node_selector or None,
