@@ -145,7 +145,12 @@ def test_ttl_deletes_the_finished_job(kube: Kube) -> None:
 def test_deleting_the_job_collects_its_children(kube: Kube) -> None:
     kube.apply(training_job("gone"))
     kube.wait("trainingjob/gone", "condition=Running")
+    # Its pods are reached by each other only (no CNI enforces it here; the API server takes it)
+    policy = kube.get("networkpolicy", "gone")
+    assert policy["metadata"]["ownerReferences"][0]["name"] == "gone"
+    assert policy["spec"]["podSelector"]["matchLabels"]["mentor.dev/job-name"] == "gone"
     kube("delete", "trainingjob", "gone")
+    kube.wait("networkpolicy/gone", "delete")
     kube.wait("pod/gone-0", "delete")
     kube.wait("service/gone", "delete")
     kube.wait("configmap/gone-config", "delete")

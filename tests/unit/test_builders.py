@@ -265,3 +265,21 @@ def test_trainer_pods_mount_no_service_account_token_unless_one_was_named() -> N
                       Settings.from_env())
     assert named["spec"]["serviceAccountName"] == "s3-reader"
     assert named["spec"]["automountServiceAccountToken"] is True
+
+
+def test_a_jobs_pods_are_reached_by_each_other_and_by_prometheus_only() -> None:
+    from mentor.builders.pods import build_network_policy
+
+    policy = build_network_policy(JOB, Settings.from_env({
+        "MENTOR_METRICS_NAMESPACES": "monitoring"}))
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    mine = policy["spec"]["podSelector"]["matchLabels"]
+    assert mine == {"mentor.dev/job-name": JOB.name, "mentor.dev/job-kind": JOB.kind}
+    peers, scrape = policy["spec"]["ingress"]
+    assert peers == {"from": [{"podSelector": {"matchLabels": mine}}]}, "any port: c10d, NCCL"
+    assert scrape["ports"] == [{"protocol": "TCP", "port": 9090}]
+    assert scrape["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == JOB.uid
+    alone = build_network_policy(JOB, Settings.from_env({}))
+    assert len(alone["spec"]["ingress"]) == 1, "no Prometheus named: none scrapes"

@@ -74,6 +74,12 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
+{{- if .Values.networkPolicy.jobs }}
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  # each job's own: its pods reach each other and Prometheus reaches rank 0's metrics
+  verbs: ["get", "create"]
+{{- end }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

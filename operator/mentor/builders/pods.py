@@ -59,6 +59,8 @@ class Settings(Protocol):
     def shm_size(self) -> str: ...
     @property
     def report_url(self) -> str: ...
+    @property
+    def metrics_namespaces(self) -> tuple[str, ...]: ...
 
 
 def build_config_map(job: JobRef, config: TrainerConfig) -> dict[str, Any]:
@@ -90,6 +92,25 @@ def build_service(job: JobRef, settings: Settings) -> dict[str, Any]:
             "selector": job.labels(),
             "ports": [{"name": "rendezvous", "port": settings.rendezvous_port}],
         },
+    }
+
+
+def build_network_policy(job: JobRef, settings: Settings) -> dict[str, Any]:
+    """Who may reach the job's pods: each other, on any port (the c10d rendezvous, NCCL and
+    gloo pick theirs), and the Prometheus namespaces on rank 0's metrics port; nothing else.
+    Their own traffic out (data, checkpoints, the operator) is left alone."""
+    sources: list[dict[str, Any]] = [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": namespace}}} for namespace in settings.metrics_namespaces]
+    rules: list[dict[str, Any]] = [{"from": [{"podSelector": {"matchLabels": job.labels()}}]}]
+    if sources:
+        rules.append({"from": sources,
+                      "ports": [{"protocol": "TCP", "port": TRAINER_METRICS_PORT}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": job.metadata(job.service),
+        "spec": {"podSelector": {"matchLabels": job.labels()}, "policyTypes": ["Ingress"],
+                 "ingress": rules},
     }
 
 

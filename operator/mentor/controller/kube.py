@@ -48,6 +48,10 @@ def custom() -> Any:
     return client.CustomObjectsApi(api_client())
 
 
+def networking() -> Any:
+    return client.NetworkingV1Api(api_client())
+
+
 def list_all(group: str, version: str, plural: str,
              namespaces: tuple[str, ...]) -> Iterator[dict[str, Any]]:
     """Every object of a custom kind in `namespaces` (all, if empty), page by page, so memory

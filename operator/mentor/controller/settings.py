@@ -99,6 +99,11 @@ class Settings(BaseModel):
     # status.costEstimate. Empty means no estimate.
     gpu_prices: Annotated[dict[str, Annotated[float, Field(ge=0)]],
                           BeforeValidator(_json)] = Field(default_factory=dict)
+    # MENTOR_NETWORK_POLICY: give each job a NetworkPolicy: its pods reach each other (c10d,
+    # NCCL), the MENTOR_METRICS_NAMESPACES reach rank 0's metrics port, and nothing else does.
+    network_policy: bool = True
+    # MENTOR_METRICS_NAMESPACES: comma-separated namespaces whose Prometheus scrapes trainers.
+    metrics_namespaces: Names = ()
     # MENTOR_GPU_RESOURCES: JSON map of the resources charged as GPUs to their weight in GPUs
     # (GPU-hours, maxGPUHours, cost). Default: nvidia.com/gpu and amd.com/gpu, 1 each. MIG
     # slices as a fraction: {"nvidia.com/gpu": 1, "nvidia.com/mig-1g.10gb": 0.142857}.

@@ -27,6 +27,7 @@ from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
 from mentor.builders.pods import (
     build_config_map,
+    build_network_policy,
     build_pod,
     build_report_secret,
     build_service,
@@ -186,7 +187,8 @@ def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool | None:
     core = kube.core()
     create = {"Pod": core.create_namespaced_pod, "Service": core.create_namespaced_service,
               "ConfigMap": core.create_namespaced_config_map,
-              "Secret": core.create_namespaced_secret}[kind]
+              "Secret": core.create_namespaced_secret,
+              "NetworkPolicy": kube.networking().create_namespaced_network_policy}[kind]
     try:
         create(job.namespace, manifest)
         return True
@@ -196,7 +198,8 @@ def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool | None:
     if kind == "Secret":  # Mentor may create its Secrets, never read them: assume it is ours
         return None
     read = {"Pod": core.read_namespaced_pod, "Service": core.read_namespaced_service,
-            "ConfigMap": core.read_namespaced_config_map}
+            "ConfigMap": core.read_namespaced_config_map,
+            "NetworkPolicy": kube.networking().read_namespaced_network_policy}
     existing = kube.to_json(read[kind](manifest["metadata"]["name"], job.namespace))
     return None if job.owns(existing["metadata"]) else False
 
@@ -206,7 +209,10 @@ def _create_children(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> 
     that another owner holds."""
     taken = []
     config = build_config_map(job, build_trainer_config(spec))
-    for kind, manifest in (("ConfigMap", config), ("Service", build_service(job, settings))):
+    children = [("ConfigMap", config), ("Service", build_service(job, settings))]
+    if settings.network_policy:
+        children.append(("NetworkPolicy", build_network_policy(job, settings)))
+    for kind, manifest in children:
         created = _create(kind, manifest, job)
         if created is False:
             taken.append(f"{kind.lower()}/{manifest['metadata']['name']}")
