@@ -408,6 +408,32 @@ def test_what_the_author_may_do_a_job_may_do(tenants: ControlPlane) -> None:
     assert "only these volume types are allowed: persistentVolumeClaim, emptyDir" in refusal
 
 
+def test_the_operators_account_may_make_only_mentors_pods_and_secrets(
+        tenants: ControlPlane) -> None:
+    """RBAC lets the operator create pods and Secrets in any namespace, kube-system included;
+    the chart's admission policy on its own account holds it to Mentor's."""
+    def as_operator(manifest: dict[str, Any], namespace: str) -> str:
+        done = subprocess.run(
+            [str(tenants.bin_dir / "kubectl"), "-n", namespace, "create",
+             f"--as={SERVICE_ACCOUNT}", "-f", "-"], input=json.dumps(manifest),
+            env=tenants.env(), capture_output=True, text=True, timeout=60, check=False)
+        return "" if done.returncode == 0 else done.stderr
+
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shell"},
+           "spec": {"serviceAccountName": "default",
+                    "containers": [{"name": "c", "image": "busybox"}]}}
+    for namespace in ("kube-system", "tenants"):
+        refusal = as_operator(pod, namespace)
+        assert "mentor-operator-scope" in refusal and "only Mentor's pods" in refusal, refusal
+    labelled = {**pod, "metadata": {"name": "shell", "labels": {
+        "mentor.dev/job-name": "x", "mentor.dev/job-kind": "TrainingJob"}}}
+    assert "only Mentor's pods" in as_operator(labelled, "tenants"), "labels without an owner"
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stolen"},
+              "stringData": {"k": "v"}}
+    refusal = as_operator(secret, "kube-system")
+    assert "only Mentor's Secrets" in refusal, refusal
+
+
 def test_upgrade_with_a_changed_value_and_uninstall_keeps_crds(
     installed: ControlPlane, operator_as_its_service_account: Operator
 ) -> None:
