@@ -130,6 +130,28 @@ def test_values_reach_the_operator() -> None:
     assert json.loads(env["MENTOR_GPU_PRICES"]) == {"H100": 2.5}
 
 
+def test_metrics_have_a_port_of_their_own_open_to_the_monitoring_namespace_only() -> None:
+    docs = render()
+    (deployment,) = find(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MENTOR_METRICS_PORT"] == "8082" and env["MENTOR_HTTP_PORT"] == "8080"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": 8080, "metrics": 8082, "liveness": 8081}
+    (service,) = find(docs, "Service")
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http", "metrics"]
+    (monitor,) = find(render("metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (policy,) = find(docs, "NetworkPolicy")
+    reports, scrape = policy["spec"]["ingress"]
+    assert "from" not in reports, "every trainer reports, from any namespace"
+    assert [p["port"] for p in reports["ports"]] == [8080, 8081]
+    assert scrape["ports"] == [{"protocol": "TCP", "port": 8082}]
+    assert scrape["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]
+    assert not find(render("networkPolicy.operator=false"), "NetworkPolicy")
+
+
 def rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
 

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,10 +79,6 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
         metrics.observe_report(namespace, TRAINING_JOB.kind, name, report)
         return web.json_response({"ok": True}, status=202)
 
-    async def metrics_page(_: web.Request) -> web.Response:
-        body, content_type = metrics.exposition()
-        return web.Response(body=body, headers={"Content-Type": content_type})
-
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -93,10 +89,26 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
 
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post("/v1/progress/{namespace}/{name}", report)
-    app.router.add_get("/metrics", metrics_page)
+    if not settings.metrics_port:
+        app.router.add_get("/metrics", _metrics_page(metrics))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+def build_metrics_app(metrics: Metrics) -> web.Application:
+    """/metrics on a port of its own (MENTOR_METRICS_PORT)."""
+    app = web.Application()
+    app.router.add_get("/metrics", _metrics_page(metrics))
+    return app
+
+
+def _metrics_page(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def page(_: web.Request) -> web.Response:
+        body, content_type = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return page
 
 
 FLUSH_THREADS = 8  # progress patches in flight at once
@@ -132,10 +144,13 @@ def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None
 async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs,
                 leading: threading.Event, ready: Callable[[], bool]) -> None:
     """Run the endpoint and the flusher until cancelled: both idle unless `leading`."""
-    runner = web.AppRunner(build_app(settings, book, metrics, jobs, leading, ready),
-                           access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    runners = [web.AppRunner(build_app(settings, book, metrics, jobs, leading, ready),
+                             access_log=None)]
+    if settings.metrics_port:
+        runners.append(web.AppRunner(build_metrics_app(metrics), access_log=None))
+    for runner, port in zip(runners, (settings.http_port, settings.metrics_port), strict=False):
+        await runner.setup()
+        await web.TCPSite(runner, settings.http_host, port).start()
     loop = asyncio.get_running_loop()
     try:
         while True:
@@ -147,4 +162,5 @@ async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: 
             except Exception:
                 log.exception("progress flush failed; retrying")
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()

@@ -86,6 +86,10 @@ class Settings(BaseModel):
     # MENTOR_HTTP_HOST / MENTOR_HTTP_PORT: where /metrics and the progress endpoint listen.
     http_host: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
+    # MENTOR_METRICS_PORT: where /metrics listens, apart from the reports (on MENTOR_HTTP_HOST),
+    # so that a NetworkPolicy can open the reports to every trainer and /metrics to Prometheus
+    # alone. 0: /metrics beside the reports.
+    metrics_port: int = Field(0, ge=0, le=65535)
     # MENTOR_REPORT_KEY: the secret from which each job's report token is derived (HMAC of the
     # job's UID). Unset, and with no MENTOR_REPORT_KEY_SECRET, a random key lives as long as the
     # process, and jobs that outlive an operator restart stop reporting progress.
