@@ -19,7 +19,8 @@ rules and a Grafana dashboard. The repository's README explains installing, upgr
 troubleshooting; this page lists every value.
 
 ```bash
-helm install mentor charts/mentor --namespace mentor-system --create-namespace
+helm install mentor charts/mentor --namespace mentor-system --create-namespace \\
+  --set watchNamespaces='{{team-a,team-b}}'     # or --set allNamespaces=true
 ```
 
 Generated from `values.yaml` by `tests/chart/chart_readme.py`; edit the comments there.

@@ -25,7 +25,14 @@ def helm(bin_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
+WATCHED = "watchNamespaces={team,tenants}"  # the namespaces the tests' installs run jobs in
+
+
 def render(*values: str, json_values: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The chart's manifests, in the namespaced mode of the tests' install unless `values`
+    choose a scope."""
+    if not any(v.startswith(("watchNamespaces", "allNamespaces")) for v in values):
+        values = (WATCHED, *values)
     out = helm(build_binaries(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
                *[arg for v in values for arg in ("--set", v)],
                *[arg for v in json_values for arg in ("--set-json", v)])
@@ -202,9 +209,26 @@ def test_users_get_mentor_rights_through_the_builtin_roles() -> None:
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in view["rules"])
 
 
+def test_the_operator_works_in_listed_namespaces_unless_told_all() -> None:
+    """Least privilege by default: no install without a scope, and all namespaces (a ClusterRole
+    to create pods and Secrets anywhere) only when asked for."""
+    result = subprocess.run([str(build_binaries() / "helm"), "template", "x", str(CHART)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "set watchNamespaces (the namespaces whose jobs Mentor runs" in result.stderr
+    everywhere = render("allNamespaces=true")
+    assert {r["metadata"]["name"] for r in find(everywhere, "ClusterRole")} == {
+        RELEASE, f"{RELEASE}-edit", f"{RELEASE}-view"}
+    (binding,) = find(everywhere, "ClusterRoleBinding")
+    assert binding["subjects"][0]["name"] == RELEASE
+
+
 def test_namespaced_install_uses_roles_only() -> None:
     docs = render("watchNamespaces={team-a,team-b}")
-    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    assert not find(docs, "ClusterRoleBinding"), "nothing cluster-wide for the operator"
+    # only the users' roles, aggregated into edit and view where someone binds those
+    assert {r["metadata"]["name"] for r in find(docs, "ClusterRole")} == {
+        f"{RELEASE}-edit", f"{RELEASE}-view"}
     roles = find(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == [NAMESPACE, "team-a", "team-b"]
     (deployment,) = find(docs, "Deployment")
@@ -267,7 +291,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def installed(cluster: ControlPlane) -> ControlPlane:
+    for namespace in ("team", "tenants"):  # the watched namespaces exist before the install
+        cluster.kubectl("create", "namespace", namespace)
     helm(cluster.bin_dir, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
+         "--set", WATCHED,
          "--create-namespace", "--wait=false", env=cluster.env())
     return cluster
 
@@ -292,7 +319,8 @@ def operator_as_its_service_account(installed: ControlPlane,
         "template"]["spec"]["containers"][0]["env"]}
     op = Operator(installed, work / "operator.log", KUBECONFIG=str(kubeconfig),
                   MENTOR_POD_NAMESPACE=NAMESPACE, MENTOR_LEASE_NAME=RELEASE,
-                  MENTOR_REPORT_KEY_SECRET=env["MENTOR_REPORT_KEY_SECRET"])
+                  MENTOR_REPORT_KEY_SECRET=env["MENTOR_REPORT_KEY_SECRET"],
+                  MENTOR_NAMESPACES=env["MENTOR_NAMESPACES"])
     op.start()
     yield op
     op.stop()
@@ -302,7 +330,6 @@ def operator_as_its_service_account(installed: ControlPlane,
 def test_install_is_enough_to_run_a_job_in_a_restricted_namespace(
     installed: ControlPlane, operator_as_its_service_account: Operator
 ) -> None:
-    installed.kubectl("create", "namespace", "team")
     installed.kubectl("label", "namespace", "team",
                       "pod-security.kubernetes.io/enforce=restricted")
     installed.kubectl("wait", "--for=create", "--timeout=60s", "-n", "team",
@@ -368,7 +395,6 @@ def tenants(installed: ControlPlane) -> ControlPlane:
     """Namespace `tenants`: alice has only mentor-edit; carol has mentor-edit and may create
     pods (nothing else); dave has the built-in edit role and may use one ServiceAccount."""
     cp = installed
-    cp.kubectl("create", "namespace", "tenants")
     cp.kubectl("wait", "--for=create", "--timeout=60s", "-n", "tenants", "serviceaccount/default")
     for user in ("alice", "carol"):
         cp.kubectl("create", "rolebinding", f"{user}-mentor", "-n", "tenants",
@@ -434,8 +460,9 @@ def test_what_the_author_may_do_a_job_may_do(tenants: ControlPlane) -> None:
 
 def test_the_operators_account_may_make_only_mentors_pods_and_secrets(
         tenants: ControlPlane) -> None:
-    """RBAC lets the operator create pods and Secrets in any namespace, kube-system included;
-    the chart's admission policy on its own account holds it to Mentor's."""
+    """RBAC lets the operator create pods and Secrets in the watched namespaces (in every one,
+    kube-system included, with allNamespaces); the chart's admission policy on its own account
+    holds it to Mentor's there."""
     def as_operator(manifest: dict[str, Any], namespace: str) -> str:
         done = subprocess.run(
             [str(tenants.bin_dir / "kubectl"), "-n", namespace, "create",
@@ -446,15 +473,17 @@ def test_the_operators_account_may_make_only_mentors_pods_and_secrets(
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shell"},
            "spec": {"serviceAccountName": "default",
                     "containers": [{"name": "c", "image": "busybox"}]}}
-    for namespace in ("kube-system", "tenants"):
-        refusal = as_operator(pod, namespace)
-        assert "mentor-operator-scope" in refusal and "only Mentor's pods" in refusal, refusal
+    # Outside the watched namespaces RBAC refuses; inside them, the policy.
+    assert "forbidden" in as_operator(pod, "kube-system")
+    refusal = as_operator(pod, "tenants")
+    assert "mentor-operator-scope" in refusal and "only Mentor's pods" in refusal, refusal
     labelled = {**pod, "metadata": {"name": "shell", "labels": {
         "mentor.dev/job-name": "x", "mentor.dev/job-kind": "TrainingJob"}}}
     assert "only Mentor's pods" in as_operator(labelled, "tenants"), "labels without an owner"
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stolen"},
               "stringData": {"k": "v"}}
-    refusal = as_operator(secret, "kube-system")
+    assert "forbidden" in as_operator(secret, "kube-system")
+    refusal = as_operator(secret, "tenants")
     assert "only Mentor's Secrets" in refusal, refusal
 
 
@@ -462,7 +491,8 @@ def test_upgrade_with_a_changed_value_and_uninstall_keeps_crds(
     installed: ControlPlane, operator_as_its_service_account: Operator
 ) -> None:
     helm(installed.bin_dir, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE,
-         "--set", "trainer.image=registry.local/trainer:2", env=installed.env())
+         "--reuse-values", "--set", "trainer.image=registry.local/trainer:2",
+         env=installed.env())
     deployment = json.loads(installed.kubectl("get", "deployment", RELEASE, "-n", NAMESPACE,
                                               "-o", "json"))
     env = {e["name"]: e.get("value") for e in

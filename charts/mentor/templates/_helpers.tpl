@@ -87,3 +87,13 @@ app.kubernetes.io/component: operator
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/* Where the operator works: listed namespaces, or (explicitly) all of them; never neither. */}}
+{{- define "mentor.checkScope" -}}
+{{- if and (not .Values.watchNamespaces) (not .Values.allNamespaces) -}}
+{{- fail "set watchNamespaces (the namespaces whose jobs Mentor runs, with a Role in each: least privilege) or allNamespaces=true (a ClusterRole: pods and Secrets in every namespace)" -}}
+{{- end -}}
+{{- if and .Values.watchNamespaces .Values.allNamespaces -}}
+{{- fail "set watchNamespaces or allNamespaces, not both" -}}
+{{- end -}}
+{{- end -}}
