@@ -50,10 +50,16 @@ def test_a_job_at_rest_is_written_at_most_once_a_resync_and_its_clock_stands_sti
     kube.end_pods("done", "succeed")
     kube.end_pods("broken", "fail", exit_code=1)
     kube.wait("trainingjob/paused", "condition=Suspended")
-    kube.wait("pod/paused-0", "delete")
     kube.wait("trainingjob/done", "condition=Succeeded")
     kube.wait("trainingjob/broken", "condition=Failed")
-    time.sleep(2 * RESYNC_SECONDS)  # the last pods' settling writes land before the window
+    for rank in (0, 1):  # their time settled, the suspended job's pods gone: at rest
+        kube.wait(f"pod/paused-{rank}", "delete")
+    settled = time.monotonic() + 60
+    while any("mentor.dev/gpu-accounting" in (p["metadata"].get("finalizers") or [])
+              for name in ("done", "broken") for p in kube.pods(name)):
+        assert time.monotonic() < settled, "the ended pods were never settled"
+        time.sleep(0.2)
+    time.sleep(2 * RESYNC_SECONDS)  # the last settling writes land before the window
 
     before = {n: kube.get("trainingjob", n)["status"] for n in ("paused", "done", "broken")}
     start = time.monotonic()
