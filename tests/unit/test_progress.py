@@ -63,3 +63,26 @@ def test_a_token_that_is_not_ascii_is_refused_not_a_crash() -> None:
     assert not authorized(key, uid, "Bearer zażółć-gęślą-jaźń")
     assert not authorized(key, uid, "Bearer \udcff")
     assert not authorized(key, uid, None)
+
+
+def test_a_replica_labelled_leader_but_not_leading_is_not_ready() -> None:
+    """The Service selects the leader label; a replica that carries it without the Lease
+    answers every report 503, so it must drop out of the Service until it sheds the label."""
+    import asyncio
+    import threading
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from mentor.controller.cache import Jobs
+    from mentor.controller.metrics import METRICS
+    from mentor.controller.server import ProgressBook, build_app
+    from mentor.controller.settings import Settings
+
+    async def readyz(ready: bool) -> int:
+        app = build_app(Settings.from_env({}), ProgressBook(), METRICS, Jobs(),
+                        threading.Event(), lambda: ready)
+        async with TestClient(TestServer(app)) as client:
+            return (await client.get("/readyz")).status
+
+    assert asyncio.run(readyz(True)) == 200
+    assert asyncio.run(readyz(False)) == 503
