@@ -63,6 +63,15 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "must be of type integer"),
     ("float-quantity", {"template": {"resources": {"limits": {"memory": 1.5}}}},
      "spec.template.resources.limits.memory", "integer"),
+    ("custom-without-command", {"trainer": {"type": "custom"}}, "spec.trainer.command",
+     "a custom trainer needs command"),
+    ("builtin-with-a-command", {"trainer": {"command": ["train.py"]}}, "spec.trainer",
+     "are for a custom trainer (type: custom)"),
+    ("reserved-env-in-trainer", {"trainer": {"type": "custom", "command": ["train.py"], "env": [
+        {"name": "MENTOR_CODE_DIR", "value": "/"}]}}, "spec.trainer.env", "torchrun's variables"),
+    ("code-from-two-places", {"trainer": {"type": "custom", "command": ["train.py"], "code": {
+        "path": "/app", "configMap": {"name": "c", "key": "train.py"}}}}, "spec.trainer.code",
+     "set one of path or configMap"),
 ]
 
 

@@ -58,7 +58,7 @@ def _version(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from mentor.local.commands import run_locally
 
-    return run_locally(args.file, not args.no_progress, args.fresh)
+    return run_locally(args.file, not args.no_progress, args.fresh, args.cpu)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -147,6 +147,9 @@ def _local_commands(sub: Any) -> None:
                      help="no progress bar: a plain line every tenth of the run instead")
     run.add_argument("--fresh", action="store_true",
                      help="discard what an earlier run left in the output and start over")
+    run.add_argument("--cpu", action="store_true",
+                     help="run a GPU job on this machine's CPU: a process for each GPU it asks "
+                          "for, no GPU-hours charged")
     run.set_defaults(func=_run)
     gen = sub.add_parser("generate", help="sample text from a trained model")
     gen.add_argument("target", type=Path, help="the job's YAML or its output directory")
@@ -224,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mentor report ... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 0
+    except OSError as e:  # what a command did not foresee (a full disk): still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mentor {args.command}: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

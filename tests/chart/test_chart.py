@@ -415,11 +415,12 @@ def tenants(installed: ControlPlane) -> ControlPlane:
     return cp
 
 
-def submit(cp: ControlPlane, user: str, name: str, template: dict[str, Any]) -> str:
+def submit(cp: ControlPlane, user: str, name: str, template: dict[str, Any],
+           **spec: Any) -> str:
     """Create a job as `user`; the API server's refusal, or "" if it was admitted."""
     done = subprocess.run(
         [str(cp.bin_dir / "kubectl"), "-n", "tenants", "create", f"--as={user}", "-f", "-"],
-        input=json.dumps(training_job(name, template=template)), env=cp.env(),
+        input=json.dumps(training_job(name, template=template, **spec)), env=cp.env(),
         capture_output=True, text=True, timeout=60, check=False)
     return "" if done.returncode == 0 else done.stderr
 
@@ -431,6 +432,19 @@ def test_a_job_cannot_give_its_author_what_a_pod_would_not(
     mount the host: neither may her TrainingJob, which the operator's account would create."""
     template, said = ESCAPES[escape]
     refusal = submit(tenants, "carol", f"escape-{list(ESCAPES).index(escape)}", template)
+    assert "mentor-requester-rights" in refusal and said in refusal, refusal
+
+
+@pytest.mark.parametrize(("trainer", "said"), [
+    ({"code": {"configMap": {"name": "cfg", "key": "train.py"}}},
+     "it references ConfigMaps"),
+    ({"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]},
+     "it references Secrets"),
+], ids=["code from a ConfigMap", "a Secret in the trainer's env"])
+def test_a_custom_trainer_cannot_read_what_its_author_may_not(
+        tenants: ControlPlane, trainer: dict[str, Any], said: str) -> None:
+    refusal = submit(tenants, "carol", f"custom-{len(said)}", {},
+                     trainer={"type": "custom", "command": ["train.py"], **trainer})
     assert "mentor-requester-rights" in refusal and said in refusal, refusal
 
 

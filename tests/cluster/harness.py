@@ -132,7 +132,7 @@ class Kube:
 def report(op: Operator, kube: Kube, job: str, records: list[dict[str, Any]]) -> None:
     """Send progress exactly as rank 0 does, with the trainer's own reporter."""
     from mentor.controller.tokens import token_for
-    from mentor_trainer.report import OperatorReporter
+    from mentor_trainer.reporting import OperatorReporter
 
     uid = kube.get("trainingjob", job)["metadata"]["uid"]
     reporter = OperatorReporter(f"{op.http}/v1/progress/{kube.ns}/{job}",

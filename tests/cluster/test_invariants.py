@@ -16,6 +16,8 @@ import pytest
 from controlplane import ControlPlane
 from harness import CHART_MEMORY_LIMIT_MIB, Kube, Operator, StatusWrites, training_job, tuning_job
 
+from testdata import search_values
+
 pytestmark = pytest.mark.cluster
 
 RESYNC_SECONDS = 1.0  # the suite operator's MENTOR_RESYNC_SECONDS
@@ -190,8 +192,8 @@ def test_the_operator_s_memory_stays_bounded_under_the_largest_searches_the_sche
     from mentor.api.tuning import CHOICE, MAX_GRID_POINTS, TUNABLE
 
     numeric = [p for p in TUNABLE if p not in CHOICE][:16]
-    widest = [{"path": p, "values": [float(v) for v in range(1, 65)]} for p in numeric]
-    at_limit = [{"path": p, "values": [float(v) for v in range(1, 11)]} for p in numeric[:5]]
+    widest = [{"path": p, "values": search_values(p, 64)} for p in numeric]
+    at_limit = [{"path": p, "values": search_values(p, 10)} for p in numeric[:5]]
     assert MAX_GRID_POINTS == 10 ** 5
     searches = {
         "grid-at-limit": {"algorithm": "grid", "maxTrials": 1000, "parameters": at_limit},

@@ -246,7 +246,7 @@ def test_every_example_is_accepted_by_the_api_server(kube: Kube) -> None:
     for path in examples:
         kube("apply", "-f", str(path))
     names = kube("get", "trainingjobs", "-o", "jsonpath={.items[*].metadata.name}").split()
-    assert sorted(names) == ["finetune", "llama-fsdp", "quickstart"]
+    assert sorted(names) == ["custom-mlp", "finetune", "llama-fsdp", "quickstart"]
 
 
 def test_a_pod_the_api_server_refuses_fails_the_job_with_its_words(kube: Kube) -> None:

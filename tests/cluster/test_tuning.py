@@ -275,7 +275,7 @@ IMPOSSIBLE = [
     ({"algorithm": "grid", "maxTrials": 2, "parameters": [
         {"path": p, "values": [float(v) for v in range(1, 11)]} for p in (
             "optimization.warmupSteps", "optimization.evalInterval", "method.lora.rank",
-            "method.lora.alpha", "optimization.microBatchSize", "data.sequenceLength",
+            "method.lora.alpha", "optimization.microBatchSize", "optimization.evalBatches",
             "optimization.steps")]},
      "spec.search.parameters: Invalid value: this grid has 10,000,000 points; a grid search may "
      "have at most 100000 points"),
@@ -292,6 +292,9 @@ IMPOSSIBLE = [
      "spec.search.parameters[0].path: Unsupported value"),
     ({"parameters": [{"path": "optimization.schedule", "choices": ["cosine", "zigzag"]}]},
      "optimization.schedule takes one of 'cosine', 'linear', 'constant'"),
+    ({"parameters": [{"path": "optimization.learningRate", "min": -0.01, "max": 0.01}]},
+     "spec.search.parameters[0]: Invalid value: optimization.learningRate takes values > 0 and "
+     "<= 10"),
 ]
 
 

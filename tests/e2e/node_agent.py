@@ -296,12 +296,13 @@ class NodeAgent:
         runs = [r for k, r in self.pods.items() if k.split("/")[:2] == [namespace, pod]]
         return max(runs, key=lambda r: r.started, default=None)
 
-    def workers(self, pod: str) -> list[psutil.Process]:
-        """The trainer processes (torchrun's workers) of a running pod, lowest rank first."""
+    def workers(self, pod: str, marker: str = "mentor_trainer") -> list[psutil.Process]:
+        """The trainer processes (torchrun's workers: `marker` in their command line) of a
+        running pod, lowest rank first."""
         running = next(r for k, r in self.pods.items() if k.split("/")[1] == pod
                        and r.proc.poll() is None)
         children = psutil.Process(running.proc.pid).children(recursive=True)
-        return [c for c in children if "mentor_trainer" in " ".join(c.cmdline())]
+        return [c for c in children if marker in " ".join(c.cmdline())]
 
     def log(self, pod: str) -> str:
         """Everything every pod of this name printed here, oldest first (all its attempts)."""

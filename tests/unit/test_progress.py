@@ -33,12 +33,28 @@ def test_a_step_report_becomes_progress_with_percent_and_eta() -> None:
     ({"step": 2**41, "total_steps": 2**42}, "less than or equal to"),
     ({"step": "ten"}, "valid integer"),
     ({"loss": "low"}, "valid number"),
-    ({"total_steps": None}, "carries total_steps"),
+    ({"metrics": {f"m{i}": 1.0 for i in range(17)}}, "at most 16"),
+    ({"metrics": {"bad name!": 1.0}}, "should match pattern"),
+    ({"metrics": {"accuracy": float("nan")}}, "finite number"),
     ({"checkpoint": "x" * 5000}, "at most 2048"),
 ])
 def test_a_report_out_of_range_is_refused(change: dict[str, Any], words: str) -> None:
     with pytest.raises(ValueError, match=words):
         parse_report({**STEP, **change})
+
+
+def test_a_custom_trainers_report_keeps_its_metrics_in_the_status() -> None:
+    """mentor_trainer.report(step, loss, total_steps, metrics): no tokens/s needed; the
+    metrics merge by name, at most 16 kept, and the status schema takes them."""
+    first = {"step": 5, "total_steps": 50, "loss": 0.7, "metrics": {"accuracy": 0.61}}
+    progress, _ = apply_report(parse_report(first), None, None, NOW)
+    later = {"step": 6, "metrics": {"f1": 0.5, **{f"m{i}": float(i) for i in range(15)}}}
+    progress, _ = apply_report(parse_report(later), progress, None, NOW)
+    assert progress is not None and (progress.step, progress.percent, progress.loss) == \
+        (5, 10.0, 0.7)
+    assert len(progress.metrics) == 16 and progress.metrics["f1"] == 0.5
+    assert "accuracy" not in progress.metrics, "the oldest name made room"
+    JobStatus.model_validate({"progress": progress.wire()})
 
 
 @pytest.mark.parametrize("body", [[], "step", 7, None, {"loss": 1.0}])
@@ -86,3 +102,18 @@ def test_a_replica_labelled_leader_but_not_leading_is_not_ready() -> None:
 
     assert asyncio.run(readyz(True)) == 200
     assert asyncio.run(readyz(False)) == 503
+
+
+def test_a_custom_metric_is_a_labelled_series_that_goes_with_its_job() -> None:
+    from mentor.controller.metrics import Metrics
+
+    metrics = Metrics()
+    report = parse_report({"step": 3, "total_steps": 9, "loss": 0.4,
+                           "metrics": {"accuracy": 0.75, "f1": 0.5}})
+    metrics.observe_report("team", "TrainingJob", "mine", report)
+    value = metrics.registry.get_sample_value
+    labels = {"namespace": "team", "kind": "TrainingJob", "job_name": "mine"}
+    assert value("mentor_job_metric", {**labels, "metric": "accuracy"}) == 0.75
+    assert value("mentor_job_loss", labels) == 0.4
+    metrics.forget("team", "TrainingJob", "mine")
+    assert value("mentor_job_metric", {**labels, "metric": "accuracy"}) is None

@@ -13,6 +13,7 @@ from mentor.api.validation import InvalidJob, validate
 from mentor.decide.search import grid_point, grid_size, size, suggest, to_prune
 from mentor.decide.trialview import FAILED, PRUNED, RUNNING, SUCCEEDED, Trial
 from mentor.decide.tuning import Base, decide, resolve_base
+from testdata import search_values
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 BASE = Base(uri="/models/base")
@@ -153,6 +154,13 @@ def test_a_next_trial_that_does_not_fit_ends_the_search() -> None:
     assert plan.create == [] and plan.status.reason == "BudgetExhausted"
 
 
+def test_a_tiny_budget_still_gives_each_trial_a_positive_budget_of_its_own() -> None:
+    s = spec(search=search(), budget={"maxGPUHours": 1e-7})
+    plan = decide("tune", s, TuningStatus(), [], [], BASE, NOW)
+    assert plan.status.reason == "TrialsRunning", plan.status.conditions
+    assert [t.spec["runPolicy"]["maxGPUHours"] for t in plan.create] == [1e-7]
+
+
 def test_failures_end_the_search_only_at_the_limit_or_when_all_failed() -> None:
     s = spec(search=search(maxTrials=3, maxFailedTrials=2))
     one = decide("tune", s, TuningStatus(), [trial(0, FAILED)], [], BASE, NOW)
@@ -269,6 +277,15 @@ def test_a_pruned_trial_counts_and_keeps_its_gpu_hours() -> None:
     ({"parameters": [{"path": "model.size", "values": [1]}]}, "spec.search.parameters[0].path"),
     ({"parameters": [{"path": "method.lora.rank", "values": [4.5]}]},
      "spec.search.parameters[0].values: values of an integer field must be whole numbers"),
+    # A range or value the target field cannot take: refused with the parameter and its bound.
+    ({"parameters": [{"path": "optimization.learningRate", "min": -0.01, "max": 0.01}]},
+     "spec.search.parameters[0]: optimization.learningRate takes values > 0 and <= 10"),
+    ({"parameters": [LR, {"path": "optimization.steps", "values": [0, 10]}]},
+     "spec.search.parameters[1]: optimization.steps takes values >= 1 and <= 100,000,000"),
+    ({"parameters": [{"path": "method.lora.rank", "min": 0, "max": 8}]},
+     "spec.search.parameters[0]: method.lora.rank takes values >= 1 and <= 1,024"),
+    ({"parameters": [{"path": "method.lora.dropout", "values": [0.1, 1.0]}]},
+     "spec.search.parameters[0]: method.lora.dropout takes values >= 0 and < 1"),
 ])
 def test_mentor_run_refuses_impossible_searches_as_the_api_server_does(
         search_spec: dict[str, Any], expected: str) -> None:
@@ -307,7 +324,7 @@ def grid_job(values: int, parameters: int) -> dict[str, Any]:
     numeric = [p for p in TUNABLE if p not in CHOICE][:parameters]
     return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob", "metadata": {"name": "g"},
             "spec": spec().wire() | {"search": {"algorithm": "grid", "maxTrials": 2, "parameters": [
-                {"path": p, "values": [float(v + 1) for v in range(values)]} for p in numeric]}}}
+                {"path": p, "values": search_values(p, values)} for p in numeric]}}}
 
 
 def test_a_grid_beyond_the_limit_is_refused_naming_its_size() -> None:
@@ -320,3 +337,62 @@ def test_a_grid_beyond_the_limit_is_refused_naming_its_size() -> None:
     with pytest.raises(InvalidJob, match="this grid has 79,228,162,514,264,337,593,543,950,336 p"):
         validate(grid_job(64, 16))
     validate(grid_job(10, 5))  # 100,000 points: at the limit
+
+
+CUSTOM = {"type": "custom", "command": ["circles.py"], "args": ["--steps", "40"],
+          "env": [{"name": "SEED", "value": "1"}]}
+
+
+def custom_spec(**search_changes: Any) -> TuningJobSpec:
+    return TuningJobSpec.model_validate({
+        "trainer": CUSTOM, "output": {"uri": "/models/tune"},
+        "search": {"algorithm": "grid", "objective": {"metric": "accuracy",
+                                                      "direction": "maximize"},
+                   "parameters": [{"name": "lr", "arg": "--lr", "values": [0.1, 1e-4]},
+                                  {"name": "width", "env": "WIDTH", "values": [32, 64]}],
+                   **search_changes}})
+
+
+def test_a_custom_trainers_trials_get_the_parameters_as_arguments_and_variables() -> None:
+    plan = decide("tune", custom_spec(), TuningStatus(), [], [], resolve_base(custom_spec(),
+                  None), NOW)
+    trainer = plan.create[0].spec["trainer"]
+    assert plan.create[0].params == {"lr": 0.1, "width": 32}
+    assert trainer["args"] == ["--steps", "40", "--lr", "0.1"]
+    assert trainer["env"] == [{"name": "SEED", "value": "1"}, {"name": "WIDTH", "value": "32"},
+                              {"name": "MENTOR_OBJECTIVE", "value": "accuracy"}]
+    assert "model" not in plan.create[0].spec, "no base model: the script knows what it trains"
+
+
+def test_a_custom_trials_objective_and_pruning_follow_its_metric() -> None:
+    from mentor.builders.names import JobRef
+    from mentor.builders.trials import trial_job
+    from mentor.decide.trialview import trial_of
+
+    owner = JobRef(kind="TuningJob", name="tune", namespace="ns", uid="u")
+    body = trial_job(owner, 0, {"trainer": CUSTOM}, {"lr": 0.1})
+    body["status"] = {"phase": "Succeeded", "progress": {
+        "evalLoss": 0.3, "evals": [{"step": 40, "loss": 0.3}], "objective": 0.93,
+        "objectives": [{"step": 10, "loss": 0.6}, {"step": 40, "loss": 0.93}]}}
+    seen = trial_of(body)
+    assert seen.objective == 0.93 and seen.evals == {10: 0.6, 40: 0.93}
+
+
+@pytest.mark.parametrize(("spec_changes", "expected"), [
+    ({"trainer": CUSTOM, "search": {"parameters": [LR]}},
+     "a custom trainer's by arg or env"),
+    ({"search": {"parameters": [{"name": "lr", "arg": "--lr", "min": 0.1, "max": 1}]}},
+     "the built-in trainer's trials are searched by path"),
+    ({"search": {"objective": {"metric": "accuracy"}, "parameters": [LR]}},
+     "the built-in trainer's trials are ranked by eval_loss"),
+    ({"trainer": CUSTOM, "search": {"parameters": [{"arg": "--lr", "min": 0.1, "max": 1}]}},
+     "a custom trainer's parameter needs a name"),
+])
+def test_searches_that_mix_the_trainers_up_are_refused(spec_changes: dict[str, Any],
+                                                      expected: str) -> None:
+    doc = {"apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob",
+           "metadata": {"name": "tune"}, "spec": {**spec().wire(), **spec_changes}}
+    with pytest.raises(InvalidJob) as refused:
+        validate(doc)
+    assert any(expected in str(e) for e in refused.value.errors), refused.value.errors
+

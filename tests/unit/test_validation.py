@@ -28,6 +28,18 @@ def test_invalid_spec_names_its_field(name: str, changes: dict[str, Any], path: 
     assert words in str(caught.value)
 
 
+def test_the_builtin_trainer_needs_its_sections_and_a_custom_one_does_not() -> None:
+    bare = copy.deepcopy(BASE)
+    for section in ("model", "data", "optimization"):
+        del bare["spec"][section]
+    with pytest.raises(InvalidJob, match="spec: the built-in trainer needs model, data and "
+                                         "optimization"):
+        validate(bare)
+    bare["spec"]["trainer"] = {"type": "custom", "command": ["-m", "mine.train"]}
+    job = validate(bare)
+    assert job.spec.model is None and job.spec.trainer.custom
+
+
 def test_bad_name_is_rejected_with_its_path() -> None:
     obj = copy.deepcopy(BASE)
     obj["metadata"]["name"] = "Not_A_Label"

@@ -1,12 +1,16 @@
 """`mentor generate`: hear a trained model speak.
 
 Samples token by token from a model that a job wrote (its output directory: weights, config and
-tokenizer). The context is a sliding window of the model's maximum positions, so a sample can be
-longer than the sequences it was trained on. A sample ends at the tokenizer's end-of-text.
+tokenizer), or from a LoRA adapter on the base model it was trained on. Each new token reuses the
+keys and values of the ones before it (the KV cache), so a token costs one position's work, not
+the whole window's. A sample can be longer than the model's positions: when the window is full,
+sampling goes on from its newer half. A sample ends at the tokenizer's end-of-text.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +27,38 @@ def load(model_dir: Path) -> tuple[torch.nn.Module, Tokenizer]:
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # no loading noise
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    if not (model_dir / "config.json").exists():
+    if (model_dir / "config.json").exists():
+        model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch.float32)
+        source = model_dir
+    elif (model_dir / ADAPTER).exists():
+        model, source = _with_adapter(model_dir)
+    else:
         raise DataNotFound(f"no trained model in {model_dir} (it is written when a job ends)")
-    tokenizer = load_saved(model_dir) or HFTokenizer(str(model_dir))
-    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32)
+    tokenizer = load_saved(model_dir) or load_saved(source) or HFTokenizer(str(source))
+    config: Any = model.config
+    config.use_cache = True  # training turns it off; sampling reuses past keys and values
     return model.eval(), tokenizer
+
+
+ADAPTER = "adapter_config.json"
+
+
+def _with_adapter(model_dir: Path) -> tuple[torch.nn.Module, Path]:
+    """A LoRA adapter merged into the base model it was trained on (the adapter names it)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = Path(json.loads((model_dir / ADAPTER).read_text())["base_model_name_or_path"])
+    if not (base / "config.json").exists():
+        raise DataNotFound(f"{model_dir} holds a LoRA adapter of the base model at {base}, "
+                           "which is not on this machine: put the base model there, or tune "
+                           "with adaptation.merge: true for a model that stands alone")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    with warnings.catch_warnings():  # PEFT's deprecation notices are not the user's concern
+        warnings.simplefilter("ignore", FutureWarning)
+        merged: torch.nn.Module = PeftModel.from_pretrained(model, model_dir).merge_and_unload()
+    return merged, base
 
 
 def window(model: torch.nn.Module) -> int:
@@ -48,8 +78,9 @@ def sample(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, tokens: in
         ids = [tokenizer.eos_id]
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     size, new = window(model), []
+    context = ids[-size:]
+    logits, past = _forward(model, context, None)
     for _ in range(tokens):
-        logits = model(input_ids=torch.tensor([ids[-size:]])).logits[0, -1].float()
         if temperature <= 0:
             token = int(logits.argmax())
         else:
@@ -59,4 +90,16 @@ def sample(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, tokens: in
             break
         ids.append(token)
         new.append(token)
+        if len(context) < size:
+            context.append(token)
+            logits, past = _forward(model, [token], past)
+        else:  # the window is full: go on from its newer half, computed afresh
+            context = ids[-max(1, size // 2):]
+            logits, past = _forward(model, context, None)
     return tokenizer.decode(new)
+
+
+def _forward(model: torch.nn.Module, ids: list[int], past: Any) -> tuple[torch.Tensor, Any]:
+    """The next token's logits after `ids`, which follow the cached `past`; and the cache."""
+    out = model(input_ids=torch.tensor([ids]), cache=past, use_cache=True)
+    return out.logits[0, -1].float(), out.cache

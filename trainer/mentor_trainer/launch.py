@@ -11,6 +11,7 @@ torchrun's, and PET_* variables configure it as they configure torchrun.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mentor.api import exitcodes
+from mentor.api.training import CODE_DIR_ENV, PIP_ENV
 
 # Where the kubelet collects a container's termination message (the pod sets the same path).
 TERMINATION_LOG_ENV = "MENTOR_TERMINATION_LOG"
@@ -31,11 +33,18 @@ def exit_code(code: int) -> int:
 TRACEBACK_LINES = 12  # of a crashed worker's traceback, kept in the termination message
 
 
+NO_ERROR_FILE = "To enable traceback see"  # torchelastic's words when a worker left no reason
+
+
 def reason(message: object) -> str:
     """A worker's reason as torchelastic read it from the worker's error file: the structured
-    form (written by mentor_trainer) holds the one line under "message"."""
+    form (written by mentor_trainer) holds the one line under "message". A script that left
+    none (a custom trainer's uncaught exception) is pointed to its log."""
     if isinstance(message, dict):
         return str(message.get("message", message))
+    if NO_ERROR_FILE in str(message):
+        return ("the process exited without a reason (an uncaught exception prints its "
+                "traceback to the log; mentor_trainer.fail() gives a reason)")
     return str(message)
 
 
@@ -80,11 +89,61 @@ def report(line: str, quiet: bool = False) -> None:
             Path(path).write_text(line[:4000] + "\n")
 
 
+def install(requirements: list[str]) -> Path:
+    """A custom trainer's extra packages, installed once per job (the same list, the same
+    directory) under its output, where every node and every attempt finds them. Made in a
+    directory of its own, then renamed: two nodes installing at once both succeed."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    config = json.loads(Path(os.environ.get("MENTOR_CONFIG", "")).read_text()) \
+        if Path(os.environ.get("MENTOR_CONFIG", "")).is_file() else {}
+    output = Path(config.get("output", {}).get("uri") or ".")
+    digest = hashlib.sha256(json.dumps(requirements).encode()).hexdigest()[:16]
+    target = output / ".mentor" / "pip" / digest
+    if target.is_dir():
+        return target
+    partial = target.with_name(f"{digest}.{os.getpid()}")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir",
+         "--disable-pip-version-check", "--target", str(partial), *requirements],
+        capture_output=True, text=True, check=False)
+    if done.returncode:
+        shutil.rmtree(partial, ignore_errors=True)
+        said = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        raise InstallFailed(f"pip could not install {' '.join(requirements)} "
+                            f"({said[-1].strip() if said else 'no reason given'}): build an "
+                            "image FROM the trainer image with them, or let the pods reach a "
+                            "package index")
+    with contextlib.suppress(OSError):  # another node's rename came first: theirs is as good
+        partial.rename(target)
+    shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+class InstallFailed(Exception):
+    """trainer.pip could not be installed: the same spec would fail again (exit code 2)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
+    where = os.environ.get(CODE_DIR_ENV)
+    paths = [where] if where else []
+    if os.environ.get(PIP_ENV):
+        try:
+            paths.append(str(install(json.loads(os.environ[PIP_ENV]))))
+        except InstallFailed as e:
+            report(f"exit code {exitcodes.BAD_CONFIG}: {e}")
+            return exitcodes.BAD_CONFIG
+    if where:  # a custom trainer's script and modules are found where its code is
+        os.chdir(where)
+    if paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (*paths, os.environ.get("PYTHONPATH")) if p)
     try:
         torchrun(argv if argv is not None else sys.argv[1:])
     except SignalException as e:

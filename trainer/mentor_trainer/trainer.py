@@ -36,7 +36,7 @@ from mentor_trainer.models import (
     parameter_count,
 )
 from mentor_trainer.parallelize import parallelize
-from mentor_trainer.report import Reporter
+from mentor_trainer.reporting import Reporter
 from mentor_trainer.tokenizer import CharTokenizer, Tokenizer, known_tokenizer
 
 log = logging.getLogger("mentor_trainer")
@@ -148,6 +148,7 @@ class Trainer:
                               opt.seed, self.tokenizer.eos_id, self.tokenizer.bos_id)
         self.lora = bool(cfg.adaptation and cfg.adaptation.type == "lora")
         if self.lora:
+            torch.manual_seed(opt.seed)  # the adapter's initial weights: the same every run
             model = self._with_lora(model)
             if self.async_saves:
                 self.async_saves.frozen = False

@@ -34,17 +34,23 @@ class ObjectMeta(BaseModel):
 
 
 _RUNNING = "['Pending', 'Running', 'Restarting']"
+
+
+def _same(*fields: str) -> str:
+    """CEL: each spec field (possibly unset) is unchanged."""
+    return " && ".join(
+        f"(has(self.spec.{f}) == has(oldSelf.spec.{f}) && "
+        f"(!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f}))" for f in fields)
+
+
+_FIXED = ("model", "adaptation", "data", "optimization", "trainer")
 IMMUTABLE_WHILE_ACTIVE = Rule(
     f"!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in {_RUNNING})"
-    " || (self.spec.model == oldSelf.spec.model && self.spec.data == oldSelf.spec.data"
-    " && self.spec.optimization == oldSelf.spec.optimization"
-    " && self.spec.parallelism == oldSelf.spec.parallelism"
+    " || (self.spec.parallelism == oldSelf.spec.parallelism"
     " && self.spec.output == oldSelf.spec.output"
-    " && has(self.spec.adaptation) == has(oldSelf.spec.adaptation)"
-    " && (!has(self.spec.adaptation) || self.spec.adaptation == oldSelf.spec.adaptation))",
-    "spec.model, adaptation, data, optimization, parallelism and output cannot change while "
-    "the job is "
-    "active; suspend it first (spec.runPolicy.suspend: true)",
+    " && " + _same(*_FIXED) + ")",
+    "spec.trainer, model, adaptation, data, optimization, parallelism and output cannot change "
+    "while the job is active; suspend it first (spec.runPolicy.suspend: true)",
     reason="FieldValueForbidden",
 )
 
@@ -100,13 +106,6 @@ TRAINING_JOB = Kind(
     rules=(IMMUTABLE_WHILE_ACTIVE,),
     columns=COMMON_COLUMNS,
 )
-
-
-def _same(*fields: str) -> str:
-    """CEL: each spec field (possibly unset) is unchanged."""
-    return " && ".join(
-        f"(has(self.spec.{f}) == has(oldSelf.spec.{f}) && "
-        f"(!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f}))" for f in fields)
 
 
 _SEARCH_FIXED = ("algorithm", "parameters", "objective", "maxFailedTrials", "pruner", "seed")

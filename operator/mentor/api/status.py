@@ -115,7 +115,8 @@ MAX_EVALS_KEPT = 64
 
 class EvalPoint(ApiModel):
     step: int = Field(ge=0, description="step is the optimizer step evaluated after.")
-    loss: float = Field(description="loss is the validation loss there.")
+    loss: float = Field(description="loss is the validation loss there (or, in objectives, "
+                                    "the objective metric's value).")
 
 
 class Progress(ApiModel):
@@ -141,6 +142,17 @@ class Progress(ApiModel):
         default_factory=list, max_length=MAX_EVALS_KEPT,
         description="evals are the last validation losses by step (at most 64): the "
                     "intermediate values a TuningJob's pruner compares.")
+    objective: float | None = Field(
+        default=None, description="objective is the last value of a trial's objective metric "
+                                  "(a custom trainer's search over a metric of its own).")
+    objectives: list[EvalPoint] = Field(
+        default_factory=list, max_length=MAX_EVALS_KEPT,
+        description="objectives are that metric's last values by step (at most 64), as evals "
+                    "are the eval losses': what the pruner compares.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, max_length=16,
+        description="metrics are the last values of the named metrics a custom trainer "
+                    "reports (mentor_trainer.report(metrics=...)), at most 16.")
 
 
 class CheckpointStatus(ApiModel):

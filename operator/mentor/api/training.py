@@ -7,7 +7,7 @@ that `kubectl explain trainingjob.spec...` is the reference.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema
 
@@ -16,8 +16,10 @@ from mentor.api.base import ApiModel, KubeObject, ObjectName, Rule, Uri
 # Variables that the operator sets for torchrun. A user who sets one would break the rendezvous.
 RESERVED_ENV = (
     "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK",
-    "MENTOR_CONFIG", "MENTOR_REPORT_URL", "MENTOR_REPORT_TOKEN",
+    "MENTOR_CONFIG", "MENTOR_REPORT_URL", "MENTOR_REPORT_TOKEN", "MENTOR_CODE_DIR", "MENTOR_PIP",
 )
+CODE_DIR_ENV = "MENTOR_CODE_DIR"  # a custom trainer's code: the launcher runs torchrun there
+PIP_ENV = "MENTOR_PIP"  # a custom trainer's extra requirements (JSON): the launcher installs them
 RESERVED_ENV_PREFIXES = ("PET_", "TORCHELASTIC_")
 
 
@@ -383,6 +385,12 @@ class EnvVar(ApiModel):
 
 _reserved = ", ".join(f"'{n}'" for n in RESERVED_ENV)
 _prefixes = " || ".join(f"e.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES)
+_ENV_RULE: dict[str, Any] = {"x-kubernetes-validations": [{
+    "rule": f"self.all(e, !(e.name in [{_reserved}]) && !({_prefixes}))",
+    "message": "env may not set torchrun's variables (PET_*, TORCHELASTIC_*, MASTER_ADDR, "
+               "MASTER_PORT, WORLD_SIZE, RANK, ...): the operator sets them",
+    "reason": "FieldValueForbidden",
+}]}
 
 
 def _quantity(value: Any) -> int | str:
@@ -434,14 +442,7 @@ class PodTemplate(ApiModel):
     env: list[EnvVar] = Field(
         default_factory=list, max_length=128,
         description="env adds variables to the trainer; torchrun's (PET_*, MASTER_ADDR, ...) are "
-                    "reserved.",
-        json_schema_extra={"x-kubernetes-validations": [{
-            "rule": f"self.all(e, !(e.name in [{_reserved}]) && !({_prefixes}))",
-            "message": "env may not set torchrun's variables (PET_*, TORCHELASTIC_*, "
-                       "MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, ...): the operator sets them",
-            "reason": "FieldValueForbidden",
-        }]},
-    )
+                    "reserved.", json_schema_extra=_ENV_RULE)
     resources: ResourceRequirements | None = Field(
         default=None,
         description="resources are the trainer's core/v1 ResourceRequirements; nvidia.com/gpu "
@@ -474,6 +475,69 @@ class AdaptationSpec(ApiModel):
                                     "adapter alone. Default false.")
 
 
+class ConfigMapFile(ApiModel):
+    name: ObjectName = Field(description="name of the ConfigMap.")
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+                     description="key of the file in it (train.py).")
+
+
+class CodeSpec(ApiModel):
+    """Where a custom trainer's code is: the directory its command runs in."""
+
+    cel_rules = (
+        Rule("has(self.path) != has(self.configMap)", "set one of path or configMap",
+             reason="FieldValueInvalid"),
+    )
+
+    path: Uri | None = Field(
+        default=None, description="path is a directory in the image, or pvc://<claim>/<dir>.")
+    config_map: ConfigMapFile | None = Field(
+        default=None, alias="configMap",
+        description="configMap holds a single-file script, mounted as <code dir>/<key>.")
+
+
+class TrainerSpec(ApiModel):
+    """What the pods run: Mentor's own trainer, or the user's code under the same launcher."""
+
+    cel_rules = (
+        Rule("self.type == 'custom' || (!has(self.command) && !has(self.args) && "
+             "!has(self.code) && !has(self.env) && !has(self.pip))",
+             "command, args, code, env and pip are for a custom trainer (type: custom)",
+             reason="FieldValueForbidden"),
+        Rule("self.type == 'builtin' || has(self.command)",
+             "a custom trainer needs command: its script (train.py) or -m and a module",
+             field_path=".command", reason="FieldValueRequired"),
+    )
+
+    type: Literal["builtin", "custom"] = Field(
+        default="builtin",
+        description="type is builtin (Mentor's trainer: model, data and optimization say what "
+                    "it does) or custom (command runs under torchrun). Default builtin.")
+    command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="command is what torchrun runs: a script (train.py, relative to the code "
+                    "directory) or -m and a module, as torchrun takes them.")
+    args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=256, description="args follow the command.")
+    code: CodeSpec | None = Field(
+        default=None, description="code is where the script is; default: the image's working "
+                                  "directory.")
+    env: list[EnvVar] | None = Field(
+        default=None, max_length=128, json_schema_extra=_ENV_RULE,
+        description="env adds variables to the trainer, as template.env does.")
+    pip: list[Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^-\s]\S*$")]] | \
+        None = Field(
+            default=None, max_length=32,
+            description="pip lists requirements (numpy==2.1, a wheel's path) installed before "
+                        "the script starts, once per job into <output>/.mentor/pip, where the "
+                        "pods can reach a package index. An image built FROM the trainer image "
+                        "is the production path.")
+
+    @property
+    def custom(self) -> bool:
+        return self.type == "custom"
+
+
 # Processes of one node, as the trainer counts them: GPUs, else CPU processes, else 1.
 _NODES = "(has(self.parallelism) ? self.parallelism.nodes : 1)"
 _PROCS = ("(has(self.parallelism) && has(self.parallelism.gpusPerNode) ? "
@@ -484,25 +548,29 @@ _PROCS = ("(has(self.parallelism) && has(self.parallelism.gpusPerNode) ? "
 class TrainingSections(ApiModel):
     """The sections that a job and the trainer share."""
 
-    cel_rules = (
-        Rule("!has(self.adaptation) || has(self.model.from)",
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("!has(self.adaptation) || (has(self.model) && has(self.model.from))",
              "adaptation tunes a pre-trained model: set model.from", field_path=".adaptation",
              reason="FieldValueInvalid"),
         # Refused at admission, before the pods take their GPUs to find it out.
-        Rule(f"self.optimization.globalBatchSize % ({_NODES} * {_PROCS} * "
-             "self.optimization.microBatchSize) == 0",
+        Rule(f"!has(self.optimization) || self.optimization.globalBatchSize % "
+             f"({_NODES} * {_PROCS} * self.optimization.microBatchSize) == 0",
              "globalBatchSize must be a multiple of nodes × processes per node × "
              "microBatchSize", field_path=".optimization.globalBatchSize",
              reason="FieldValueInvalid"),
     )
 
-    model: ModelSpec = Field(description="model is what is trained.")
+    model: ModelSpec | None = Field(
+        default=None, description="model is what is trained (the built-in trainer's).")
     adaptation: AdaptationSpec | None = Field(
         default=None,
         description="adaptation tunes a pre-trained model (model.from): all its weights (full) "
                     "or a LoRA adapter. Unset: every weight is trained.")
-    data: DataSpec = Field(description="data is what it learns from.")
-    optimization: OptimizationSpec = Field(description="optimization: how long and how fast.")
+    data: DataSpec | None = Field(
+        default=None, description="data is what it learns from (the built-in trainer's).")
+    optimization: OptimizationSpec | None = Field(
+        default=None, description="optimization: how long and how fast (the built-in "
+                                  "trainer's).")
     parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec,
                                          description="parallelism: nodes, processes, strategy.")
     checkpointing: CheckpointSpec = Field(default_factory=CheckpointSpec,
@@ -511,16 +579,31 @@ class TrainingSections(ApiModel):
 
 
 class TrainerConfig(TrainingSections):
-    """What the trainer needs to run: the part of the spec mounted into the pods as a file.
-
-    `mentor_trainer` parses it with this same model, so the operator and the trainer cannot
-    disagree about its meaning.
+    """What the built-in trainer needs to run: the part of the spec mounted into the pods as a
+    file. `mentor_trainer` parses it with this same model, so the operator and the trainer
+    cannot disagree about its meaning. (A custom trainer's pods get the same file, without the
+    sections it does not use: mentor_trainer.api reads its output and checkpoint paths.)
     """
+
+    model: ModelSpec = Field(description="model is what is trained.")
+    data: DataSpec = Field(description="data is what it learns from.")
+    optimization: OptimizationSpec = Field(description="optimization: how long and how fast.")
 
 
 class TrainingJobSpec(TrainingSections):
-    """A TrainingJob teaches a model from data, from scratch or from a checkpoint."""
+    """A TrainingJob teaches a model from data, from scratch or from a checkpoint, with
+    Mentor's trainer or the user's own code."""
 
+    cel_rules = (
+        *TrainingSections.cel_rules,
+        Rule("(has(self.trainer) && self.trainer.type == 'custom') || (has(self.model) && "
+             "has(self.data) && has(self.optimization))",
+             "the built-in trainer needs model, data and optimization (or set trainer.type: "
+             "custom)", reason="FieldValueRequired"),
+    )
+
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec,
+                                 description="trainer: Mentor's own (builtin), or your code.")
     run_policy: RunPolicy = Field(default_factory=RunPolicy,
                                   description="runPolicy: retries, deadlines, budget, suspend.")
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec,
@@ -528,6 +611,9 @@ class TrainingJobSpec(TrainingSections):
     template: PodTemplate = Field(default_factory=PodTemplate,
                                   description="template overrides the trainer pods.")
 
-    def trainer_config(self) -> TrainerConfig:
+    def trainer_config(self) -> TrainingSections:
+        """The config file of the pods: a TrainerConfig for the built-in trainer; for a custom
+        one, the sections it has (its output and checkpoints above all)."""
         shared = set(TrainingSections.model_fields)
-        return TrainerConfig.model_validate(self.model_dump(include=shared, by_alias=True))
+        kind = TrainingSections if self.trainer.custom else TrainerConfig
+        return kind.model_validate(self.model_dump(include=shared, by_alias=True))

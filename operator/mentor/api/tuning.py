@@ -14,6 +14,7 @@ from enum import Enum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic.fields import FieldInfo
 
 from mentor.api.base import ApiModel, ObjectName, Rule, Uri
 from mentor.api.status import Condition, Phase, Timestamp
@@ -27,6 +28,7 @@ from mentor.api.training import (
     ParallelismSpec,
     PodTemplate,
     SchedulingSpec,
+    TrainerSpec,
     TrainingSections,
 )
 
@@ -67,11 +69,24 @@ def _walk(model: type[BaseModel], prefix: str) -> dict[str, tuple[str, list[Any]
         leaf = _leaf(annotation)
         if leaf:
             found[path] = leaf
+            if leaf[0] != "choice":
+                BOUNDS[path] = _bounds(info)
     return found
 
 
+_OPERATORS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+# A numeric path's own bounds, from its field's constraints: ((">", 0.0), ("<=", 1.0)), ...
+BOUNDS: dict[str, tuple[tuple[str, float], ...]] = {}
+
+
+def _bounds(info: FieldInfo) -> tuple[tuple[str, float], ...]:
+    return tuple((symbol, float(getattr(constraint, name))) for constraint in info.metadata
+                 for name, symbol in _OPERATORS.items() if hasattr(constraint, name))
+
+
 def tunable_paths() -> dict[str, tuple[str, list[Any]]]:
-    """Every field a search may set: its wire path, its kind, and (for enums) its choices."""
+    """Every field a search may set: its wire path, its kind, and (for enums) its choices.
+    Each numeric field's bounds go to BOUNDS as it is found."""
     found: dict[str, tuple[str, list[Any]]] = {}
     for section, model in SEARCHABLE_SECTIONS.items():
         found.update(_walk(model, section))
@@ -98,6 +113,26 @@ def _choice_rules() -> tuple[Rule, ...]:
         for path, choices in CHOICE.items())
 
 
+def _within(x: str, bounds: tuple[tuple[str, float], ...]) -> str:
+    return " && ".join(f"{x} {symbol} {value!r}" for symbol, value in bounds)
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if value.is_integer() else f"{value:g}"
+
+
+def _bound_rules() -> tuple[Rule, ...]:
+    """A range or value outside the field's own bounds would make trials that the API server
+    refuses: it is refused here instead, naming the parameter and the bound."""
+    return tuple(
+        Rule(f"self.path != '{path}' || ((!has(self.min) || ({_within('self.min', bounds)})) "
+             f"&& (!has(self.max) || ({_within('self.max', bounds)})) && "
+             f"(!has(self.values) || self.values.all(v, {_within('v', bounds)})))",
+             f"{path} takes values " + " and ".join(f"{s} {_number(v)}" for s, v in bounds) +
+             ": the range and every value must be within them", reason="FieldValueInvalid")
+        for path, bounds in BOUNDS.items() if bounds)
+
+
 # A parameter's value in the status: a number, or an enum's string (or a bool).
 TrialValue = Annotated[bool | int | float | str,
                        WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})]
@@ -108,11 +143,25 @@ class Scale(StrEnum):
     LOG = "log"
 
 
+def _for_paths(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    """Rules about a built-in trainer's field, which a custom trainer's parameter (arg or
+    env, no path) passes."""
+    return tuple(Rule(f"!has(self.path) || ({r.rule})", r.message, field_path=r.field_path,
+                      reason=r.reason) for r in rules)
+
+
 class SearchParameter(ApiModel):
     """One dimension of the search: a range (min, max, scale), a list of numeric values, or
-    the choices of an enum or boolean field."""
+    choices. It sets a field of the built-in trainer's spec (path), or a custom trainer's
+    command-line argument (arg) or variable (env), by name."""
 
     cel_rules = (
+        Rule("[has(self.path), has(self.arg), has(self.env)].filter(x, x).size() == 1",
+             "set one of path (a field of the built-in trainer), arg or env (of a custom "
+             "trainer)", reason="FieldValueInvalid"),
+        Rule("has(self.path) || has(self.name)",
+             "a custom trainer's parameter needs a name (its key in the trials' parameters)",
+             field_path=".name", reason="FieldValueRequired"),
         Rule("[has(self.values), has(self.choices), has(self.min) || has(self.max)]"
              ".filter(x, x).size() == 1",
              "set one of values, choices, or min and max", reason="FieldValueInvalid"),
@@ -123,22 +172,36 @@ class SearchParameter(ApiModel):
         Rule("self.scale != 'log' || !has(self.min) || self.min > 0.0",
              "a log scale needs a positive range (min > 0)", field_path=".min",
              reason="FieldValueInvalid"),
-        Rule(f"!(self.path in {_cel(list(CHOICE))}) || has(self.choices)",
-             "an enum or boolean field is searched over choices", field_path=".choices",
-             reason="FieldValueRequired"),
-        Rule(f"self.path in {_cel(list(CHOICE))} || !has(self.choices)",
-             "a numeric field is searched over values, or min and max", field_path=".choices",
-             reason="FieldValueForbidden"),
-        Rule(f"!(self.path in {_cel(INTEGER)}) || !has(self.values) || "
-             "self.values.all(v, double(int(v)) == v)",
-             "values of an integer field must be whole numbers", field_path=".values",
-             reason="FieldValueInvalid"),
-        *_choice_rules(),
+        *_for_paths((
+            Rule(f"!(self.path in {_cel(list(CHOICE))}) || has(self.choices)",
+                 "an enum or boolean field is searched over choices", field_path=".choices",
+                 reason="FieldValueRequired"),
+            Rule(f"self.path in {_cel(list(CHOICE))} || !has(self.choices)",
+                 "a numeric field is searched over values, or min and max",
+                 field_path=".choices", reason="FieldValueForbidden"),
+            Rule(f"!(self.path in {_cel(INTEGER)}) || !has(self.values) || "
+                 "self.values.all(v, double(int(v)) == v)",
+                 "values of an integer field must be whole numbers", field_path=".values",
+                 reason="FieldValueInvalid"),
+            *_choice_rules(),
+            *_bound_rules(),
+        )),
     )
 
-    path: Literal[tuple(TUNABLE)] = Field(  # type: ignore[valid-type]
+    path: Literal[tuple(TUNABLE)] | None = Field(  # type: ignore[valid-type]
+        default=None,
         description="path is the trial spec field set by this parameter, e.g. "
-                    "optimization.learningRate or method.lora.rank.")
+                    "optimization.learningRate or method.lora.rank (the built-in trainer).")
+    name: str | None = Field(default=None, max_length=64, pattern=r"^[a-zA-Z_][a-zA-Z0-9_.]*$",
+                             description="name of a custom trainer's parameter (lr).")
+    arg: str | None = Field(default=None, max_length=128,
+                            pattern=r"^-{1,2}[a-zA-Z0-9][-_a-zA-Z0-9.]*$",
+                            description="arg is the custom trainer's flag that takes the value "
+                                        "(--lr): each trial gets `--lr <value>` after its args.")
+    env: str | None = Field(default=None, max_length=256,
+                            pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+                            description="env is the custom trainer's variable that takes the "
+                                        "value.")
     min: float | None = Field(default=None, description="min is the range's lower end.")
     max: float | None = Field(default=None, description="max is the range's upper end.")
     scale: Scale = Field(default=Scale.LINEAR,
@@ -152,10 +215,15 @@ class SearchParameter(ApiModel):
         description="choices lists the values of an enum or boolean field to try "
                     "(\"true\"/\"false\" for a boolean).")
 
+    @property
+    def key(self) -> str:
+        """The parameter's key in a trial's parameters: its path, or a custom one's name."""
+        return str(self.path or self.name)
+
     def options(self) -> list[Any] | None:
         """The values to try, typed as the trial spec field is."""
         if self.choices is not None:
-            kind = CHOICE[self.path]
+            kind = CHOICE.get(self.path or "", [])
             return [c == "true" for c in self.choices] if True in kind else list(self.choices)
         if self.values is not None and self.path in INTEGER:
             return [int(v) for v in self.values]
@@ -169,9 +237,11 @@ class Algorithm(StrEnum):
 
 
 class Objective(ApiModel):
-    metric: Literal["eval_loss"] = Field(default="eval_loss",
-                                         description="metric is what trials are ranked by: "
-                                                     "eval_loss, the final validation loss.")
+    metric: str = Field(default="eval_loss", max_length=64, pattern=r"^[a-zA-Z_][a-zA-Z0-9_.]*$",
+                        description="metric is what trials are ranked by: eval_loss (the final "
+                                    "validation loss), or a metric a custom trainer reports "
+                                    "(mentor_trainer.report(metrics=...)); pruning compares "
+                                    "its values by step.")
     direction: Literal["minimize", "maximize"] = Field(
         default="minimize", description="direction: minimize or maximize. Default minimize.")
 
@@ -237,8 +307,10 @@ class SearchSpec(ApiModel):
              "a grid search needs values (or choices) for every parameter",
              field_path=".parameters",
              reason="FieldValueInvalid"),
-        Rule("self.parameters.all(p, self.parameters.exists_one(q, q.path == p.path))",
-             "each path may be searched once", field_path=".parameters",
+        Rule("self.parameters.all(p, self.parameters.exists_one(q, "
+             "(has(q.path) && has(p.path) && q.path == p.path) || "
+             "(has(q.name) && has(p.name) && q.name == p.name)))",
+             "each path (or name) may be searched once", field_path=".parameters",
              reason="FieldValueDuplicate"),
         Rule(f"self.algorithm != 'grid' || {_grid_points('self')} <= {MAX_GRID_POINTS}.0",
              GRID_LIMIT, field_path=".parameters", reason="FieldValueInvalid",
@@ -316,17 +388,39 @@ class TrialPolicy(ApiModel):
         description="activeDeadlineSeconds fails a trial that runs longer.")
 
 
+_CUSTOM = "(has(self.trainer) && self.trainer.type == 'custom')"
+
+
 class TuningJobSpec(ApiModel):
     """A TuningJob adapts a trained model (fully or with LoRA) on new data, and can search the
     hyper-parameters of that adaptation over trials, within a GPU-hour budget."""
 
-    cel_rules = tuple(r for r in TrainingSections.cel_rules if "globalBatchSize" in r.rule)
+    cel_rules = (
+        *(r for r in TrainingSections.cel_rules if "globalBatchSize" in r.rule),
+        Rule(f"{_CUSTOM} || (has(self.baseModel) && has(self.data) && has(self.optimization))",
+             "the built-in trainer's trials need baseModel, data and optimization (or set "
+             "trainer.type: custom)", reason="FieldValueRequired"),
+        Rule(f"!has(self.search) || ({_CUSTOM} ? self.search.parameters.all(p, !has(p.path)) "
+             ": self.search.parameters.all(p, has(p.path)))",
+             "the built-in trainer's trials are searched by path, a custom trainer's by arg or "
+             "env", field_path=".search.parameters", reason="FieldValueInvalid"),
+        Rule(f"{_CUSTOM} || !has(self.search) || !has(self.search.objective) || "
+             "!has(self.search.objective.metric) || self.search.objective.metric == 'eval_loss'",
+             "the built-in trainer's trials are ranked by eval_loss", reason="FieldValueInvalid",
+             field_path=".search.objective.metric"),
+    )
 
-    base_model: BaseModelSpec = Field(description="baseModel is the model to adapt.")
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec,
+                                 description="trainer each trial runs: Mentor's own (builtin), "
+                                             "or your code (its args and env searched).")
+    base_model: BaseModelSpec | None = Field(
+        default=None, description="baseModel is the model to adapt (the built-in trainer).")
     method: AdaptationSpec = Field(default_factory=AdaptationSpec,
                                    description="method is full (every weight) or lora.")
-    data: DataSpec = Field(description="data is what each trial learns from.")
-    optimization: OptimizationSpec = Field(description="optimization of each trial.")
+    data: DataSpec | None = Field(default=None,
+                                  description="data is what each trial learns from.")
+    optimization: OptimizationSpec | None = Field(default=None,
+                                                  description="optimization of each trial.")
     parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec,
                                          description="parallelism of each trial.")
     checkpointing: CheckpointSpec = Field(

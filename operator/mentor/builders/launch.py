@@ -19,8 +19,14 @@ resource and the c10d port. Three things of that component do not fit Mentor, an
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 from torchx import specs
 from torchx.components import dist
+
+from mentor.api.training import PIP_ENV, TrainerSpec, TrainingJobSpec
+from mentor.builders.storage import resolve_pvc
 
 LAUNCHER = "mentor-torchrun"  # the trainer image's entrypoint: torchrun that keeps exit codes
 TRAINER_MODULE = "mentor_trainer"
@@ -29,6 +35,7 @@ TRAINER_METRICS_PORT = 9090  # rank 0's own /metrics, for a PodMonitor
 # Where the launcher writes the root cause of a failure; the kubelet reads it into the pod's
 # `state.terminated.message`, and the operator into the job's condition.
 TERMINATION_LOG = "/dev/termination-log"
+CODE_MOUNT = "/mentor/code"  # a custom trainer's code from a ConfigMap
 
 
 def torchrun_env(nnodes: int, nproc: int, node_rank: str, master_addr: str,
@@ -45,8 +52,9 @@ def torchrun_env(nnodes: int, nproc: int, node_rank: str, master_addr: str,
 
 def trainer_app(name: str, *, image: str, config_path: str, nnodes: int, nproc: int,
                 gpus: int, master_addr: str, master_port: int,
-                env: dict[str, str]) -> specs.AppDef:
-    """One role of `nnodes` replicas, each `mentor-torchrun -m mentor_trainer --config FILE`.
+                env: dict[str, str], program: list[str] | None = None) -> specs.AppDef:
+    """One role of `nnodes` replicas, each `mentor-torchrun -m mentor_trainer --config FILE`,
+    or `mentor-torchrun <program>` for a custom trainer (its script or -m module, and args).
 
     A replica's node rank is TorchX's `${replica_id}` macro: `replica(app, rank)` fills it in.
     """
@@ -62,7 +70,7 @@ def trainer_app(name: str, *, image: str, config_path: str, nnodes: int, nproc: 
     role = app.roles[0]
     role.name = ROLE
     role.entrypoint = LAUNCHER
-    role.args = ["-m", TRAINER_MODULE, "--config", config_path]
+    role.args = program or ["-m", TRAINER_MODULE, "--config", config_path]
     role.resource = specs.Resource(cpu=0, gpu=gpus, memMB=0)
     role.port_map["metrics"] = TRAINER_METRICS_PORT
     return app
@@ -78,3 +86,31 @@ def replica(app: specs.AppDef, node_rank: int) -> specs.Role:
 def command(role: specs.Role) -> list[str]:
     """The process a replica runs: what a pod's `command` is, and what `mentor run` starts."""
     return [role.entrypoint, *role.args]
+
+
+def user_env(spec: TrainingJobSpec) -> dict[str, str]:
+    """The variables the job's author set with values (template's, then the trainer's), and
+    the requirements the launcher installs for a custom trainer."""
+    env = {e.name: e.value for e in [*spec.template.env, *(spec.trainer.env or [])]
+           if e.value is not None}
+    if spec.trainer.pip:
+        env[PIP_ENV] = json.dumps(spec.trainer.pip)
+    return env
+
+
+def program(spec: TrainingJobSpec) -> list[str] | None:
+    """What torchrun runs for a custom trainer (None: Mentor's own)."""
+    trainer = spec.trainer
+    return [*(trainer.command or []), *(trainer.args or [])] if trainer.custom else None
+
+
+def code_dir(trainer: TrainerSpec, root_of: Callable[[str], str]) -> str | None:
+    """The directory a custom trainer's command runs in: its ConfigMap's mount, or its path
+    (a pvc:// path through root_of)."""
+    code = trainer.code
+    if code is None:
+        return None
+    if code.config_map is not None:
+        return CODE_MOUNT
+    return resolve_pvc(code.path, root_of)
+

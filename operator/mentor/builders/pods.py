@@ -28,15 +28,19 @@ from mentor.api.labels import (
     QUEUE_NAME,
     TRAINER_CONTAINER,
 )
-from mentor.api.training import TrainerConfig, TrainingJobSpec
+from mentor.api.training import CODE_DIR_ENV, TrainingJobSpec, TrainingSections
 from mentor.builders.launch import (
+    CODE_MOUNT,
     TERMINATION_LOG,
     TRAINER_METRICS_PORT,
+    code_dir,
+    program,
     replica,
     trainer_app,
+    user_env,
 )
 from mentor.builders.names import CONFIG_FILE, CONFIG_MOUNT, JobRef
-from mentor.builders.storage import Mounts, localize
+from mentor.builders.storage import PVC_ROOT, Mounts, localize, resolve_pvc
 
 
 class Settings(Protocol):
@@ -63,7 +67,7 @@ class Settings(Protocol):
     def metrics_namespaces(self) -> tuple[str, ...]: ...
 
 
-def build_config_map(job: JobRef, config: TrainerConfig) -> dict[str, Any]:
+def build_config_map(job: JobRef, config: TrainingSections) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -72,7 +76,7 @@ def build_config_map(job: JobRef, config: TrainerConfig) -> dict[str, Any]:
     }
 
 
-def config_hash(config: TrainerConfig) -> str:
+def config_hash(config: TrainingSections) -> str:
     """On each pod: which trainer config it was started with (the ConfigMap follows the spec,
     so a pod from before an edit is told apart from one after)."""
     text = json.dumps(config.wire(), sort_keys=True).encode()
@@ -156,13 +160,15 @@ def build_app(job: JobRef, spec: TrainingJobSpec, attempt: int,
               settings: Settings) -> specs.AppDef:
     """The job's TorchX AppDef: every node of the attempt is one replica of its role."""
     template = spec.template
+    code = code_dir(spec.trainer, lambda claim: f"{PVC_ROOT}/{claim}")
     return trainer_app(
         job.name, image=template.image or settings.trainer_image,
         config_path=f"{CONFIG_MOUNT}/{CONFIG_FILE}", nnodes=spec.parallelism.nodes,
         nproc=spec.parallelism.procs, gpus=spec.parallelism.gpus_per_node or 0,
         master_addr=f"{job.pod(0)}.{job.service}", master_port=settings.rendezvous_port,
-        env={**_job_env(job, attempt, settings),
-             **{e.name: e.value for e in template.env if e.value is not None}},
+        env={**_job_env(job, attempt, settings), **user_env(spec),
+             **({CODE_DIR_ENV: code} if code else {})},
+        program=program(spec),
     )
 
 
@@ -173,8 +179,8 @@ def _secret_env(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> list[
     if settings.report_url:
         env.append({"name": "MENTOR_REPORT_TOKEN", "valueFrom": {
             "secretKeyRef": {"name": job.secret, "key": "token", "optional": True}}})
-    env += [e.model_dump(by_alias=True, exclude_none=True) for e in spec.template.env
-            if e.value is None]
+    env += [e.model_dump(by_alias=True, exclude_none=True)
+            for e in [*spec.template.env, *(spec.trainer.env or [])] if e.value is None]
     return env
 
 
@@ -182,6 +188,9 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
               settings: Settings) -> dict[str, Any]:
     """One torchrun node. Its name is deterministic per rank; the attempt is an annotation."""
     _, mounts = localize(spec.trainer_config())
+    code = spec.trainer.code
+    if code is not None and code.path:
+        resolve_pvc(code.path, mounts.add_claim)  # its claim mounted like the data's
     template, scheduling = spec.template, spec.scheduling
     role = replica(build_app(job, spec, attempt, settings), rank)
     pod: dict[str, Any] = _serializer().sanitize_for_serialization(  # type: ignore[no-untyped-call]
@@ -214,6 +223,8 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
         *container["volumeMounts"],  # TorchX's in-memory /dev/shm
         {"name": "tmp", "mountPath": "/tmp"},
         *mounts.volume_mounts,
+        *([{"name": "code", "mountPath": CODE_MOUNT, "readOnly": True}]
+          if code is not None and code.config_map else []),
         *template.volume_mounts,
     ]
     container["terminationMessagePath"] = TERMINATION_LOG
@@ -235,6 +246,9 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
         "subdomain": job.service,
         "volumes": _volumes(job, pod_spec["volumes"], mounts,
                             _shm_size(container["resources"], settings))
+        + ([{"name": "code", "configMap": {"name": code.config_map.name, "items": [
+            {"key": code.config_map.key, "path": code.config_map.key}]}}]
+           if code is not None and code.config_map else [])
         + list(template.volumes),
         "securityContext": {
             "runAsNonRoot": True,
@@ -304,7 +318,7 @@ def _volumes(job: JobRef, torchx_volumes: list[dict[str, Any]], mounts: Mounts,
     ]
 
 
-def build_trainer_config(spec: TrainingJobSpec) -> TrainerConfig:
+def build_trainer_config(spec: TrainingJobSpec) -> TrainingSections:
     """The config the pods read: the spec's training sections with pvc:// mapped to mounts."""
     config, _ = localize(spec.trainer_config())
     return config

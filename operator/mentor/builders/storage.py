@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from mentor.api.training import TrainerConfig
+from mentor.api.training import TrainingSections
+
+Config = TypeVar("Config", bound=TrainingSections)
 
 PVC_ROOT = "/mnt/pvc"
 PVC_SCHEME = "pvc://"
@@ -44,19 +46,22 @@ def resolve_pvc(uri: str | None, root_of: Callable[[str], str]) -> str | None:
     return f"{root_of(claim)}/{path}".rstrip("/")
 
 
-def map_claims(config: TrainerConfig, root_of: Callable[[str], str]) -> TrainerConfig:
+def map_claims(config: Config, root_of: Callable[[str], str]) -> Config:
     """The config with every pvc:// URI (model, tokenizer, data, checkpoints, output) resolved
     by root_of."""
     wire: dict[str, Any] = config.model_dump(by_alias=True, exclude_none=True)
-    wire["model"]["from"] = resolve_pvc(wire["model"].get("from"), root_of)
-    wire["model"]["tokenizerFrom"] = resolve_pvc(wire["model"].get("tokenizerFrom"), root_of)
-    wire["data"]["source"] = resolve_pvc(wire["data"]["source"], root_of)
+    if "model" in wire:
+        wire["model"]["from"] = resolve_pvc(wire["model"].get("from"), root_of)
+        wire["model"]["tokenizerFrom"] = resolve_pvc(wire["model"].get("tokenizerFrom"),
+                                                     root_of)
+    if "data" in wire:
+        wire["data"]["source"] = resolve_pvc(wire["data"]["source"], root_of)
     wire["output"]["uri"] = resolve_pvc(wire["output"]["uri"], root_of)
     wire["checkpointing"]["uri"] = resolve_pvc(wire["checkpointing"].get("uri"), root_of)
-    return TrainerConfig.model_validate(wire)
+    return type(config).model_validate(wire)
 
 
-def localize(config: TrainerConfig) -> tuple[TrainerConfig, Mounts]:
+def localize(config: Config) -> tuple[Config, Mounts]:
     """Rewrite every pvc:// URI to its mount path; return the config and the mounts it needs."""
     mounts = Mounts()
     return map_claims(config, mounts.add_claim), mounts

@@ -38,22 +38,26 @@ def _set(tree: dict[str, Any], path: str, value: Any) -> None:
 def trial_spec(spec: TuningJobSpec, name: str, base_uri: str, params: dict[str, Any],
                max_gpu_hours: float | None, search_id: str = "") -> dict[str, Any]:
     """The trial's TrainingJob spec (wire form): the TuningJob's sections with the parameters
-    set at their paths, tuning `base_uri` into <output>/<search_id>/<trial>."""
+    set at their paths, tuning `base_uri` into <output>/<search_id>/<trial>; or, for a custom
+    trainer, its command with the parameters as arguments and variables."""
     wire = spec.wire()
-    sections = {k: copy.deepcopy(wire[k]) for k in ("method", "data", "optimization")}
-    for path, value in params.items():
-        _set(sections, path, value)
     checkpointing = dict(wire.get("checkpointing", {}))
     if checkpointing.get("uri"):
         checkpointing["uri"] = trial_output(checkpointing["uri"], name, search_id)
     policy = spec.trial_policy.wire()
     if max_gpu_hours is not None:
         policy["maxGPUHours"] = max_gpu_hours
+    if spec.trainer.custom:
+        trained: dict[str, Any] = {"trainer": custom_trainer(spec, params)}
+    else:
+        sections = {k: copy.deepcopy(wire[k]) for k in ("method", "data", "optimization")}
+        for path, value in params.items():
+            _set(sections, path, value)
+        trained = {"model": {"from": base_uri, "tokenizer": "pretrained"},
+                   "adaptation": sections["method"], "data": sections["data"],
+                   "optimization": sections["optimization"]}
     return {
-        "model": {"from": base_uri, "tokenizer": "pretrained"},
-        "adaptation": sections["method"],
-        "data": sections["data"],
-        "optimization": sections["optimization"],
+        **trained,
         "parallelism": wire["parallelism"],
         "checkpointing": checkpointing,
         "output": {"uri": trial_output(spec.output.uri, name, search_id)},
@@ -61,6 +65,35 @@ def trial_spec(spec: TuningJobSpec, name: str, base_uri: str, params: dict[str, 
         "scheduling": wire.get("scheduling", {}),
         "template": wire.get("template", {}),
     }
+
+
+def argument(value: Any) -> str:
+    """A parameter's value as a command line or a variable carries it: exact (repr), whole
+    numbers without a fraction, booleans in lower case."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+OBJECTIVE_ENV = "MENTOR_OBJECTIVE"  # the metric a trial's reports carry as its objective
+
+
+def custom_trainer(spec: TuningJobSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """A custom trainer's section for one trial: each parameter appended to its args as
+    `<arg> <value>`, or set as its variable; the objective metric named for mentor_trainer."""
+    trainer = spec.trainer.wire()
+    args, env = list(trainer.get("args", [])), list(trainer.get("env", []))
+    for p in spec.search.parameters if spec.search else []:
+        if p.arg:
+            args += [p.arg, argument(params[p.key])]
+        elif p.env:
+            env.append({"name": p.env, "value": argument(params[p.key])})
+    metric = spec.search.objective.metric if spec.search else "eval_loss"
+    if metric != "eval_loss":
+        env.append({"name": OBJECTIVE_ENV, "value": metric})
+    return {**trainer, "args": args, **({"env": env} if env else {})}
 
 
 def trial_job(owner: JobRef, number: int, spec: dict[str, Any],

@@ -194,11 +194,14 @@ def describe(client: Client, ref: str, output: str | None) -> int:
     model = spec.get("model", {})
     built = f"{model.get('architecture', 'gpt2')} {model.get('size', '')}".strip()
     parallelism = spec.get("parallelism", {})
+    trainer = spec.get("trainer") or {}
+    trained = [f"Trainer:     custom: {custom_command(spec)}"] \
+        if trainer.get("type") == "custom" else [
+        f"Model:       {model.get('from') or built}",
+        f"Data:        {spec.get('data', {}).get('source')}",
+        f"Steps:       {spec.get('optimization', {}).get('steps', '-')}"]
     lines = [f"Name:        {job.name}", f"Namespace:   {job.namespace}",
-             f"Phase:       {job.phase or '-'}",
-             f"Model:       {model.get('from') or built}",
-             f"Data:        {spec.get('data', {}).get('source')}",
-             f"Steps:       {spec.get('optimization', {}).get('steps', '-')}",
+             f"Phase:       {job.phase or '-'}", *trained,
              f"Parallelism: {parallelism.get('nodes', 1)} node(s) × "
              f"{parallelism.get('gpusPerNode') or parallelism.get('procsPerNode', 1)} "
              f"{'GPU' if parallelism.get('gpusPerNode') else 'process'}(es), "
@@ -221,6 +224,12 @@ def describe(client: Client, ref: str, output: str | None) -> int:
     return 0
 
 
+def custom_command(spec: dict[str, Any]) -> str:
+    """What a custom trainer runs under torchrun, as one line."""
+    trainer = spec.get("trainer") or {}
+    return " ".join([*trainer.get("command", []), *trainer.get("args", [])])
+
+
 def event_lines(events: list[dict[str, Any]]) -> list[str]:
     return ["Events:", *(f"  {e.get('type', ''):<8} {e.get('reason', ''):<18} "
                          f"{(e.get('message') or '').splitlines()[0]}" for e in events[-10:])]
@@ -238,7 +247,8 @@ def describe_tuning(job: Job, trials: list[Job], events: list[dict[str, Any]]) -
     lines = [f"Name:        {job.name}", f"Namespace:   {job.namespace}",
              f"Phase:       {job.phase or '-'} ({status.get('reason') or '-'})",
              f"Base model:  {base.get('uri') or (base.get('trainingJobRef') or {}).get('name')}"
-             + (f" (eval loss {lineage['evalLoss']:.4f})" if lineage.get("evalLoss") else ""),
+             + (f" (eval loss {lineage['evalLoss']:.4f})" if lineage.get("evalLoss") else "")
+             if base else f"Trainer:     custom: {custom_command(spec)}",
              f"Method:      {(spec.get('method') or {}).get('type', '-')}",
              f"Search:      {search.get('algorithm', 'none')}, up to "
              f"{search.get('maxTrials', 1)} trial(s), {search.get('parallelTrials', 1)} at once",

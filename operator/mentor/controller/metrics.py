@@ -68,6 +68,9 @@ class Metrics:
                                 JOB_LABELS, registry=r)
         self.job_step = Gauge("mentor_job_step", "The last completed step.", JOB_LABELS,
                               registry=r)
+        self.job_metric = Gauge("mentor_job_metric",
+                                "The last value of a metric a custom trainer reports.",
+                                [*JOB_LABELS, "metric"], registry=r)
         self.job_mfu = Gauge("mentor_job_mfu_ratio",
                              "Model FLOPs utilisation (0-1) the trainer reports (GPU jobs).",
                              JOB_LABELS, registry=r)
@@ -199,6 +202,8 @@ class Metrics:
                 self.job_mfu.labels(*key).set(report.mfu)
         if report.eval_loss is not None:
             self.job_eval_loss.labels(*key).set(report.eval_loss)
+        for name, value in (report.metrics or {}).items():
+            self.job_metric.labels(*key, name).set(value)
 
     def observe_tuning(self, namespace: str, name: str, status: TuningStatus,
                        max_gpu_hours: float | None) -> None:
@@ -245,9 +250,10 @@ class Metrics:
                       self.job_running_since, self.job_last_progress, self.job_finished):
             with contextlib.suppress(KeyError):
                 gauge.remove(*key)
-        for labels in list(self.job_failed._metrics):
-            if labels[:3] == key:
-                self.job_failed.remove(*labels)
+        for labelled in (self.job_failed, self.job_metric):
+            for labels in list(labelled._metrics):
+                if labels[:3] == key:
+                    labelled.remove(*labels)
 
     def _set_jobs_by_phase(self) -> None:
         counts: dict[tuple[str, str, str], int] = {}

@@ -115,7 +115,11 @@ class Operator:
             await loop.run_in_executor(None, self._set_leader_label, False)
             self.leadership.on_acquired = lambda: self._set_leader_label(True)
             self.leadership.start()
-            await loop.run_in_executor(None, self.leadership.acquired.wait)
+            # Polled, not a blocking wait in an executor thread: a standby that is told to stop
+            # stops now (asyncio waits for its executor's threads at exit, and this one would
+            # wait for a Lease that never comes).
+            while not self.leadership.acquired.is_set():
+                await asyncio.sleep(0.2)
             # A standby's pod watch may lag: decide from a fresh list (job statuses are guarded
             # by their resourceVersion instead).
             await loop.run_in_executor(None, self.pods.refresh)

@@ -73,7 +73,7 @@ def _reconcile(ctl: TuningController, key: Key) -> float | None:
     deleting: list[Trial] = []
     for child in mine:
         (deleting if child["metadata"].get("deletionTimestamp") else live).append(trial_of(child))
-    ref = spec.base_model.training_job_ref
+    ref = spec.base_model.training_job_ref if spec.base_model else None
     base = resolve_base(spec, ctl.jobs.get((owner.namespace, ref.name)) if ref else None,
                         status.lineage)
     now = dt.datetime.now(dt.UTC)

@@ -9,13 +9,15 @@ be retried against the API server for ever, so it is refused here, with a 400.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mentor.api.status import MAX_EVALS_KEPT, CheckpointStatus, EvalPoint, Progress
 from mentor.decide.times import format_time
 
+MAX_METRICS = 16  # named metrics a custom trainer may report, each kept in the status
+METRIC_NAME = r"^[a-zA-Z_][a-zA-Z0-9_.]{0,63}$"
 MAX_STEP = 2**40  # far beyond any schedule (steps <= 1e8), far inside int64 and JSON's 2**53
 MAX_ETA_SECONDS = 10 * 365 * 86400
 
@@ -33,14 +35,14 @@ class Report(BaseModel):
     seconds_per_step: float | None = Field(default=None, ge=0, le=MAX_ETA_SECONDS)
     mfu: float | None = Field(default=None, ge=0, le=100)
     checkpoint: str | None = Field(default=None, min_length=1, max_length=2048)
+    objective: float | None = None  # a trial's objective metric (mentor.builders.trials)
+    metrics: dict[Annotated[str, Field(pattern=METRIC_NAME)], float] | None = Field(
+        default=None, max_length=MAX_METRICS)
 
     @model_validator(mode="after")
     def _in_range(self) -> Report:
-        if self.loss is not None:
-            if self.total_steps is None or self.tokens_per_second is None:
-                raise ValueError("a step report carries total_steps and tokens_per_second")
-            if self.step > self.total_steps:
-                raise ValueError(f"step {self.step} of {self.total_steps} is out of range")
+        if self.total_steps is not None and self.step > self.total_steps:
+            raise ValueError(f"step {self.step} of {self.total_steps} is out of range")
         return self
 
     def eta_seconds(self) -> int | None:
@@ -68,11 +70,22 @@ def apply_report(report: Report, progress: Progress | None,
         point = EvalPoint(step=report.step, loss=report.eval_loss)
         kept = [e for e in current.evals if e.step != point.step]  # a resumed run evaluates again
         current.evals = [*kept, point][-MAX_EVALS_KEPT:]
-    if report.loss is not None and report.total_steps is not None:
-        current.step, current.total_steps = report.step, report.total_steps
-        current.percent = round(100 * report.step / report.total_steps, 1)
-        current.shown = f"{current.percent:.0f}%"
-        current.loss = report.loss
+    if report.objective is not None:
+        current.objective = report.objective
+        point = EvalPoint(step=report.step, loss=report.objective)
+        kept = [e for e in current.objectives if e.step != point.step]
+        current.objectives = [*kept, point][-MAX_EVALS_KEPT:]
+    if report.metrics:
+        current.metrics = {**current.metrics, **report.metrics}
+        if len(current.metrics) > MAX_METRICS:  # the newest names win; the status stays small
+            current.metrics = dict(list(current.metrics.items())[-MAX_METRICS:])
+    if report.loss is not None or (report.metrics and report.total_steps is not None):
+        current.step = report.step
+        if report.total_steps is not None:
+            current.total_steps = report.total_steps
+            current.percent = round(100 * report.step / report.total_steps, 1)
+            current.shown = f"{current.percent:.0f}%"
+        current.loss = report.loss if report.loss is not None else current.loss
         current.tokens_per_second = round(report.tokens_per_second or 0.0, 1)
         current.eta_seconds = report.eta_seconds() if report.seconds_per_step else \
             current.eta_seconds

@@ -32,8 +32,8 @@ def grid_point(search: SearchSpec, index: int) -> dict[str, Any]:
     for p in reversed(search.parameters):
         options = p.options() or []
         index, digit = divmod(index, len(options))
-        point[p.path] = options[digit]
-    return {p.path: point[p.path] for p in search.parameters}
+        point[p.key] = options[digit]
+    return {p.key: point[p.key] for p in search.parameters}
 
 
 def size(search: SearchSpec | None) -> int:
@@ -64,7 +64,7 @@ def _distribution(p: SearchParameter) -> Any:
 
 
 def distributions(search: SearchSpec) -> dict[str, Any]:
-    return {p.path: _distribution(p) for p in search.parameters}
+    return {p.key: _distribution(p) for p in search.parameters}
 
 
 def _study(search: SearchSpec, trials: list[Trial], sampler: Any = None,

@@ -60,7 +60,9 @@ def trial_of(body: dict[str, Any]) -> Trial:
         params=params if isinstance(params, dict) else {},
         state=state,
         objective=_objective(status) if state == SUCCEEDED else None,
-        evals={int(e["step"]): float(e["loss"]) for e in progress.get("evals", [])},
+        # A custom trainer's objective metric by step, else the eval losses: what is pruned on.
+        evals={int(e["step"]): float(e["loss"])
+               for e in progress.get("objectives") or progress.get("evals", [])},
         gpu_hours=float(status.get("gpuHours") or 0.0),
         cost=status.get("costEstimate"),
         model_uri=status.get("output") or (spec.get("output") or {}).get("uri"),
@@ -74,7 +76,10 @@ def trial_of(body: dict[str, Any]) -> Trial:
 def _objective(status: dict[str, Any]) -> float | None:
     """The trial's final eval loss: from its result (the trainer's own last word, durable), else
     from the last progress report that reached its status."""
+    progress = status.get("progress") or {}
+    if progress.get("objectives"):  # a custom trainer's objective metric: its last value
+        return progress.get("objective")
     result = status.get("result") or {}
     if result.get("evalLoss") is not None:
         return float(result["evalLoss"])
-    return (status.get("progress") or {}).get("evalLoss")
+    return progress.get("evalLoss")

@@ -43,7 +43,10 @@ def resolve_base(spec: TuningJobSpec, ref: dict[str, Any] | None,
                  recorded: Lineage | None = None) -> Base:
     """A URI is used as is; a TrainingJob reference only once that job has succeeded. Once
     the lineage is recorded it is the base: the job may be deleted since (by its TTL), or a
-    new job may hold its name, and neither may change the model the trials tune."""
+    new job may hold its name, and neither may change the model the trials tune. A custom
+    trainer's search has none (its code knows what it trains): the base is ''."""
+    if spec.base_model is None:
+        return Base(uri="")
     if spec.base_model.uri:
         return Base(uri=spec.base_model.uri)
     if recorded is not None:
@@ -273,7 +276,8 @@ class Decider:
                 self.name_taken(name, running)
                 return
             params = suggest(search, self.trials, created)
-            remaining = round(budget - held, 6) if budget else None
+            # Six significant digits, never zero: a tiny budget's share is still a budget.
+            remaining = float(f"{budget - held:.6g}") if budget else None
             assert self.base.uri is not None
             body = trial_spec(spec, name, self.base.uri, params, remaining, self.search_id)
             invalid = _invalid(body)

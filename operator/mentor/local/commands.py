@@ -43,18 +43,23 @@ def output_of(target: Path) -> tuple[Path, str]:
 
 
 def report_job(target: Path, png: Path | None) -> int:
+    from mentor.api.kinds import TuningJob
     from mentor.report import history as report
     from mentor.report import plots
+    from mentor.report import trials as shown
 
     output, name = output_of(target)
     if (output / "tuning.json").exists():
         from mentor.local.tuning import read_summary
 
-        trials, winner = read_summary(output / "tuning.json")
-        print(report.tuning_summary(name, trials, winner))
+        trials, winner, metric = read_summary(output / "tuning.json")
+        print(shown.table(name, trials, winner, metric))
         print(f"  picture       "
               f"{plots.plot_trials(name, trials, winner, png or output / 'report.png')}")
         return 0
+    if target.is_file() and isinstance(load_job(target), TuningJob):
+        raise CommandFailed(f"no search summary at {output / 'tuning.json'}: has the job run? "
+                            f"(mentor run {target})")
     log = output / "metrics.jsonl"
     if not log.exists():
         raise CommandFailed(f"no metrics log at {log}: has the job run?")
@@ -65,11 +70,26 @@ def report_job(target: Path, png: Path | None) -> int:
     return 0
 
 
+def model_of(target: Path) -> Path:
+    """The model a job wrote: its output, or a search's best trial's (from its summary)."""
+    output, _ = output_of(target)
+    if (output / "tuning.json").exists():
+        from mentor.local.tuning import read_summary
+
+        trials, winner, _ = read_summary(output / "tuning.json")
+        best = next((t for t in trials if t.name == winner and t.model_uri), None)
+        if best is None:
+            raise CommandFailed(f"{output}: no trial of this search succeeded, so there is no "
+                                "model to sample")
+        return Path(str(best.model_uri))
+    return output
+
+
 def generate(target: Path, prompt: str, tokens: int, temperature: float, seed: int) -> str:
     from mentor_trainer.errors import DataNotFound
     from mentor_trainer.generate import load, sample
 
-    output, _ = output_of(target)
+    output = model_of(target)
     try:
         model, tokenizer = load(output)
     except DataNotFound as e:
@@ -81,11 +101,14 @@ def generate(target: Path, prompt: str, tokens: int, temperature: float, seed: i
 
 
 def fetch_data(dataset: str, to: Path | None) -> None:
-    from mentor.local.sample_data import fetch_shakespeare, python_source
+    from mentor.local.sample_data import Unavailable, fetch_shakespeare, python_source
     from mentor.local.training import local_path
 
     target = to or Path(local_path(f"pvc://datasets/{dataset}") or ".")
-    files = fetch_shakespeare(target) if dataset == "shakespeare" else python_source(target)
+    try:
+        files = fetch_shakespeare(target) if dataset == "shakespeare" else python_source(target)
+    except Unavailable as e:
+        raise CommandFailed(str(e)) from None
     size = sum(f.stat().st_size for f in files)
     what = "plays" if dataset == "shakespeare" else "modules of Python's own source"
     print(f"{len(files)} {what} ({size / 1e6:.1f} MB) in {target}")
@@ -98,6 +121,7 @@ def prepare_data(file: Path | None) -> None:
     from tqdm import tqdm
 
     from mentor.api.kinds import TrainingJob
+    from mentor.api.training import TrainerConfig
     from mentor.local import training as local
     from mentor_trainer import shards
     from mentor_trainer.errors import TrainerError
@@ -105,8 +129,11 @@ def prepare_data(file: Path | None) -> None:
 
     job = load_job(file)
     if not isinstance(job, TrainingJob):
-        raise CommandFailed("data prepare takes a TrainingJob")
+        job = _first_trial(job)  # every trial reads the same data with the base's tokenizer
     config = local.local_config(job)
+    if not isinstance(config, TrainerConfig):
+        raise CommandFailed(f"{file}: a custom trainer reads its data itself; data prepare is "
+                            "for the built-in trainer's")
     started = time.monotonic()
     try:
         with tqdm(unit="B", unit_scale=True, desc="tokenizing") as bar:
@@ -120,18 +147,53 @@ def prepare_data(file: Path | None) -> None:
           "ready, or found ready)")
 
 
-def run_locally(file: Path | None, progress: bool, fresh: bool) -> int:
+def _first_trial(job: Any) -> Any:
+    """A TuningJob's first trial as the TrainingJob it runs."""
+    from mentor.api.kinds import TrainingJob
+    from mentor.builders.trials import trial_name, trial_spec
+    from mentor.local import tuning as local_tuning
+
+    try:
+        base = local_tuning.base_uri(job)
+    except local_tuning.TuningFailed as e:
+        raise CommandFailed(str(e)) from None
+    name = trial_name(job.metadata.name, 0)
+    return TrainingJob.model_validate({"metadata": {"name": name},
+                                       "spec": trial_spec(job.spec, name, base, {}, None)})
+
+
+def run_locally(file: Path | None, progress: bool, fresh: bool, cpu: bool = False) -> int:
+    from mentor.local import preflight
+
+    job = load_job(file)
+    try:
+        job, said = preflight.on_this_machine(job, cpu)
+        preflight.check_inputs(job, file.parent if file else None)
+    except preflight.NotRunnable as e:
+        raise CommandFailed(str(e)) from None
+    if said:
+        print(said)
+    try:
+        return _run(job, file, progress, fresh)
+    except OSError as e:  # a read-only or full output: one line, not a traceback
+        raise CommandFailed(f"cannot write {e.filename}: {e.strerror}; give spec.output.uri "
+                            "a place you can write (pvc:// paths live under "
+                            "$MENTOR_PVC_ROOT)") from None
+
+
+def _run(job: Any, file: Path | None, progress: bool, fresh: bool) -> int:
     from mentor.api.kinds import TuningJob
     from mentor.local import reruns
     from mentor.local import training as local
     from mentor.report import history as report
 
-    job = load_job(file)
     if isinstance(job, TuningJob):
         from mentor.local import tuning as local_tuning
 
         try:
-            return local_tuning.run(job, progress=progress, fresh=fresh)
+            return local_tuning.run(job, progress=progress, fresh=fresh,
+                                    file=str(file or "<the job's file>"),
+                                    here=file.parent if file else None)
         except local_tuning.TuningFailed as e:
             raise CommandFailed(str(e)) from None
     try:
@@ -143,13 +205,14 @@ def run_locally(file: Path | None, progress: bool, fresh: bool) -> int:
               "(--fresh starts over). Its figures:")
         print("  " + report.summary(job.metadata.name, prior.history).replace("\n", "\n  "))
         return 0
-    outcome = local.run(job, progress=progress)
+    outcome = local.run(job, progress=progress, here=file.parent if file else None)
     print(local.summary(job, outcome))
     if outcome.exit_code == 0:
         from mentor.local.tuning import record_run
 
         record_run(job)  # a TuningJob's trainingJobRef finds this model
-        print(_sample_lines(file, Path(local.local_path(job.spec.output.uri) or ".")))
+        if not job.spec.trainer.custom:  # a model Mentor wrote, which it knows how to sample
+            print(_sample_lines(file, Path(local.local_path(job.spec.output.uri) or ".")))
     return outcome.exit_code
 
 

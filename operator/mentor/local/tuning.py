@@ -15,6 +15,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from mentor.api import exitcodes
 from mentor.api.kinds import TrainingJob, TuningJob
@@ -25,8 +26,11 @@ from mentor.decide.trialview import FAILED, PRUNED, SUCCEEDED, Trial
 from mentor.decide.tuning import Base, NewTrial, decide
 from mentor.local import reruns
 from mentor.local import training as local
+from mentor.report import trials as shown
 
 SUMMARY = "tuning.json"
+VERDICT = "trial.json"  # in a trial's .mentor/: how it ended, so that a rerun reads it back
+STOPPED = "Stopped"  # interrupted here (Ctrl-C): it resumes when the same command runs again
 
 
 class TuningFailed(Exception):
@@ -46,7 +50,10 @@ def record_run(job: TrainingJob) -> None:
 
 
 def base_uri(job: TuningJob) -> str:
+    """The model the trials tune; '' for a custom trainer's search, which has none."""
     spec = job.spec.base_model
+    if spec is None:
+        return ""
     if spec.uri:
         return spec.uri
     assert spec.training_job_ref is not None
@@ -58,56 +65,55 @@ def base_uri(job: TuningJob) -> str:
     return str(json.loads(record.read_text())["output"])
 
 
-def _table_row(t: Trial) -> str:
-    params = ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else
-                       f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.params.items())
-    objective = f"{t.objective:.4f}" if t.objective is not None else "-"
-    last = f"{t.evals[max(t.evals)]:.4f}@{max(t.evals)}" if t.evals else "-"
-    note = f"  (exit code {t.exit_code}: see {t.model_uri}/.mentor/logs)" \
-        if t.exit_code is not None else ""
-    return f"  {t.name:<24} {t.state:<10} {objective:>9} {last:>14}  {params}{note}"
-
-
-def run(job: TuningJob, progress: bool = True, fresh: bool = False) -> int:
+def run(job: TuningJob, progress: bool = True, fresh: bool = False,
+        file: str = "<the job's file>", here: Path | None = None) -> int:
     """The search, one trial at a time, decided by the operator's own policy
     (mentor.decide.tuning): the same trials, budget reservations, pruning, limits and reasons.
-    Between trials it decides what comes next; during one, each new eval loss is judged by it."""
+    Between trials it decides what comes next; during one, each new eval loss is judged by it.
+    `file` is how the user named the job, for the commands the summary suggests."""
     name, spec = job.metadata.name, _one_at_a_time(job.spec)
     base = Base(uri=base_uri(job))
     trials: list[Trial] = []
     status = TuningStatus()
-    print(f"TuningJob {name}: up to {size(spec.search)} trial(s) of {spec.method.type} on "
-          f"{base.uri}, one after another")
-    print(f"  {'trial':<24} {'state':<10} {'objective':>9} {'last eval':>14}  parameters")
+    what = f"{spec.method.type} on {base.uri}" if base.uri else "your trainer"
+    print(f"TuningJob {name}: up to {size(spec.search)} trial(s) of {what}, one after another")
+    print(shown.HEADER)
     while True:
         plan = decide(name, spec, status, trials, [], base, _now())
         status = plan.status
         if not plan.create:
             break
-        trial = _run_trial(name, spec, status, trials, base, plan.create[0], progress, fresh)
-        print(_table_row(trial), flush=True)
-        if trial.state == FAILED and trial.exit_code == exitcodes.SIGTERM:
-            # Ctrl-C: the trial wrote a checkpoint; the same command resumes it.
-            status.reason = "Stopped"
+        trial, earlier = _run_trial(name, spec, status, trials, base, plan.create[0], progress,
+                                    fresh, here)
+        if len(trials) == 1 and shown.base_row(trials):
+            print(shown.base_row(trials))
+        print(shown.row(trial, note="  (finished in an earlier run: read back)" if earlier
+                        else f"  (exit code {trial.exit_code}: see {trial.model_uri}"
+                             "/.mentor/logs)" if trial.state == FAILED else ""), flush=True)
+        if trial.state == STOPPED:  # Ctrl-C: the trial wrote a checkpoint
+            status.reason = STOPPED
             break
     winner = best(trials, spec.search.objective.direction if spec.search else "minimize")
-    ended = status.reason or "Stopped"
+    ended = status.reason or STOPPED
     _write_summary(job, trials, winner, ended)
-    counts = {s: sum(1 for t in trials if t.state == s) for s in (SUCCEEDED, PRUNED, FAILED)}
+    counts = {s: sum(1 for t in trials if t.state == s)
+              for s in (SUCCEEDED, PRUNED, FAILED, STOPPED)}
     print(f"TuningJob {name}: {ended}; {len(trials)} trial(s): "
-          f"{counts[SUCCEEDED]} succeeded, {counts[PRUNED]} pruned, {counts[FAILED]} failed")
-    if ended == "Stopped":
-        print("  stopped: run the same command again to resume the trial where it stopped")
+          + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n or s != STOPPED))
+    if ended == STOPPED:
+        print(f"  stopped       run the same command again to resume the trial where it "
+              f"stopped: mentor run {file}")
     if winner is None:
         ending = next((c for c in status.conditions if c.status == "True"), None)
         print(f"  no trial succeeded{': ' + ending.message if ending else ''}")
-        return 1
-    print(f"  best trial    {winner.name}: eval loss {winner.objective:.4f}")
-    print(f"  parameters    {json.dumps(winner.params)}")
+        return exitcodes.SIGTERM if ended == STOPPED else 1
+    print(shown.best_line(trials, winner, metric_of(spec)))
+    print(f"  parameters    {shown.parameters(winner.params)}")
     print(f"  model         {winner.model_uri}")
-    print(f"  summary       {summary_path(job)} (mentor report {summary_path(job).parent} "
-          "plots every trial)")
-    return 0
+    if not spec.trainer.custom:  # a model Mentor wrote, which it knows how to sample
+        print(f"  next          mentor generate {file}   (samples the best trial's model)")
+    print(f"  report        mentor report {file}     (every trial, and a picture)")
+    return exitcodes.SIGTERM if ended == STOPPED else 0  # as an interrupted TrainingJob
 
 
 def _one_at_a_time(spec: TuningJobSpec) -> TuningJobSpec:
@@ -119,8 +125,10 @@ def _one_at_a_time(spec: TuningJobSpec) -> TuningJobSpec:
 
 
 def _run_trial(name: str, spec: TuningJobSpec, status: TuningStatus, trials: list[Trial],
-               base: Base, new: NewTrial, progress: bool, fresh: bool) -> Trial:
-    """Run (or read back, if an earlier run of the same file finished it) one trial."""
+               base: Base, new: NewTrial, progress: bool, fresh: bool,
+               here: Path | None) -> tuple[Trial, bool]:
+    """Run one trial, or read it back (True) if an earlier run of the same file finished it:
+    a succeeded or pruned trial is never trained again; an interrupted one resumes."""
     trial = Trial(number=new.number, name=new.name, params=new.params)
     trainee = TrainingJob.model_validate({"metadata": {"name": new.name}, "spec": new.spec})
     trial.model_uri = local.local_path(trainee.spec.output.uri)
@@ -129,12 +137,15 @@ def _run_trial(name: str, spec: TuningJobSpec, status: TuningStatus, trials: lis
     except reruns.Refused as e:
         raise TuningFailed(str(e)) from None
     trials.append(trial)
-    if prior is not None and prior.finished and prior.history is not None:
-        history = prior.history
-        trial.evals = dict(zip(history.eval_steps, history.eval_losses, strict=True))
-        trial.state = SUCCEEDED
-        trial.objective = history.eval_losses[-1] if history.eval_losses else None
-        return trial
+    verdict = Path(trial.model_uri or ".") / reruns.STATE / VERDICT
+    if prior is not None and verdict.exists():
+        trials[-1] = _from_json(json.loads(verdict.read_text()))
+        return trials[-1], True
+    if prior is not None and prior.finished and prior.history is not None:  # before trial.json
+        trial.evals = dict(zip(prior.history.eval_steps, prior.history.eval_losses, strict=True))
+        losses = prior.history.eval_losses
+        trial.state, trial.objective = SUCCEEDED, losses[-1] if losses else None
+        return trial, True
 
     def stop(evals: dict[int, float]) -> bool:
         """Judged on each new eval loss, once, as the operator would judge the trial."""
@@ -146,15 +157,20 @@ def _run_trial(name: str, spec: TuningJobSpec, status: TuningStatus, trials: lis
             trial.stopping, (trial.reason, trial.message) = True, stops[trial.name]
         return trial.stopping
 
-    outcome = local.run(trainee, progress=progress, stop_when=stop)
+    outcome = local.run(trainee, progress=progress, stop_when=stop, here=here)
     trial.evals, trial.gpu_hours = outcome.evals, outcome.gpu_hours
     if outcome.exit_code == exitcodes.OK:
-        trial.state, trial.objective = SUCCEEDED, outcome.eval_loss
+        trial.state, trial.objective = SUCCEEDED, outcome.objective
     elif outcome.exit_code == exitcodes.SIGTERM and trial.reason == Reason.PRUNED.value:
         trial.state = PRUNED
+    elif outcome.exit_code == exitcodes.SIGTERM:
+        trial.state = STOPPED
     else:
         trial.state, trial.exit_code = FAILED, outcome.exit_code
-    return trial
+    if trial.state in (SUCCEEDED, PRUNED):  # final: a rerun reads it back
+        trial.stopping = False
+        verdict.write_text(json.dumps(_to_json(trial), indent=2))
+    return trial, False
 
 
 def _now() -> dt.datetime:
@@ -169,18 +185,29 @@ def _write_summary(job: TuningJob, trials: list[Trial], winner: Trial | None,
                    ended: str) -> None:
     path = summary_path(job)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{**asdict(t), "evals": {str(k): v for k, v in t.evals.items()}} for t in trials]
+    rows = [_to_json(t) for t in trials]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"name": job.metadata.name, "ended": ended,
-                               "best": winner.name if winner else None, "trials": rows},
-                              indent=2))
+                               "best": winner.name if winner else None,
+                               "metric": metric_of(job.spec), "trials": rows}, indent=2))
     os.replace(tmp, path)
 
 
-def read_summary(path: Path) -> tuple[list[Trial], str | None]:
+def metric_of(spec: TuningJobSpec) -> str:
+    """What the search ranks its trials by."""
+    return spec.search.objective.metric if spec.search else "eval_loss"
+
+
+def read_summary(path: Path) -> tuple[list[Trial], str | None, str]:
+    """The trials, the best one's name and the metric they were ranked by."""
     data = json.loads(path.read_text())
-    trials = []
-    for row in data["trials"]:
-        row["evals"] = {int(k): v for k, v in row["evals"].items()}
-        trials.append(Trial(**row))
-    return trials, data.get("best")
+    return ([_from_json(row) for row in data["trials"]], data.get("best"),
+            data.get("metric", "eval_loss"))
+
+
+def _to_json(trial: Trial) -> dict[str, Any]:
+    return {**asdict(trial), "evals": {str(k): v for k, v in trial.evals.items()}}
+
+
+def _from_json(row: dict[str, Any]) -> Trial:
+    return Trial(**{**row, "evals": {int(k): v for k, v in row["evals"].items()}})

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mentor.decide.trialview import Trial
-
 
 @dataclass
 class History:
@@ -25,6 +23,7 @@ class History:
     hours: list[float] = field(default_factory=list)  # wall-clock hours since the first step
     gpu_hours: list[float] = field(default_factory=list)
     tokens_per_second: list[float] = field(default_factory=list)
+    metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # custom, by step
     checkpoints: list[int] = field(default_factory=list)  # only those still on disk
     total_steps: int | None = None
     outcome: dict[str, Any] | None = None  # the trainer's last word: succeeded, failed, stopped
@@ -54,7 +53,7 @@ def read_history(metrics_log: Path) -> History:
             by_step[r["step"]] = {**r, "gpu_hours": gpu_seconds / 3600}
             h.total_steps = r.get("total_steps", h.total_steps)
             previous_time = r["time"]
-        elif "eval_loss" in r:
+        if "eval_loss" in r:  # alone (the built-in trainer), or with a custom trainer's step
             evals[r["step"]] = r["eval_loss"]
         elif "checkpoint" in r:
             if _kept(r["checkpoint"], metrics_log.parent) and r["step"] not in h.checkpoints:
@@ -68,7 +67,9 @@ def read_history(metrics_log: Path) -> History:
         h.losses.append(r["loss"])
         h.hours.append((r["time"] - start) / 3600)
         h.gpu_hours.append(r["gpu_hours"])
-        h.tokens_per_second.append(r["tokens_per_second"])
+        h.tokens_per_second.append(r.get("tokens_per_second") or 0.0)  # none: a custom trainer
+        for name, value in r.get("metrics", {}).items():
+            h.metrics.setdefault(name, []).append((step, value))
     h.eval_steps = sorted(evals)
     h.eval_losses = [evals[s] for s in h.eval_steps]
     return h
@@ -96,22 +97,14 @@ def summary(name: str, h: History) -> str:
     if h.eval_losses:
         lines.append(f"  eval loss     {h.eval_losses[0]:.4f} -> {h.eval_losses[-1]:.4f} "
                      f"(best {min(h.eval_losses):.4f})")
+    for metric, values in h.metrics.items():
+        lines.append(f"  {metric:<13} {values[0][1]:.4f} -> {values[-1][1]:.4f}")
     mean_tps = sum(h.tokens_per_second) / len(h.tokens_per_second)
-    lines.append(f"  tokens/s      {mean_tps:.0f} (mean)")
+    if mean_tps:
+        lines.append(f"  tokens/s      {mean_tps:.0f} (mean)")
     if h.used_gpus:
         lines.append(f"  GPU-hours     {h.gpu_hours[-1]:.4f}")
     if h.checkpoints:
         lines.append(f"  checkpoints   {len(h.checkpoints)} kept (last at step "
                      f"{h.checkpoints[-1]})")
-    return "\n".join(lines)
-
-
-def tuning_summary(name: str, trials: list[Trial], winner: str | None) -> str:
-    states = {s: sum(1 for t in trials if t.state == s) for s in ("Succeeded", "Pruned", "Failed")}
-    lines = [f"{name}: {len(trials)} trial(s), {states['Succeeded']} succeeded, "
-             f"{states['Pruned']} pruned, {states['Failed']} failed"]
-    for t in trials:
-        objective = f"{t.objective:.4f}" if t.objective is not None else "-"
-        mark = "  <- best" if t.name == winner else ""
-        lines.append(f"  {t.name:<24} {t.state:<10} {objective:>9}  {t.params}{mark}")
     return "\n".join(lines)

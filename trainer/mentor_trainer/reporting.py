@@ -143,13 +143,16 @@ class Reporter:
             self.metrics.update(record)
         if self.operator:
             self.operator.send(record)
-        if "loss" in record:
+        if "learning_rate" in record:  # the built-in trainer's step
             log.info("step %d/%d loss %.4f lr %.2e grad %.3f tok/s %.0f%s", record["step"],
                      record["total_steps"], record["loss"], record["learning_rate"],
                      record.get("grad_norm") or 0.0, record["tokens_per_second"],
                      f" mfu {record['mfu']:.1%}" if record.get("mfu") else "")
-        elif "eval_loss" in record:
+        elif "eval_loss" in record and "loss" not in record:
             log.info("step %d eval loss %.4f", record["step"], record["eval_loss"])
+        else:  # a custom trainer's report
+            said = {k: v for k, v in record.items() if k not in ("time", "metrics")}
+            log.info("report %s", json.dumps({**said, **record.get("metrics", {})}))
 
     def close(self, timeout: float = 10.0) -> None:
         """The last reports reach the operator before the process ends, if it can be done in
