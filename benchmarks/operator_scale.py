@@ -219,6 +219,7 @@ class Race:
                   for n, p in self.system.items()}
         requests = after.get(f"schema:{identity.name}", 0) - before.get(
             f"schema:{identity.name}", 0)
+        objects = self.objects_per_job(ns, count)
         return {"operator": label, "jobs": count, "all_pods_s": round(done, 2),
                 "apply_s": round(applied, 2),
                 "job_p50_s": round(percentile(per_job, 0.5), 2),
@@ -229,7 +230,25 @@ class Race:
                 "apiserver_cpu_s": round(system.get("kube-apiserver", 0), 1),
                 "etcd_cpu_s": round(system.get("etcd", 0), 1),
                 "apiserver_requests_per_s": round((after["total"] - before["total"]) / done),
+                "apiserver_cpu_ms_per_job": round(1000 * system.get("kube-apiserver", 0) / count,
+                                                  1),
+                "operator_cpu_ms_per_job": round(1000 * (operator.cpu() - operator.cpu0) / count,
+                                                 1),
+                "objects_per_job": objects,
                 "deadline_late_s": lateness}
+
+    def objects_per_job(self, ns: str, count: int) -> dict[str, float]:
+        """What the operator left in the namespace, per job, by kind (the jobs themselves and
+        the pods are the same for both; the rest is each operator's own)."""
+        out = {}
+        for kind in ("pods", "services", "configmaps", "secrets", "networkpolicies", "events",
+                     "endpointslices"):
+            names = self.cp.kubectl("get", kind, "-n", ns, "-o", "name").split()
+            # every namespace has the kube-root-ca.crt ConfigMap: not the operator's
+            mine = [n for n in names if n != "configmap/kube-root-ca.crt"]
+            if mine:
+                out[kind] = round(len(mine) / count, 2)
+        return out
 
     def deadline_lateness(self, ns: str) -> float:
         """Seconds between when the deadline fell due and when the job was failed for it."""

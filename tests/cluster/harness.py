@@ -136,7 +136,7 @@ def report(op: Operator, kube: Kube, job: str, records: list[dict[str, Any]]) ->
 
     uid = kube.get("trainingjob", job)["metadata"]["uid"]
     reporter = OperatorReporter(f"{op.http}/v1/progress/{kube.ns}/{job}",
-                                token_for(REPORT_KEY.encode(), uid), {})
+                                token_for(REPORT_KEY.encode(), kube.ns), {"uid": uid})
     for record in records:
         reporter.send(record)
     deadline = time.monotonic() + 10

@@ -517,7 +517,7 @@ def test_100_jobs_edited_5_times_while_suspended_run_their_latest_spec(
     with operating(cluster, tmp_path):
         cluster.create(ns, [cpu_job(n) for n in names])
         settle_all(cluster, ns, timeout=180)
-        first = {n: ps[0]["metadata"]["annotations"]["mentor.dev/config-hash"]
+        first = {n: ps[0]["metadata"]["annotations"]["mentor.dev/config"]
                  for n, ps in cluster.live(ns).items()}
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: cluster.patch(ns, n, {"runPolicy": {"suspend": True}}),
@@ -535,10 +535,10 @@ def test_100_jobs_edited_5_times_while_suspended_run_their_latest_spec(
             list(pool.map(edit, names))
         settle_all(cluster, ns, timeout=180)
         for name, pods in cluster.live(ns).items():
-            data = cluster.core.read_namespaced_config_map(f"{name}-config", ns).data
-            assert json.loads(data["config.json"])["optimization"]["learningRate"] == rates[-1]
-            hashes = {p["metadata"]["annotations"]["mentor.dev/config-hash"] for p in pods}
-            assert len(hashes) == 1 and hashes != {first[name]}, "pods run the edited config"
+            configs = {p["metadata"]["annotations"]["mentor.dev/config"] for p in pods}
+            assert len(configs) == 1 and configs != {first[name]}, "pods run the edited config"
+            (config,) = configs
+            assert json.loads(config)["optimization"]["learningRate"] == rates[-1]
         jobs = finish_all(cluster, ns, timeout=180)
         assert all(j["status"]["observedGeneration"] == j["metadata"]["generation"]
                    for j in jobs.values())

@@ -108,8 +108,7 @@ def test_every_malformed_report_is_a_4xx_and_never_reaches_the_status(
 
     kube.apply(training_job("target"))
     kube.wait("trainingjob/target", "condition=Running")
-    uid = kube.get("trainingjob", "target")["metadata"]["uid"]
-    token = token_for(REPORT_KEY.encode(), uid).encode()
+    token = token_for(REPORT_KEY.encode(), kube.ns).encode()
     path = f"/v1/progress/{kube.ns}/target"
     good = {"step": 1, "total_steps": 100, "loss": 2.0, "tokens_per_second": 10.0}
 
@@ -130,6 +129,8 @@ def test_every_malformed_report_is_a_4xx_and_never_reaches_the_status(
         b'{"step": 1, "loss": NaN, "total_steps": 100, "tokens_per_second": 1}',
         b"[1, 2, 3]", b"not json", b'"step"', b"{}",
         json.dumps({"step": 3, "checkpoint": "s3://b/" + "x" * 3000}).encode(),
+        # the namespace's token, from a pod of an earlier job of this name
+        json.dumps({**good, "uid": "an-earlier-job-of-this-name"}).encode(),
     ]
     answers = [post(operator, path, body, token) for body in hostile]
     assert all(400 <= status < 500 for status, _ in answers), answers

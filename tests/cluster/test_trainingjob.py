@@ -36,7 +36,7 @@ def test_pods_and_service_have_the_contracted_shape(kube: Kube) -> None:
         assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in spec["volumes"])
     service = kube.get("service", "shape")
     assert service["spec"]["clusterIP"] == "None"
-    config = json.loads(kube.get("configmap", "shape-config")["data"]["config.json"])
+    config = json.loads(pods[0]["metadata"]["annotations"]["mentor.dev/config"])
     assert config["data"]["source"] == "/data/shakespeare.txt"
     assert job["status"]["startTime"]
     created = kube.condition("shape", "Created")
@@ -142,18 +142,25 @@ def test_ttl_deletes_the_finished_job(kube: Kube) -> None:
     kube.wait("trainingjob/brief", "delete")
 
 
-def test_deleting_the_job_collects_its_children(kube: Kube) -> None:
+def test_deleting_the_job_collects_its_children_and_leaves_the_namespaces(kube: Kube) -> None:
+    """A job's children are its pods and its Service; the report token's Secret and the
+    trainers' NetworkPolicy are made once in the namespace and serve the next job too."""
     kube.apply(training_job("gone"))
     kube.wait("trainingjob/gone", "condition=Running")
-    # Its pods are reached by each other only (no CNI enforces it here; the API server takes it)
-    policy = kube.get("networkpolicy", "gone")
-    assert policy["metadata"]["ownerReferences"][0]["name"] == "gone"
-    assert policy["spec"]["podSelector"]["matchLabels"]["mentor.dev/job-name"] == "gone"
+    # Trainer pods are reached by each other only (no CNI enforces it here; the API server
+    # takes it)
+    policy = kube.get("networkpolicy", "mentor-trainers")
+    assert policy["spec"]["podSelector"]["matchExpressions"][0]["key"] == "mentor.dev/job-name"
+    assert "ownerReferences" not in policy["metadata"]
+    assert kube("get", "secret", "mentor-report", "-o", "name").strip() == "secret/mentor-report"
     kube("delete", "trainingjob", "gone")
-    kube.wait("networkpolicy/gone", "delete")
     kube.wait("pod/gone-0", "delete")
     kube.wait("service/gone", "delete")
-    kube.wait("configmap/gone-config", "delete")
+    assert kube("get", "configmaps", "-l", "mentor.dev/job-name", "-o", "name").strip() == ""
+    kube.apply(training_job("next"))
+    kube.wait("trainingjob/next", "condition=Running")
+    assert kube.get("networkpolicy", "mentor-trainers")["metadata"]["uid"] == \
+        policy["metadata"]["uid"], "one a namespace, kept"
 
 
 def test_too_few_gpus_stays_pending_and_says_why(kube: Kube) -> None:
@@ -167,16 +174,16 @@ def test_too_few_gpus_stays_pending_and_says_why(kube: Kube) -> None:
 
 
 def test_a_child_of_another_owner_is_never_adopted(kube: Kube) -> None:
-    kube("create", "configmap", "squat-config", "--from-literal=config.json={}")
+    kube("create", "service", "clusterip", "squat", "--tcp=80:80")
     kube.apply(training_job("squat"))
     kube.wait("trainingjob/squat", "jsonpath={.status.phase}=Pending")
-    config = kube.get("configmap", "squat-config")
-    assert "ownerReferences" not in config["metadata"]
-    assert config["data"]["config.json"] == "{}"
+    service = kube.get("service", "squat")
+    assert "ownerReferences" not in service["metadata"]
+    assert service["spec"]["clusterIP"] != "None", "left as its owner made it"
     assert kube.pods("squat") == []
     created = kube.condition("squat", "Created")
     assert created["status"] == "False" and created["reason"] == "ChildNameTaken"
-    assert "configmap/squat-config" in created["message"]
+    assert "service/squat" in created["message"]
 
 
 def test_immutable_fields_are_rejected_while_running_and_mutable_ones_apply(kube: Kube) -> None:

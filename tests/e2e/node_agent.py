@@ -2,10 +2,11 @@
 
 It registers a Node (which kwok leaves alone: it lacks kwok's annotation), keeps it Ready, and for
 every pod scheduled onto it starts the pod's command with its env, mapping each volume to a local
-directory: configMaps and Secrets are written out, emptyDirs are fresh directories, and a PVC is
-`<pvc_root>/<claim>`. The container's termination-message file is a fresh file too. Those paths
-in the env, the arguments and the configMap files are rewritten to the local directories, and
-the rendezvous address to loopback (every "node" is this machine); nothing else is changed.
+directory: configMaps, Secrets and downward API annotations are written out, emptyDirs are fresh
+directories, and a PVC is `<pvc_root>/<claim>`. The container's termination-message file is a
+fresh file too. Those paths in the env, the arguments and the config files are rewritten to the
+local directories, and the rendezvous address to loopback (every "node" is this machine); nothing
+else is changed.
 
 The phase, start and finish times, the exit code and the termination message go back through the
 API, as a kubelet reports them: the message is the file's content, or with
@@ -192,9 +193,9 @@ class NodeAgent:
         def local(text: str) -> str:
             return pattern.sub(lambda m: paths[m.group(0)], text) if pattern else text
 
-        for m in container.volume_mounts or []:  # configMap files name mounted paths too
+        for m in container.volume_mounts or []:  # config files name mounted paths too
             source = pod_volume(pod, m.name)
-            if source is not None and source.config_map is not None:
+            if source is not None and (source.config_map or source.downward_api) is not None:
                 for f in Path(paths[m.mount_path]).iterdir():
                     f.write_text(local(f.read_text()))
         env = {"PATH": f"{self.bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -205,7 +206,12 @@ class NodeAgent:
                 env[var.name] = local(var.value)
             elif var.value_from and var.value_from.secret_key_ref:
                 ref = var.value_from.secret_key_ref
-                secret = self.core.read_namespaced_secret(ref.name, ns)
+                try:
+                    secret = self.core.read_namespaced_secret(ref.name, ns)
+                except ApiException as e:
+                    if e.status == 404 and ref.optional:  # as the kubelet: left unset
+                        continue
+                    raise
                 env[var.name] = base64.b64decode(secret.data[ref.key]).decode()
         env["PET_MASTER_ADDR"] = "127.0.0.1"
         command = [local(c) for c in (container.command or []) + (container.args or [])]
@@ -243,6 +249,14 @@ class NodeAgent:
                                                           pod.metadata.namespace)
                 for name, text in (cm.data or {}).items():
                     (path / name).write_text(text)
+            elif volume.downward_api is not None:  # the pod's own annotations, as files
+                path.mkdir(parents=True)
+                for item in volume.downward_api.items or []:
+                    annotation = re.fullmatch(r"metadata\.annotations\['(.+)'\]",
+                                              item.field_ref.field_path)
+                    assert annotation, f"this node agent reads annotations only: {item}"
+                    (path / item.path).write_text(
+                        (pod.metadata.annotations or {})[annotation.group(1)])
             else:  # emptyDir and anything else: a fresh directory
                 path.mkdir(parents=True)
             out[volume.name] = path

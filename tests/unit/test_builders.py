@@ -8,10 +8,11 @@ from typing import Any
 from mentor.api.training import TrainerConfig, TrainingJobSpec
 from mentor.builders.names import JobRef
 from mentor.builders.pods import (
-    build_config_map,
     build_pod,
+    build_report_secret,
     build_service,
     build_trainer_config,
+    trainer_config_text,
 )
 from mentor.controller.settings import Settings
 
@@ -89,8 +90,7 @@ def test_pvc_uris_become_mounts_and_local_paths() -> None:
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
               if "persistentVolumeClaim" in v}
     assert claims == {"datasets", "models"}
-    config = TrainerConfig.model_validate_json(
-        build_config_map(JOB, spec().trainer_config())["data"]["config.json"])
+    config = TrainerConfig.model_validate_json(trainer_config_text(spec().trainer_config()))
     assert config.data.source == "pvc://datasets/text/shakespeare.txt"
     local = build_trainer_config(spec())
     assert local.data.source == "/mnt/pvc/datasets/text/shakespeare.txt"
@@ -150,11 +150,23 @@ def test_service_is_headless_and_publishes_unready_ranks() -> None:
                                        "mentor.dev/job-kind": "TrainingJob"}
 
 
-def test_config_map_holds_the_trainer_config_as_json() -> None:
-    cm = build_config_map(JOB, spec().trainer_config())
-    parsed = json.loads(cm["data"]["config.json"])
+def test_each_pod_carries_its_trainer_config_and_reads_it_as_a_file() -> None:
+    """No ConfigMap a job: the pod's annotation holds the config, its downward API volume
+    gives it to torchrun at the path the command names."""
+    pod = build_pod(JOB, spec(), 0, 1, Settings.from_env())
+    parsed = json.loads(pod["metadata"]["annotations"]["mentor.dev/config"])
     assert parsed["optimization"]["steps"] == 100
+    assert parsed["data"]["source"] == "/mnt/pvc/datasets/text/shakespeare.txt", "as mounted"
     assert "runPolicy" not in parsed, "only what the trainer needs"
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")
+    assert volume["downwardAPI"]["items"] == [{"path": "config.json", "fieldRef": {
+        "fieldPath": "metadata.annotations['mentor.dev/config']"}}]
+    mount = next(m for m in pod["spec"]["containers"][0]["volumeMounts"]
+                 if m["name"] == "config")
+    assert f"{mount['mountPath']}/config.json" in pod["spec"]["containers"][0]["command"]
+    edited = build_pod(JOB, spec(optimization={"steps": 7}), 0, 2, Settings.from_env())
+    assert json.loads(edited["metadata"]["annotations"]["mentor.dev/config"])[
+        "optimization"]["steps"] == 7, "a pod of a later attempt runs the spec as edited"
 
 
 def test_the_pod_runs_the_launcher_that_keeps_exit_codes() -> None:
@@ -232,13 +244,18 @@ def test_pods_get_default_requests_and_a_shm_of_half_their_memory() -> None:
     assert shm["emptyDir"]["sizeLimit"] == "32768Mi"
 
 
-def test_a_recreated_job_never_meets_the_old_ones_report_secret() -> None:
+def test_the_report_token_is_the_namespaces_and_each_report_names_its_jobs_uid() -> None:
+    """One Secret a namespace (not one a job); the pod's MENTOR_JOB_UID is what keeps a
+    deleted job's pods from reporting into a new job of its name (the server checks it)."""
     again = JobRef(kind="TrainingJob", name="llm", namespace="team", uid="u-2-other")
-    assert JOB.secret != again.secret
-    env = build_pod(again, spec(), 0, 1, Settings(report_url="http://op"))["spec"][
-        "containers"][0]["env"]
+    pod = build_pod(again, spec(), 0, 1, Settings(report_url="http://op"))
+    env = pod["spec"]["containers"][0]["env"]
     token = next(e for e in env if e["name"] == "MENTOR_REPORT_TOKEN")
-    assert token["valueFrom"]["secretKeyRef"]["name"] == again.secret
+    assert token["valueFrom"]["secretKeyRef"]["name"] == "mentor-report"
+    assert env_of(pod)["MENTOR_JOB_UID"] == "u-2-other"
+    secret = build_report_secret("team", "t0ken")
+    assert secret["metadata"]["name"] == "mentor-report"
+    assert "ownerReferences" not in secret["metadata"], "no job's: the next job uses it"
 
 
 def test_mentor_run_shares_the_cores_among_the_ranks(tmp_path: Any, monkeypatch: Any) -> None:
@@ -267,21 +284,23 @@ def test_trainer_pods_mount_no_service_account_token_unless_one_was_named() -> N
     assert named["spec"]["automountServiceAccountToken"] is True
 
 
-def test_a_jobs_pods_are_reached_by_each_other_and_by_prometheus_only() -> None:
+def test_trainer_pods_are_reached_by_each_other_and_by_prometheus_only() -> None:
     from mentor.builders.pods import build_network_policy
 
-    policy = build_network_policy(JOB, Settings.from_env({
+    policy = build_network_policy("team", Settings.from_env({
         "MENTOR_METRICS_NAMESPACES": "monitoring"}))
     assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
-    mine = policy["spec"]["podSelector"]["matchLabels"]
-    assert mine == {"mentor.dev/job-name": JOB.name, "mentor.dev/job-kind": JOB.kind}
+    trainers = policy["spec"]["podSelector"]
+    assert trainers == {"matchExpressions": [{"key": "mentor.dev/job-name",
+                                              "operator": "Exists"}]}
     peers, scrape = policy["spec"]["ingress"]
-    assert peers == {"from": [{"podSelector": {"matchLabels": mine}}]}, "any port: c10d, NCCL"
+    assert peers == {"from": [{"podSelector": trainers}]}, "any port: c10d, NCCL"
     assert scrape["ports"] == [{"protocol": "TCP", "port": 9090}]
     assert scrape["from"] == [{"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": "monitoring"}}}]
-    assert policy["metadata"]["ownerReferences"][0]["uid"] == JOB.uid
-    alone = build_network_policy(JOB, Settings.from_env({}))
+    assert policy["metadata"]["namespace"] == "team" and "ownerReferences" not in policy[
+        "metadata"], "the namespace's, made once: no job's"
+    alone = build_network_policy("team", Settings.from_env({}))
     assert len(alone["spec"]["ingress"]) == 1, "no Prometheus named: none scrapes"
 
 
@@ -302,7 +321,7 @@ def test_a_custom_trainer_runs_its_command_under_the_launcher_where_its_code_is(
     code = next(v for v in pod["spec"]["volumes"] if v["name"] == "code")
     assert code["configMap"] == {"name": "scripts",
                                  "items": [{"key": "train.py", "path": "train.py"}]}
-    config = json.loads(build_config_map(JOB, build_trainer_config(mine))["data"]["config.json"])
+    config = json.loads(pod["metadata"]["annotations"]["mentor.dev/config"])
     assert config["output"]["uri"] == "/mnt/pvc/models/llm" and "model" not in config
 
     on_claim = spec(model=None, data=None, optimization=None, trainer={

@@ -311,11 +311,11 @@ def test_a_partly_created_gang_is_completed_not_duplicated() -> None:
 
 
 def test_a_child_name_held_by_another_owner_blocks_creation_and_says_so() -> None:
-    plan = decide(spec(), JobStatus(), [], T0, taken=("configmap/demo-config",))
+    plan = decide(spec(), JobStatus(), [], T0, taken=("service/demo",))
     assert not plan.create_ranks
     created = get_condition(plan.status, ConditionType.CREATED)
     assert created is not None and created.status == "False"
-    assert created.reason == "ChildNameTaken" and "configmap/demo-config" in created.message
+    assert created.reason == "ChildNameTaken" and "service/demo" in created.message
     assert plan.status.phase == Phase.PENDING
 
 

@@ -23,7 +23,8 @@ log = logging.getLogger("mentor_trainer")
 
 
 class OperatorReporter:
-    """POSTs progress to MENTOR_REPORT_URL with the per-job MENTOR_REPORT_TOKEN.
+    """POSTs progress to MENTOR_REPORT_URL with the namespace's MENTOR_REPORT_TOKEN, naming the
+    job's UID (MENTOR_JOB_UID) so that a report never lands on a newer job of the same name.
 
     A report that does not get through (the network, a standby's 503 during a failover, a 5xx)
     is tried again with backoff; one the operator refuses (a 4xx) is not. Training never waits
@@ -125,7 +126,9 @@ class Reporter:
         url, token = os.environ.get("MENTOR_REPORT_URL"), os.environ.get("MENTOR_REPORT_TOKEN")
         if url and token:
             endpoint = f"{url.rstrip('/')}/v1/progress/{job['namespace']}/{job['name']}"
-            self.operator = OperatorReporter(endpoint, token, job)
+            uid = os.environ.get("MENTOR_JOB_UID")
+            self.operator = OperatorReporter(endpoint, token,
+                                             {**job, **({"uid": uid} if uid else {})})
         port = int(os.environ.get("MENTOR_METRICS_PORT", "0"))
         if port:
             try:

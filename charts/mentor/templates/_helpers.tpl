@@ -68,17 +68,13 @@ app.kubernetes.io/component: operator
   resources: ["services"]
   verbs: ["get", "create"]
 - apiGroups: [""]
-  resources: ["configmaps"]
-  # patch: the trainer config follows the spec by server-side apply
-  verbs: ["get", "create", "patch"]
-- apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
 {{- if .Values.networkPolicy.jobs }}
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  # each job's own: its pods reach each other and Prometheus reaches rank 0's metrics
-  verbs: ["get", "create"]
+  # one a namespace, made once: trainer pods reach each other, Prometheus reaches the metrics
+  verbs: ["create"]
 {{- end }}
 - apiGroups: [""]
   resources: ["events"]

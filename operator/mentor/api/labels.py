@@ -6,14 +6,16 @@ all find a job's children by these keys, so each is written once, here.
 
 from __future__ import annotations
 
-# On every child of a job (pods, Service, ConfigMap, Secret): who it belongs to.
+# On every child of a job (its pods and its Service): who it belongs to.
 JOB_NAME = "mentor.dev/job-name"
 JOB_KIND = "mentor.dev/job-kind"
 # On every pod: its place in the gang and the attempt (gang restart) it belongs to.
 NODE_RANK = "mentor.dev/node-rank"
 ATTEMPT = "mentor.dev/attempt"
-# On every pod: the hash of the trainer config it was started with.
-CONFIG_HASH = "mentor.dev/config-hash"
+# On every pod: the trainer config it was started with. The pod's downward API volume gives it to
+# torchrun as a file, so a job needs no ConfigMap, and a pod from before an edit of a suspended
+# job shows the config it ran.
+CONFIG = "mentor.dev/config"
 # On every pod Mentor creates: the pod cannot vanish before its GPU time is in the job's ledger.
 GPU_FINALIZER = "mentor.dev/gpu-accounting"
 
@@ -23,6 +25,11 @@ TRIAL_NUMBER = "mentor.dev/trial"
 TRIAL_PARAMETERS = "mentor.dev/trial-parameters"
 # On every trial: a deleted trial's GPU-hours reach the TuningJob's ledger before it goes.
 TRIAL_FINALIZER = "mentor.dev/trial-accounting"
+
+# In each namespace that runs Mentor's jobs, made once by the operator (neither is any job's):
+# the Secret whose token rank 0 reports with, and the NetworkPolicy around the trainer pods.
+REPORT_SECRET = "mentor-report"
+TRAINER_POLICY = "mentor-trainers"
 
 # On the operator replica that holds the Lease: the chart's Service selects it.
 LEADER = "mentor.dev/leader"

@@ -24,17 +24,6 @@ class JobRef:
     def service(self) -> str:
         return self.name
 
-    @property
-    def config_map(self) -> str:
-        return f"{self.name}-config"
-
-    @property
-    def secret(self) -> str:
-        """Per job instance: a job deleted and created again under its name never meets the
-        old one's token (which Mentor, allowed to create Secrets but not read them, could not
-        tell from its own)."""
-        return f"{self.name}-report-{self.uid[:8]}"
-
     def pod_group(self, attempt: int) -> str:
         """Kueue's group of one attempt: a gang restart is a new workload, admitted whole again;
         the UID keeps a job created again under its name apart from the old one's groups."""

@@ -8,7 +8,6 @@ hostname, owner references, volumes, secrets, the security context) is added her
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from typing import Any, Protocol
 
@@ -19,14 +18,17 @@ from torchx.schedulers.kubernetes_scheduler import role_to_pod
 
 from mentor.api.labels import (
     ATTEMPT,
-    CONFIG_HASH,
+    CONFIG,
     GPU_FINALIZER,
+    JOB_NAME,
     NODE_RANK,
     POD_GROUP_NAME,
     POD_GROUP_RETRIABLE,
     POD_GROUP_TOTAL,
     QUEUE_NAME,
+    REPORT_SECRET,
     TRAINER_CONTAINER,
+    TRAINER_POLICY,
 )
 from mentor.api.training import CODE_DIR_ENV, TrainingJobSpec, TrainingSections
 from mentor.builders.launch import (
@@ -41,6 +43,9 @@ from mentor.builders.launch import (
 )
 from mentor.builders.names import CONFIG_FILE, CONFIG_MOUNT, JobRef
 from mentor.builders.storage import PVC_ROOT, Mounts, localize, resolve_pvc
+
+# On the objects Mentor makes once a namespace, which no job owns.
+MANAGED = {"app.kubernetes.io/name": "mentor", "app.kubernetes.io/managed-by": "mentor"}
 
 
 class Settings(Protocol):
@@ -67,20 +72,9 @@ class Settings(Protocol):
     def metrics_namespaces(self) -> tuple[str, ...]: ...
 
 
-def build_config_map(job: JobRef, config: TrainingSections) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": job.metadata(job.config_map),
-        "data": {CONFIG_FILE: json.dumps(config.wire(), indent=2, sort_keys=True)},
-    }
-
-
-def config_hash(config: TrainingSections) -> str:
-    """On each pod: which trainer config it was started with (the ConfigMap follows the spec,
-    so a pod from before an edit is told apart from one after)."""
-    text = json.dumps(config.wire(), sort_keys=True).encode()
-    return hashlib.sha256(text).hexdigest()[:16]
+def trainer_config_text(config: TrainingSections) -> str:
+    """The config as the pod's annotation carries it (and its volume gives it to torchrun)."""
+    return json.dumps(config.wire(), sort_keys=True, separators=(",", ":"))
 
 
 def build_service(job: JobRef, settings: Settings) -> dict[str, Any]:
@@ -99,31 +93,36 @@ def build_service(job: JobRef, settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_network_policy(job: JobRef, settings: Settings) -> dict[str, Any]:
-    """Who may reach the job's pods: each other, on any port (the c10d rendezvous, NCCL and
-    gloo pick theirs), and the Prometheus namespaces on rank 0's metrics port; nothing else.
-    Their own traffic out (data, checkpoints, the operator) is left alone."""
+def build_network_policy(namespace: str, settings: Settings) -> dict[str, Any]:
+    """Who may reach a namespace's trainer pods: each other, on any port (the c10d rendezvous,
+    NCCL and gloo pick theirs), and the Prometheus namespaces on the metrics port; nothing
+    else. Their own traffic out (data, checkpoints, the operator) is left alone.
+
+    One policy a namespace, not one a job: a namespace is a tenant, and its jobs' pods reaching
+    each other is no more than its users could do by creating pods; per job, it was one more
+    object to create for each job, on the path from apply to pods."""
+    trainers = {"matchExpressions": [{"key": JOB_NAME, "operator": "Exists"}]}
     sources: list[dict[str, Any]] = [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": namespace}}} for namespace in settings.metrics_namespaces]
-    rules: list[dict[str, Any]] = [{"from": [{"podSelector": {"matchLabels": job.labels()}}]}]
+        "kubernetes.io/metadata.name": name}}} for name in settings.metrics_namespaces]
+    rules: list[dict[str, Any]] = [{"from": [{"podSelector": trainers}]}]
     if sources:
         rules.append({"from": sources,
                       "ports": [{"protocol": "TCP", "port": TRAINER_METRICS_PORT}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": job.metadata(job.service),
-        "spec": {"podSelector": {"matchLabels": job.labels()}, "policyTypes": ["Ingress"],
-                 "ingress": rules},
+        "metadata": {"name": TRAINER_POLICY, "namespace": namespace, "labels": MANAGED},
+        "spec": {"podSelector": trainers, "policyTypes": ["Ingress"], "ingress": rules},
     }
 
 
-def build_report_secret(job: JobRef, token: str) -> dict[str, Any]:
-    """The job's progress token, for rank 0 to authenticate its reports."""
+def build_report_secret(namespace: str, token: str) -> dict[str, Any]:
+    """The namespace's progress token, for rank 0 of each of its jobs to authenticate its
+    reports (mentor.controller.tokens)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": job.metadata(job.secret),
+        "metadata": {"name": REPORT_SECRET, "namespace": namespace, "labels": MANAGED},
         "type": "Opaque",
         "stringData": {"token": token},
     }
@@ -148,6 +147,7 @@ def _job_env(job: JobRef, attempt: int, settings: Settings) -> dict[str, str]:
         "MENTOR_JOB_NAME": job.name,
         "MENTOR_JOB_NAMESPACE": job.namespace,
         "MENTOR_JOB_KIND": job.kind,
+        "MENTOR_JOB_UID": job.uid,
         "MENTOR_ATTEMPT": str(attempt),
         "MENTOR_METRICS_PORT": str(TRAINER_METRICS_PORT),
     }
@@ -178,7 +178,7 @@ def _secret_env(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> list[
     env: list[dict[str, Any]] = []
     if settings.report_url:
         env.append({"name": "MENTOR_REPORT_TOKEN", "valueFrom": {
-            "secretKeyRef": {"name": job.secret, "key": "token", "optional": True}}})
+            "secretKeyRef": {"name": REPORT_SECRET, "key": "token", "optional": True}}})
     env += [e.model_dump(by_alias=True, exclude_none=True)
             for e in [*spec.template.env, *(spec.trainer.env or [])] if e.value is None]
     return env
@@ -199,7 +199,7 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
 
     labels = {NODE_RANK: str(rank)}
     annotations = {**pod["metadata"].get("annotations", {}), ATTEMPT: str(attempt),
-                   CONFIG_HASH: config_hash(build_trainer_config(spec))}
+                   CONFIG: trainer_config_text(build_trainer_config(spec))}
     # One Kueue pod group per attempt, admitted whole or not at all; also without a queue name,
     # for namespaces where Kueue's manageJobsWithoutQueueName queues every pod (inert elsewhere).
     labels[POD_GROUP_NAME] = job.pod_group(attempt)
@@ -244,7 +244,7 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
     pod_spec.update({
         "hostname": job.pod(rank),
         "subdomain": job.service,
-        "volumes": _volumes(job, pod_spec["volumes"], mounts,
+        "volumes": _volumes(pod_spec["volumes"], mounts,
                             _shm_size(container["resources"], settings))
         + ([{"name": "code", "configMap": {"name": code.config_map.name, "items": [
             {"key": code.config_map.key, "path": code.config_map.key}]}}]
@@ -304,14 +304,16 @@ def _shm_size(resources: dict[str, Any], settings: Settings) -> str | None:
     return f"{half // 2**20}Mi"
 
 
-def _volumes(job: JobRef, torchx_volumes: list[dict[str, Any]], mounts: Mounts,
+def _volumes(torchx_volumes: list[dict[str, Any]], mounts: Mounts,
              shm_size: str | None) -> list[dict[str, Any]]:
-    """TorchX's volumes (its /dev/shm, given a size limit) and the job's own."""
+    """The config (from the pod's own annotation), TorchX's volumes (its /dev/shm, given a
+    size limit) and the job's own."""
     for volume in torchx_volumes:
         if volume.get("emptyDir", {}).get("medium") == "Memory" and shm_size:
             volume["emptyDir"]["sizeLimit"] = shm_size
     return [
-        {"name": "config", "configMap": {"name": job.config_map}},
+        {"name": "config", "downwardAPI": {"items": [{"path": CONFIG_FILE, "fieldRef": {
+            "fieldPath": f"metadata.annotations['{CONFIG}']"}}]}},
         *torchx_volumes,
         {"name": "tmp", "emptyDir": {}},
         *mounts.volumes,

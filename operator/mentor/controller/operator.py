@@ -19,6 +19,7 @@ from mentor.controller import kube, server, training, tuning
 from mentor.controller.cache import Expectations, Jobs, Key, Pods, key_of
 from mentor.controller.leader import Leadership
 from mentor.controller.metrics import METRICS
+from mentor.controller.namespaces import NamespaceObjects
 from mentor.controller.server import ProgressBook
 from mentor.controller.settings import Settings
 from mentor.controller.workqueue import WorkQueue
@@ -31,7 +32,8 @@ class Operator:
         self.settings = settings
         jobs = Jobs()
         self.pods = Pods(TRAINING_JOB.kind, settings.namespaces, on_change=self._pod_changed)
-        self.training = training.Controller(settings, jobs, self.pods, Expectations())
+        self.training = training.Controller(settings, jobs, self.pods, Expectations(),
+                                            NamespaceObjects(settings))
         self.tuning = tuning.TuningController(settings, Jobs(), jobs)
         self.queue = WorkQueue(self._reconcile_training, settings.workers)
         self.tuning_queue = WorkQueue(self._reconcile_tuning, max(1, settings.workers // 4))

@@ -61,7 +61,7 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
         # A job that does not exist and a token that is wrong get the same answer: the
         # endpoint tells no pod which jobs exist in other namespaces.
         uid = job["metadata"]["uid"] if job else None
-        if uid is None or not authorized(key, uid, request.headers.get("Authorization")):
+        if uid is None or not authorized(key, namespace, request.headers.get("Authorization")):
             return web.json_response({"error": "no such job, or not its token"}, status=403)
         entry = book.jobs.get((namespace, name))
         if entry is None or entry.uid != uid:  # a new job of an old name
@@ -72,6 +72,9 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
             report = parse_report(await request.json())
         except ValueError as e:  # not JSON, or not a report: never near the status
             return web.json_response({"error": f"bad report: {e}"[:1000]}, status=400)
+        if report.uid is not None and report.uid != uid:
+            return web.json_response({"error": "a report of an earlier job of this name"},
+                                     status=409)
         entry.progress, entry.checkpoint = apply_report(
             report, entry.progress, entry.checkpoint, dt.datetime.now(dt.UTC))
         entry.dirty = True

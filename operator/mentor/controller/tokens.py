@@ -1,8 +1,11 @@
-"""Who may report a job's progress: a token per job, an HMAC of its UID under the operator's key.
+"""Who may report a job's progress: a token per namespace, an HMAC of its name under the
+operator's key.
 
-The operator can check a report without storing or reading any per-job secret; the token reaches
-the pods through the job's own Secret. The key itself is kept in one Secret of the operator's
-namespace (`stored_key`).
+The operator can check a report without storing or reading any secret but its key; the token
+reaches the pods through one Secret in the namespace (mentor.api.labels.REPORT_SECRET), made
+once, not one per job: a pod that can read it runs in that namespace, whose users may create
+pods and jobs there anyway. The key itself is kept in one Secret of the operator's namespace
+(`stored_key`).
 """
 
 from __future__ import annotations
@@ -42,13 +45,13 @@ def stored_key(namespace: str, name: str) -> bytes:
     raise RuntimeError(f"could not read or create the report key Secret {namespace}/{name}")
 
 
-def token_for(key: bytes, uid: str) -> str:
-    return hmac.new(key, uid.encode(), hashlib.sha256).hexdigest()
+def token_for(key: bytes, namespace: str) -> str:
+    return hmac.new(key, namespace.encode(), hashlib.sha256).hexdigest()
 
 
-def authorized(key: bytes, uid: str, header: str | None) -> bool:
+def authorized(key: bytes, namespace: str, header: str | None) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
     # Bytes, not str: compare_digest raises on a str that is not ASCII (a 500, and a traceback).
     given = header.removeprefix("Bearer ").strip().encode("utf-8", "replace")
-    return hmac.compare_digest(token_for(key, uid).encode(), given)
+    return hmac.compare_digest(token_for(key, namespace).encode(), given)

@@ -25,21 +25,14 @@ from mentor.api.labels import GPU_FINALIZER
 from mentor.api.status import JobStatus, Phase
 from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
-from mentor.builders.pods import (
-    build_config_map,
-    build_network_policy,
-    build_pod,
-    build_report_secret,
-    build_service,
-    build_trainer_config,
-)
+from mentor.builders.pods import build_pod, build_service
 from mentor.controller import kube
 from mentor.controller.cache import Expectations, Jobs, Key, Pods
 from mentor.controller.events import post_events
 from mentor.controller.guard import guarded
 from mentor.controller.metrics import METRICS
+from mentor.controller.namespaces import NamespaceObjects
 from mentor.controller.settings import Settings
-from mentor.controller.tokens import token_for
 from mentor.decide.ledger import active_seconds
 from mentor.decide.podview import PodView
 from mentor.decide.times import parse_time
@@ -61,6 +54,7 @@ class Controller:
     jobs: Jobs
     pods: Pods
     expectations: Expectations
+    namespaces: NamespaceObjects
     # When each job's GPU-hours were last written: alone, they are written at most once per
     # MENTOR_RESYNC_SECONDS (with any other change, at once).
     accounted: dict[Key, float] = field(default_factory=dict)
@@ -123,7 +117,9 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
             names = {job.pod(rank) for rank in plan.create_ranks}
             taken = tuple(f"pod/{p['metadata']['name']}" for p in foreign
                           if p["metadata"]["name"] in names)
-            taken += _create_children(job, spec, ctl.settings) if not taken else ()
+            if not taken:
+                ctl.namespaces.ensure(job.namespace)
+                taken = _create_service(job, ctl.settings)
             if taken:  # a name held by another owner: never adopted, said in the status
                 plan = decide(spec, status, views, now, generation, taken)
         _apply(ctl, body, job, spec, plan)
@@ -183,48 +179,30 @@ def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
 
 def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool | None:
     """Create a child: True if created, None if it existed and is this job's (a retried
-    reconcile, an earlier attempt), False if another owner holds the name (never adopted)."""
+    reconcile, an earlier attempt), False if another owner holds the name (never adopted).
+    The answer is not read into the client's models: the watch brings the object anyway."""
     core = kube.core()
-    create = {"Pod": core.create_namespaced_pod, "Service": core.create_namespaced_service,
-              "ConfigMap": core.create_namespaced_config_map,
-              "Secret": core.create_namespaced_secret,
-              "NetworkPolicy": kube.networking().create_namespaced_network_policy}[kind]
+    create = {"Pod": core.create_namespaced_pod,
+              "Service": core.create_namespaced_service}[kind]
     try:
-        create(job.namespace, manifest)
+        create(job.namespace, manifest, _preload_content=False)
         return True
     except ApiException as e:
         if e.status != 409:
             raise
-    if kind == "Secret":  # Mentor may create its Secrets, never read them: assume it is ours
-        return None
-    read = {"Pod": core.read_namespaced_pod, "Service": core.read_namespaced_service,
-            "ConfigMap": core.read_namespaced_config_map,
-            "NetworkPolicy": kube.networking().read_namespaced_network_policy}
-    existing = kube.to_json(read[kind](manifest["metadata"]["name"], job.namespace))
+    read = {"Pod": core.read_namespaced_pod, "Service": core.read_namespaced_service}[kind]
+    existing = kube.to_json(read(manifest["metadata"]["name"], job.namespace))
     return None if job.owns(existing["metadata"]) else False
 
 
-def _create_children(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> tuple[str, ...]:
-    """The config and the Service (and the report Secret) of a new attempt; the names of those
-    that another owner holds."""
-    taken = []
-    config = build_config_map(job, build_trainer_config(spec))
-    children = [("ConfigMap", config), ("Service", build_service(job, settings))]
-    if settings.network_policy:
-        children.append(("NetworkPolicy", build_network_policy(job, settings)))
-    for kind, manifest in children:
-        created = _create(kind, manifest, job)
-        if created is False:
-            taken.append(f"{kind.lower()}/{manifest['metadata']['name']}")
-        elif created is None and kind == "ConfigMap":
-            # This job's, from an earlier attempt: it follows the spec as edited since (while
-            # suspended), by server-side apply; its pods carry the config's hash.
-            kube.core().patch_namespaced_config_map(
-                job.config_map, job.namespace, config, field_manager="mentor-operator",
-                force=True, _content_type="application/apply-patch+yaml")
-    if settings.report_url and not taken:
-        _create("Secret", build_report_secret(job, token_for(settings.report_key, job.uid)), job)
-    return tuple(taken)
+def _create_service(job: JobRef, settings: Settings) -> tuple[str, ...]:
+    """The headless Service of a new attempt (the only child but its pods): its name, if
+    another owner holds it. The config travels in each pod's annotation; the report token and
+    the NetworkPolicy are the namespace's (mentor.controller.namespaces)."""
+    manifest = build_service(job, settings)
+    if _create("Service", manifest, job) is False:
+        return (f"service/{manifest['metadata']['name']}",)
+    return ()
 
 
 _products: dict[str, str | None] = {}
@@ -307,6 +285,7 @@ def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str
 def resync(ctl: Controller, add: Any) -> None:
     """The slow safety net: list every job (page by page) and queue each, in case an event was
     ever missed. Everything time-driven is queued for its moment instead (`next_due`)."""
+    ctl.namespaces.forget()  # a namespace's Secret or policy deleted since is made again
     for body in kube.list_all(GROUP, VERSION, PLURAL, ctl.settings.namespaces):
         ctl.jobs.observe(body)
         add((body["metadata"]["namespace"], body["metadata"]["name"]))

@@ -27,6 +27,9 @@ class Report(BaseModel):
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
+    # The UID of the job whose pod sent it (MENTOR_JOB_UID): the token is the namespace's, so
+    # this is what keeps a deleted job's last pods from reporting into a new job of its name.
+    uid: str | None = Field(default=None, max_length=64)
     step: int = Field(ge=0, le=MAX_STEP)
     total_steps: int | None = Field(default=None, ge=1, le=MAX_STEP)
     loss: float | None = None
