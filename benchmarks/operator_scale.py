@@ -94,7 +94,16 @@ class ApiServer:
         out: dict[str, float] = {"total": 0.0}
         for line in text.splitlines():
             if line.startswith("apiserver_request_total{"):
-                out["total"] += float(line.rsplit(" ", 1)[1])
+                value = float(line.rsplit(" ", 1)[1])
+                out["total"] += value
+                labels = dict(part.split("=", 1) for part in
+                              line.split("{", 1)[1].rsplit("}", 1)[0].split('",'))
+                verb = labels.get("verb", "").strip('"')
+                resource = labels.get("resource", "").strip('"')
+                sub = labels.get("subresource", "").strip('"')
+                if verb not in ("GET", "LIST", "WATCH"):  # the writes, by everyone
+                    key = f"write:{verb} {resource}{'/' + sub if sub else ''}"
+                    out[key] = out.get(key, 0.0) + value
             elif line.startswith("apiserver_flowcontrol_dispatched_requests_total{"):
                 schema = line.split('flow_schema="', 1)[1].split('"', 1)[0]
                 out[f"schema:{schema}"] = out.get(f"schema:{schema}", 0.0) + \
@@ -220,6 +229,9 @@ class Race:
         requests = after.get(f"schema:{identity.name}", 0) - before.get(
             f"schema:{identity.name}", 0)
         objects = self.objects_per_job(ns, count)
+        writes = {k.removeprefix("write:"): round((v - before.get(k, 0.0)) / count, 2)
+                  for k, v in after.items() if k.startswith("write:")
+                  and (v - before.get(k, 0.0)) / count >= 0.05}
         return {"operator": label, "jobs": count, "all_pods_s": round(done, 2),
                 "apply_s": round(applied, 2),
                 "job_p50_s": round(percentile(per_job, 0.5), 2),
@@ -235,6 +247,9 @@ class Race:
                 "operator_cpu_ms_per_job": round(1000 * (operator.cpu() - operator.cpu0) / count,
                                                  1),
                 "objects_per_job": objects,
+                # every client's writes (the operator's, the scheduler's, kwok's, the
+                # controllers'), per job: what each operator's design costs the API server
+                "writes_per_job": dict(sorted(writes.items(), key=lambda kv: -kv[1])),
                 "deadline_late_s": lateness}
 
     def objects_per_job(self, ns: str, count: int) -> dict[str, float]:
@@ -381,19 +396,25 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=20, help="repeats of one job alone")
     parser.add_argument("--bursts", type=int, nargs="*", default=[100, 1000])
     parser.add_argument("--no-peer", action="store_true", help="Mentor only")
-    parser.add_argument("--nodes", type=int, default=250, help="kwok nodes of 8 GPUs")
+    # Enough GPUs for one operator's bursts (20 + 100 + 1,000 jobs of 2 GPUs); each operator
+    # races on a fresh control plane of its own.
+    parser.add_argument("--nodes", type=int, default=300, help="kwok nodes of 8 GPUs")
     parser.add_argument("--apply-only", action="store_true",
                         help="no operator: how long the API server takes to accept each burst "
                              "of TrainingJobs and of PyTorchJobs (the floor of both races)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mentor-scale-"))
     results: list[dict[str, Any]] = []
-    with ControlPlane(build_binaries(), work_dir=work / "k8s", gpu_nodes=args.nodes) as cp:
-        race = Race(cp, work)
-        if args.apply_only:
+    if args.apply_only:
+        with ControlPlane(build_binaries(), work_dir=work / "k8s", gpu_nodes=args.nodes) as cp:
             apply_only(cp, work, args.bursts)
-            return
-        mentor_id, peer_id = Identity(cp, "bench-mentor", work), Identity(cp, "bench-peer", work)
+        return
+    # Each operator on a control plane of its own, started fresh: on a shared one, the second
+    # found the first's jobs and pods in every cache, and (with 250 nodes) every GPU taken by
+    # the first's 1,000-job burst, so that its pods were never scheduled: no bindings, no kwok
+    # updates, no endpoints, a lighter API server than the first had.
+    with ControlPlane(build_binaries(), work_dir=work / "k8s-mentor", gpu_nodes=args.nodes) as cp:
+        race, mentor_id = Race(cp, work), Identity(cp, "bench-mentor", work)
         operator = start_mentor(cp, mentor_id, work)
         try:
             if args.single:
@@ -406,9 +427,17 @@ def main() -> None:
                 print(json.dumps(results[-1]), flush=True)
         finally:
             operator.stop()
-        if not args.no_peer:
+    if not args.no_peer:
+        with ControlPlane(build_binaries(), work_dir=work / "k8s-peer",
+                          gpu_nodes=args.nodes) as cp:
+            race, peer_id = Race(cp, work), Identity(cp, "bench-peer", work)
             peer = start_peer(cp, peer_id, work)
             try:
+                if args.single:  # the same warm-up as Mentor's, and the same GPUs left
+                    single = race.single(peer, peer_job, args.single,
+                                         lambda j: [f"{j}-master-0", f"{j}-worker-0"])
+                    print(json.dumps({"operator": "training-operator", "single": single}),
+                          flush=True)
                 for count in args.bursts:
                     results.append(race.burst("training-operator", peer, peer_id, peer_job,
                                               count, lambda j: [f"{j}-master-0",

@@ -434,7 +434,8 @@ class ControlPlane:
         ]
         self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                             "items": nodes}))
-        self.wait("condition=Ready", *[f"node/{n}" for n in names])
+        # kubectl waits on the nodes one after another: hundreds take longer than a minute
+        self.wait("condition=Ready", *[f"node/{n}" for n in names], timeout=60 + len(names) / 4)
         return names
 
 

@@ -214,3 +214,46 @@ def test_the_operator_s_memory_stays_bounded_under_the_largest_searches_the_sche
     assert after < CHART_MEMORY_LIMIT_MIB, "the chart's limit would OOM-kill it"
     for name in searches:
         kube("delete", "tuningjob", name, "--wait=false")
+
+
+def test_progress_writes_are_bounded_by_a_setting_not_by_the_number_of_jobs(
+        control_plane: ControlPlane, crds: None, namespace: str) -> None:
+    """The flusher writes at most its budget a flush (MENTOR_PROGRESS_WRITES_PER_SECOND ×
+    the interval), the longest-waiting job first; the others keep waiting, and a newer report
+    merges into what waits, so that every job's turn comes, with its newest progress."""
+    import datetime as dt
+
+    from mentor.controller import server
+    from mentor.decide.progress import apply_report, parse_report
+
+    names = [f"p{i}" for i in range(5)]
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [training_job(n) for n in names]}))
+    book = server.ProgressBook()
+    now = dt.datetime.now(dt.UTC)
+
+    def report(name: str, step: int) -> None:
+        entry = book.jobs.setdefault((namespace, name), server.JobProgress(uid=name))
+        entry.progress, entry.checkpoint = apply_report(
+            parse_report({"step": step, "total_steps": 100, "loss": 2.0}), entry.progress,
+            entry.checkpoint, now)
+        entry.touch()
+
+    for i, name in enumerate(names):
+        report(name, i + 1)
+        book.jobs[(namespace, name)].waiting_since = float(i)  # p0 has waited longest
+    report("p3", 30)  # newer news for a job already waiting: merged, its place kept
+
+    def written() -> dict[str, int]:
+        jobs = json.loads(control_plane.kubectl("get", "trainingjobs", "-n", namespace,
+                                                "-o", "json"))["items"]
+        return {j["metadata"]["name"]: j["status"]["progress"]["step"] for j in jobs
+                if "progress" in (j.get("status") or {})}
+
+    server.flush(book, budget=2)
+    assert written() == {"p0": 1, "p1": 2}
+    server.flush(book, budget=2)
+    assert written() == {"p0": 1, "p1": 2, "p2": 3, "p3": 30}
+    server.flush(book, budget=2)
+    assert written() == {"p0": 1, "p1": 2, "p2": 3, "p3": 30, "p4": 5}
+    assert not any(entry.dirty for entry in book.jobs.values()), "nothing left waiting"

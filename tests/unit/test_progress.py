@@ -117,3 +117,27 @@ def test_a_custom_metric_is_a_labelled_series_that_goes_with_its_job() -> None:
     assert value("mentor_job_loss", labels) == 0.4
     metrics.forget("team", "TrainingJob", "mine")
     assert value("mentor_job_metric", {**labels, "metric": "accuracy"}) is None
+
+
+def test_jobs_by_phase_follow_each_job_as_it_moves_and_goes() -> None:
+    """mentor_jobs{namespace,kind,phase} is counted as jobs change phase, not recounted over
+    every job at every reconcile (a burst of N jobs cost N² steps)."""
+    from mentor.api.status import JobStatus, Phase
+    from mentor.controller.metrics import Metrics
+
+    metrics = Metrics()
+
+    def count(phase: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "mentor_jobs", {"namespace": "a", "kind": "TrainingJob", "phase": phase})
+
+    for name in ("j1", "j2", "j3"):
+        metrics.observe_status("a", "TrainingJob", name, JobStatus(phase=Phase.PENDING))
+    assert count("Pending") == 3
+    metrics.observe_status("a", "TrainingJob", "j1", JobStatus(phase=Phase.RUNNING))
+    metrics.observe_status("a", "TrainingJob", "j1", JobStatus(phase=Phase.RUNNING))
+    assert (count("Pending"), count("Running")) == (2, 1)
+    metrics.forget("a", "TrainingJob", "j2")
+    metrics.forget("a", "TrainingJob", "j3")
+    assert count("Pending") is None, "a phase no job is in leaves no series"
+    assert count("Running") == 1

@@ -22,6 +22,7 @@ def post_events(body: dict[str, Any], events: list[Event]) -> None:
     now = format_time(dt.datetime.now(dt.UTC))
     for e in events:
         event = {
+            "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": body["apiVersion"], "kind": body["kind"],
                                "name": meta["name"], "namespace": meta["namespace"],
@@ -32,7 +33,7 @@ def post_events(body: dict[str, Any], events: list[Event]) -> None:
             "reportingComponent": "mentor.dev/operator", "reportingInstance": socket.gethostname(),
         }
         try:
-            kube.core().create_namespaced_event(meta["namespace"], event)
+            kube.create(meta["namespace"], event)
         except ApiException as error:
             log.warning("could not record event %s on %s: %s", e.reason, meta["name"],
                         error.reason)

@@ -127,6 +127,7 @@ class Metrics:
         self._cost_seen: dict[tuple[str, str, str], float] = {}
         self._restarts_seen: dict[tuple[str, str, str], int] = {}
         self._phases: dict[tuple[str, str, str], str] = {}
+        self._counts: dict[tuple[str, str, str], int] = {}  # (namespace, kind, phase): jobs
         self._pending: dict[tuple[str, str, str], str] = {}
 
     def observe_status(self, namespace: str, kind: str, job: str, status: JobStatus,
@@ -142,8 +143,7 @@ class Metrics:
             if status.restarts > counted:
                 self.job_restarts.labels(*key).inc(status.restarts - counted)
                 self._restarts_seen[key] = status.restarts
-            self._phases[key] = (status.phase or Phase.PENDING).value
-            self._set_jobs_by_phase()
+            self._set_phase(key, (status.phase or Phase.PENDING).value)
             old_reason = self._pending.pop(key, None)
             if old_reason:
                 self.job_pending.remove(*key, old_reason)
@@ -209,8 +209,7 @@ class Metrics:
                        max_gpu_hours: float | None) -> None:
         key = (namespace, name)
         with self._lock:
-            self._phases[(namespace, "TuningJob", name)] = (status.phase or Phase.PENDING).value
-            self._set_jobs_by_phase()
+            self._set_phase((namespace, "TuningJob", name), (status.phase or Phase.PENDING).value)
         counts = status.trials
         for state, n in (("Running", counts.running), ("Succeeded", counts.succeeded),
                          ("Pruned", counts.pruned), ("Failed", counts.failed)):
@@ -223,8 +222,7 @@ class Metrics:
 
     def forget_tuning(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._phases.pop((namespace, "TuningJob", name), None)
-            self._set_jobs_by_phase()
+            self._set_phase((namespace, "TuningJob", name), None)
         for gauge in (self.tuning_best, self.tuning_gpu_seconds, self.tuning_max_gpu_seconds):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
@@ -238,8 +236,7 @@ class Metrics:
         with self._lock:
             for seen in (self._gpu_seen, self._cost_seen, self._restarts_seen):
                 seen.pop(key, None)
-            self._phases.pop(key, None)
-            self._set_jobs_by_phase()
+            self._set_phase(key, None)
             reason = self._pending.pop(key, None)
             if reason:
                 self.job_pending.remove(*key, reason)
@@ -255,13 +252,26 @@ class Metrics:
                 if labels[:3] == key:
                     labelled.remove(*labels)
 
-    def _set_jobs_by_phase(self) -> None:
-        counts: dict[tuple[str, str, str], int] = {}
-        for (namespace, kind, _), phase in self._phases.items():
-            counts[(namespace, kind, phase)] = counts.get((namespace, kind, phase), 0) + 1
-        self.jobs.clear()
-        for labels, n in counts.items():
-            self.jobs.labels(*labels).set(n)
+    def _set_phase(self, key: tuple[str, str, str], phase: str | None) -> None:
+        """Move one job between the mentor_jobs counts (None: it is gone). Counted as it
+        changes, never recounted: a recount of every job at every reconcile made a burst of N
+        jobs cost N² steps."""
+        old = self._phases.pop(key, None) if phase is None else self._phases.get(key)
+        if old == phase:
+            return
+        namespace, kind, _ = key
+        if old is not None:
+            self._counts[(namespace, kind, old)] -= 1
+            if self._counts[(namespace, kind, old)]:
+                self.jobs.labels(namespace, kind, old).set(self._counts[(namespace, kind, old)])
+            else:
+                del self._counts[(namespace, kind, old)]
+                self.jobs.remove(namespace, kind, old)
+        if phase is not None:
+            self._phases[key] = phase
+            count = self._counts.get((namespace, kind, phase), 0) + 1
+            self._counts[(namespace, kind, phase)] = count
+            self.jobs.labels(namespace, kind, phase).set(count)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

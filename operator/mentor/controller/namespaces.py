@@ -9,6 +9,7 @@ forgets at every safety resync, so that one a user deleted is made again within 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -32,11 +33,10 @@ class NamespaceObjects:
                 return
         settings = self.settings
         if settings.report_url:
-            _create(kube.core().create_namespaced_secret, namespace,
+            _create(namespace,
                     build_report_secret(namespace, token_for(settings.report_key, namespace)))
         if settings.network_policy:
-            _create(kube.networking().create_namespaced_network_policy, namespace,
-                    build_network_policy(namespace, settings))
+            _create(namespace, build_network_policy(namespace, settings))
         with self._lock:
             self._made.add(namespace)
 
@@ -45,9 +45,9 @@ class NamespaceObjects:
             self._made.clear()
 
 
-def _create(create: object, namespace: str, manifest: dict[str, object]) -> None:
+def _create(namespace: str, manifest: dict[str, Any]) -> None:
     try:
-        create(namespace, manifest, _preload_content=False)  # type: ignore[operator]
+        kube.create(namespace, manifest)
     except ApiException as e:
         if e.status != 409:
             raise

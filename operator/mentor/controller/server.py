@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +40,12 @@ class JobProgress:
     progress: Progress | None = None
     checkpoint: CheckpointStatus | None = None
     dirty: bool = False
+    # When it became dirty (monotonic): the longest-waiting job is written first.
+    waiting_since: float = 0.0
+
+    def touch(self) -> None:
+        if not self.dirty:
+            self.dirty, self.waiting_since = True, time.monotonic()
 
 
 @dataclass
@@ -77,7 +84,7 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
                                      status=409)
         entry.progress, entry.checkpoint = apply_report(
             report, entry.progress, entry.checkpoint, dt.datetime.now(dt.UTC))
-        entry.dirty = True
+        entry.touch()
         book.jobs[(namespace, name)] = entry
         metrics.observe_report(namespace, TRAINING_JOB.kind, name, report)
         return web.json_response({"ok": True}, status=202)
@@ -117,9 +124,12 @@ def _metrics_page(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Res
 FLUSH_THREADS = 8  # progress patches in flight at once
 
 
-def flush(book: ProgressBook) -> None:
-    """Write the progress of every job that reported since the last flush, several at once."""
-    dirty = [(key, entry) for key, entry in list(book.jobs.items()) if entry.dirty]
+def flush(book: ProgressBook, budget: int) -> None:
+    """Write the progress of at most `budget` jobs that reported since they were last written,
+    the longest-waiting first, several at once. The others stay dirty: their next reports
+    merge into what waits, and their turn comes at the next flush."""
+    dirty = sorted(((key, entry) for key, entry in list(book.jobs.items()) if entry.dirty),
+                   key=lambda item: item[1].waiting_since)[:budget]
     if dirty:
         with ThreadPoolExecutor(max_workers=min(FLUSH_THREADS, len(dirty))) as pool:
             list(pool.map(lambda item: _write(book, *item), dirty))
@@ -134,13 +144,14 @@ def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None
     if entry.checkpoint:
         status["checkpoint"] = entry.checkpoint.wire()
     try:
-        kube.custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, TRAINING_JOB.plural, name, {"status": status})
+        kube.request("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/"
+                     f"{TRAINING_JOB.plural}/{name}/status", {"status": status},
+                     "application/merge-patch+json")
     except ApiException as e:
         if e.status == 404:
             book.jobs.pop(key, None)
         else:
-            entry.dirty = True
+            entry.touch()
             log.warning("progress of %s/%s not written: %s", namespace, name, e.reason)
 
 
@@ -155,13 +166,15 @@ async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: 
         await runner.setup()
         await web.TCPSite(runner, settings.http_host, port).start()
     loop = asyncio.get_running_loop()
+    interval = max(settings.progress_interval, 0.1)
+    budget = max(1, round(settings.progress_writes_per_second * interval))
     try:
         while True:
-            await asyncio.sleep(settings.progress_interval)
+            await asyncio.sleep(interval)
             if not leading.is_set():
                 continue
             try:
-                await loop.run_in_executor(None, flush, book)
+                await loop.run_in_executor(None, flush, book, budget)
             except Exception:
                 log.exception("progress flush failed; retrying")
     finally:

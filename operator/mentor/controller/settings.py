@@ -90,21 +90,27 @@ class Settings(BaseModel):
     # so that a NetworkPolicy can open the reports to every trainer and /metrics to Prometheus
     # alone. 0: /metrics beside the reports.
     metrics_port: int = Field(0, ge=0, le=65535)
-    # MENTOR_REPORT_KEY: the secret from which each job's report token is derived (HMAC of the
-    # job's UID). Unset, and with no MENTOR_REPORT_KEY_SECRET, a random key lives as long as the
-    # process, and jobs that outlive an operator restart stop reporting progress.
+    # MENTOR_REPORT_KEY: the secret from which each namespace's report token is derived (HMAC
+    # of the namespace's name). Unset, and with no MENTOR_REPORT_KEY_SECRET, a random key lives
+    # as long as the process, and jobs that outlive an operator restart stop reporting progress.
     report_key: bytes = Field(default_factory=lambda: secrets.token_bytes(32), min_length=1)
     # MENTOR_REPORT_KEY_SECRET: with no MENTOR_REPORT_KEY, the Secret (in MENTOR_POD_NAMESPACE)
     # where the operator keeps the key, creating it on first start: the chart's default.
     report_key_secret: str = ""
     # MENTOR_PROGRESS_INTERVAL: the shortest time between two progress patches of one job.
     progress_interval: float = Field(2.0, ge=0)
+    # MENTOR_PROGRESS_WRITES_PER_SECOND: the most progress patches the operator sends a second,
+    # all jobs together. Reports beyond it are merged (the newest wins) and written in turn,
+    # the longest-waiting job first: the API server's load from progress is bounded by this,
+    # not by the number of jobs, and each job's status lags by at most (reporting jobs / rate).
+    progress_writes_per_second: float = Field(50.0, gt=0)
     # MENTOR_GPU_PRICES: JSON map of nvidia.com/gpu.product to a price per GPU-hour, for
     # status.costEstimate. Empty means no estimate.
     gpu_prices: Annotated[dict[str, Annotated[float, Field(ge=0)]],
                           BeforeValidator(_json)] = Field(default_factory=dict)
-    # MENTOR_NETWORK_POLICY: give each job a NetworkPolicy: its pods reach each other (c10d,
-    # NCCL), the MENTOR_METRICS_NAMESPACES reach rank 0's metrics port, and nothing else does.
+    # MENTOR_NETWORK_POLICY: give each namespace with jobs a NetworkPolicy: its trainer pods
+    # reach each other (c10d, NCCL), the MENTOR_METRICS_NAMESPACES reach their metrics port,
+    # and nothing else does.
     network_policy: bool = True
     # MENTOR_METRICS_NAMESPACES: comma-separated namespaces whose Prometheus scrapes trainers.
     metrics_namespaces: Names = ()

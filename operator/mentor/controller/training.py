@@ -179,19 +179,15 @@ def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
 
 def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool | None:
     """Create a child: True if created, None if it existed and is this job's (a retried
-    reconcile, an earlier attempt), False if another owner holds the name (never adopted).
-    The answer is not read into the client's models: the watch brings the object anyway."""
-    core = kube.core()
-    create = {"Pod": core.create_namespaced_pod,
-              "Service": core.create_namespaced_service}[kind]
+    reconcile, an earlier attempt), False if another owner holds the name (never adopted)."""
     try:
-        create(job.namespace, manifest, _preload_content=False)
+        kube.create(job.namespace, manifest)
         return True
     except ApiException as e:
         if e.status != 409:
             raise
-    read = {"Pod": core.read_namespaced_pod, "Service": core.read_namespaced_service}[kind]
-    existing = kube.to_json(read(manifest["metadata"]["name"], job.namespace))
+    path = kube.collection(manifest["apiVersion"], kind, job.namespace)
+    existing = kube.request("GET", f"{path}/{manifest['metadata']['name']}")
     return None if job.owns(existing["metadata"]) else False
 
 
@@ -269,7 +265,7 @@ def _release(pods: list[dict[str, Any]]) -> None:
     """Remove Mentor's accounting finalizer from pods whose time is settled (or whose job is
     gone)."""
     for pod in pods:
-        kube.remove_finalizer(pod["metadata"], GPU_FINALIZER, kube.core().patch_namespaced_pod)
+        kube.remove_finalizer(pod["metadata"], GPU_FINALIZER, "v1", "Pod")
 
 
 def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from mentor.api.kinds import GROUP, TRAINING_JOB, TUNING_JOB, VERSION
+from mentor.api.kinds import API_VERSION, GROUP, TRAINING_JOB, TUNING_JOB, VERSION
 from mentor.api.labels import TRIAL_FINALIZER
 from mentor.api.labels import TUNING_JOB as TUNING_LABEL
 from mentor.api.status import Phase
@@ -136,13 +136,8 @@ def _held_by_another(ctl: TuningController, owner: JobRef, name: str) -> bool:
 
 def _release(trials: list[dict[str, Any]]) -> None:
     """Remove the accounting finalizer of trials whose GPU-hours are settled."""
-    def patch(name: str, namespace: str, ops: list[dict[str, Any]]) -> Any:
-        return kube.custom().patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, TRAINING_JOB.plural, name, ops,
-            _content_type="application/json-patch+json")
-
     for trial in trials:
-        kube.remove_finalizer(trial["metadata"], TRIAL_FINALIZER, patch)
+        kube.remove_finalizer(trial["metadata"], TRIAL_FINALIZER, API_VERSION, TRAINING_JOB.kind)
 
 
 def resync(ctl: TuningController, add: Any) -> None:
