@@ -216,8 +216,22 @@ def test_the_operator_s_memory_stays_bounded_under_the_largest_searches_the_sche
         kube("delete", "tuningjob", name, "--wait=false")
 
 
+@pytest.fixture
+def this_control_plane(control_plane: ControlPlane,
+                       monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The operator's one API client (mentor.controller.kube), in this process, pointed at the
+    suite's control plane: another module's control plane may have set it before."""
+    from mentor.controller import kube
+
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+    kube.api_client.cache_clear()
+    yield
+    kube.api_client.cache_clear()
+
+
 def test_progress_writes_are_bounded_by_a_setting_not_by_the_number_of_jobs(
-        control_plane: ControlPlane, crds: None, namespace: str) -> None:
+        control_plane: ControlPlane, crds: None, namespace: str,
+        this_control_plane: None) -> None:
     """The flusher writes at most its budget a flush (MENTOR_PROGRESS_WRITES_PER_SECOND ×
     the interval), the longest-waiting job first; the others keep waiting, and a newer report
     merges into what waits, so that every job's turn comes, with its newest progress."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -32,8 +33,9 @@ def api_client() -> client.ApiClient:
         kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration)
     except kube_config.ConfigException:
+        # KUBECONFIG as it is now: the library reads it once, when it is first imported
         kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration)
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
     configuration.connection_pool_maxsize = POOL_SIZE
     return client.ApiClient(configuration)
 
