@@ -50,10 +50,6 @@ def custom() -> Any:
     return client.CustomObjectsApi(api_client())
 
 
-def networking() -> Any:
-    return client.NetworkingV1Api(api_client())
-
-
 def request(method: str, path: str, body: Any = None,
             content_type: str = "application/json") -> dict[str, Any]:
     """One call with wire JSON in and out, through the shared pool.

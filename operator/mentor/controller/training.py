@@ -177,7 +177,7 @@ def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
     return max(min(due), 0.0)
 
 
-def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool | None:
+def _create(manifest: dict[str, Any], job: JobRef) -> bool | None:
     """Create a child: True if created, None if it existed and is this job's (a retried
     reconcile, an earlier attempt), False if another owner holds the name (never adopted)."""
     try:
@@ -186,7 +186,7 @@ def _create(kind: str, manifest: dict[str, Any], job: JobRef) -> bool | None:
     except ApiException as e:
         if e.status != 409:
             raise
-    path = kube.collection(manifest["apiVersion"], kind, job.namespace)
+    path = kube.collection(manifest["apiVersion"], manifest["kind"], job.namespace)
     existing = kube.request("GET", f"{path}/{manifest['metadata']['name']}")
     return None if job.owns(existing["metadata"]) else False
 
@@ -196,7 +196,7 @@ def _create_service(job: JobRef, settings: Settings) -> tuple[str, ...]:
     another owner holds it. The config travels in each pod's annotation; the report token and
     the NetworkPolicy are the namespace's (mentor.controller.namespaces)."""
     manifest = build_service(job, settings)
-    if _create("Service", manifest, job) is False:
+    if _create(manifest, job) is False:
         return (f"service/{manifest['metadata']['name']}",)
     return ()
 
@@ -225,7 +225,7 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
                             plan.delete_pods)
     try:
         for rank in plan.create_ranks:
-            if _create("Pod", build_pod(job, spec, rank, plan.attempt, ctl.settings),
+            if _create(build_pod(job, spec, rank, plan.attempt, ctl.settings),
                        job) is False:  # taken since the cache saw: the next reconcile says so
                 ctl.expectations.forget(key)
         for name in plan.delete_pods:
