@@ -13,7 +13,7 @@ torchrun): a script that uses them runs anywhere.
             break                                   # exits 143: the gang restarts and resumes
 
 Reports go from rank 0 (others' are ignored) to the job's status, Prometheus and
-`<output>/metrics.jsonl`, through the same per-job token as the built-in trainer's.
+`<output>/metrics.jsonl`, through the same token as the built-in trainer's.
 """
 
 from __future__ import annotations
