@@ -160,8 +160,13 @@ def patch_status(plural: str, body: dict[str, Any], old: dict[str, Any],
     meta = body["metadata"]
     patch = {"metadata": {"resourceVersion": meta["resourceVersion"]},
              "status": merge_patch(old, new)}
-    return request("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{plural}/"
-                   f"{meta['name']}/status", patch, "application/merge-patch+json")
+    return request("PATCH", status_path(plural, meta["namespace"], meta["name"]), patch,
+                   "application/merge-patch+json")
+
+
+def status_path(plural: str, namespace: str, name: str) -> str:
+    """The URL path of a Mentor job's status subresource."""
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status"
 
 
 def own_namespace() -> str:

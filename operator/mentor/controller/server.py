@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
-from mentor.api.kinds import GROUP, TRAINING_JOB, VERSION
+from mentor.api.kinds import TRAINING_JOB
 from mentor.api.status import CheckpointStatus, Progress
 from mentor.controller import kube
 from mentor.controller.cache import Jobs
@@ -144,9 +144,8 @@ def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None
     if entry.checkpoint:
         status["checkpoint"] = entry.checkpoint.wire()
     try:
-        kube.request("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/"
-                     f"{TRAINING_JOB.plural}/{name}/status", {"status": status},
-                     "application/merge-patch+json")
+        kube.request("PATCH", kube.status_path(TRAINING_JOB.plural, namespace, name),
+                     {"status": status}, "application/merge-patch+json")
     except ApiException as e:
         if e.status == 404:
             book.jobs.pop(key, None)
