@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from controlplane import GPU_PRODUCT, ControlPlane, build_binaries, free_port
 from harness import PRICE, REPORT_KEY, Kube, Operator
+from runner import config, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,3 +77,23 @@ def restricted_namespace(control_plane: ControlPlane) -> Iterator[str]:
 @pytest.fixture
 def kube(control_plane: ControlPlane, operator: Operator, restricted_namespace: str) -> Kube:
     return Kube(control_plane, restricted_namespace)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The fuzz set's specs take minutes to draw: start that now, beside the suites before it."""
+    if any(item.path.name == "test_fuzz.py" for item in session.items):
+        from fuzz_specs import start_drawing  # hypothesis is slow to import: only if needed
+
+        start_drawing(session.config)
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny char model trained once by the real trainer, in Hugging Face format: the base
+    that the trainer's tuning tests and the preference-tuning e2e test start from."""
+    work = tmp_path_factory.mktemp("pretrained")
+    out = work / "model"
+    run(config(out, optimization={"steps": 150, "globalBatchSize": 32, "microBatchSize": 16,
+                                  "evalInterval": 50, "evalBatches": 8},
+               checkpointing={"intervalSteps": 1000}), work)
+    return out

@@ -15,64 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from fuzz_specs import GENERATED, drawn_specs
 from harness import CHART_MEMORY_LIMIT_MIB, training_job
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis_jsonschema import from_schema
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from mentor.api.training import TrainingJobSpec
 from mentor.api.validation import InvalidJob, validate
 
 GROUP, VERSION, PLURAL = "mentor.dev", "v1alpha1", "trainingjobs"
 pytestmark = pytest.mark.cluster
-GENERATED = 1000
-
-
-def spec_schema() -> dict[str, Any]:
-    """The spec's JSON schema, with the gang capped at 2 pods of at most 2 GPUs or processes so
-    that the accepted jobs fit the fake cluster."""
-    schema = TrainingJobSpec.model_json_schema(by_alias=True, mode="validation")
-    parallelism = schema["$defs"]["ParallelismSpec"]["properties"]
-    parallelism["nodes"]["maximum"] = 2
-    for field in ("gpusPerNode", "procsPerNode"):
-        for option in parallelism[field].get("anyOf", [parallelism[field]]):
-            if option.get("type") == "integer":
-                option["maximum"] = 2
-    return schema
-
-
-NASTY_VALUES = st.one_of(
-    st.text(min_size=1, max_size=64),                        # unicode of every plane
-    st.just("x" * 100_000),                                  # a huge string
-    st.just(["a"] * 10_000),                                 # a 10,000-element list
-    st.integers(min_value=-2**70, max_value=2**70),          # beyond int64
-    st.floats(allow_nan=False, allow_infinity=False),  # JSON has no NaN or Infinity
-    st.booleans(), st.none(), st.just({}), st.just([]),
-    st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
-)
-
-
-def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    if isinstance(value, dict) and value:
-        return [p for k, v in value.items() for p in _leaves(v, (*path, k))]
-    if isinstance(value, list) and value:
-        return [p for i, v in enumerate(value) for p in _leaves(v, (*path, i))]
-    return [path]
-
-
-@st.composite
-def mutated(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
-    """A generated spec with one field (or one new key) set to a value of the wrong kind."""
-    spec = copy.deepcopy(draw(valid))
-    leaves = [p for p in _leaves(spec) if p]
-    path = draw(st.sampled_from(leaves)) if leaves else ("model",)
-    target = spec
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = draw(NASTY_VALUES)
-    return spec
 
 
 def hand_written() -> list[dict[str, Any]]:
@@ -108,32 +59,11 @@ def field_named(body: dict[str, Any]) -> bool:
     return any(f.startswith("spec") for f in fields) or "spec." in body.get("message", "")
 
 
-@st.composite
-def overlaid(draw: st.DrawFn, generated: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
-    """A working spec with one or two of its sections replaced by generated ones: most whole
-    generated specs break a cross-field rule, so these reach the operator more often."""
-    spec = training_job("x")["spec"]
-    new = draw(generated)
-    for section in draw(st.sets(st.sampled_from(sorted(new) or ["model"]), min_size=1,
-                                max_size=2)):
-        if section in new:
-            spec[section] = new[section]
-    return spec
-
-
 @pytest.fixture(scope="module")
-def specs() -> list[dict[str, Any]]:
-    generated = from_schema(spec_schema())
-    out: list[dict[str, Any]] = []
-
-    @settings(max_examples=GENERATED, database=None, deadline=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
-    @given(st.one_of(generated, overlaid(generated), mutated(overlaid(generated))))
-    def collect(spec: dict[str, Any]) -> None:
-        out.append(spec)
-
-    collect()
-    return out[:GENERATED] + hand_written()
+def specs(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The generated specs (drawn in a child process since the session began, or here when it
+    was not started) and the hand-written ones."""
+    return drawn_specs(request.config) + hand_written()
 
 
 def test_every_spec_is_refused_with_its_field_or_accepted_and_handled(

@@ -173,8 +173,9 @@ def test_a_custom_script_reports_its_loss_and_metric_to_the_status(
 def test_a_script_that_knows_nothing_of_mentor_still_runs_and_is_counted(
         kube: Kube, agent: NodeAgent, claims: None) -> None:
     kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain"},
-                "data": {"plain.py": "import os\nprint('rank', os.environ['RANK'], 'of', "
-                                     "os.environ['WORLD_SIZE'])\n"}})
+                "data": {"plain.py": "import os\n"  # one write a line: two ranks share the log
+                                     "print(f\"rank {os.environ['RANK']} of "
+                                     "{os.environ['WORLD_SIZE']}\")\n"}})
     job = custom_job("plain", [], {"configMap": {"name": "plain", "key": "plain.py"}})
     job["spec"]["trainer"]["command"] = ["plain.py"]
     kube.apply(job)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mentor.api import exitcodes
+from mentor.api.training import OBJECTIVE_ENV
 
 _state: dict[str, Any] = {}
 
@@ -85,7 +86,7 @@ def report(step: int, loss: float | None = None, total_steps: int | None = None,
         values = {str(k): float(v) for k, v in metrics.items()}
         if "eval_loss" in values:  # the name a TuningJob's pruner and the status know
             record["eval_loss"] = values.pop("eval_loss")
-        objective = os.environ.get("MENTOR_OBJECTIVE")  # set on a TuningJob's trials
+        objective = os.environ.get(OBJECTIVE_ENV)  # set on a TuningJob's trials
         if objective and objective in values:
             record["objective"] = values[objective]
         if values:

@@ -201,6 +201,75 @@ def split_examples(examples: Examples, fraction: float) -> tuple[Examples, Examp
             Examples(examples.tokens[cut:], examples.learned[cut:], examples.seq_len))
 
 
+def read_pairs(spec: DataSpec) -> list[dict[str, Any]]:
+    """The preference records: a prompt (text, or chat messages), a chosen and a rejected
+    response (text, or an assistant message)."""
+    return list(_records(_read(spec.source),
+                         (spec.prompt_field, spec.chosen_field, spec.rejected_field)))
+
+
+def pair_texts(records: list[dict[str, Any]], spec: DataSpec) -> list[str]:
+    """The text of every pair (to fit a char tokenizer on)."""
+    return [_text(r[spec.prompt_field]) + _text(r[spec.chosen_field]) +
+            _text(r[spec.rejected_field]) for r in records]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("content", ""))
+    if isinstance(value, list):
+        return "".join(_text(m) for m in value)
+    return str(value)
+
+
+@dataclass
+class Pairs:
+    """Preference pairs: row i of `chosen` and of `rejected` answer the same prompt. A batch is
+    its chosen rows then its rejected rows, so that one forward scores both."""
+
+    chosen: Examples
+    rejected: Examples
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen, rejected = self.chosen.batch(indices), self.rejected.batch(indices)
+        return torch.cat([chosen[0], rejected[0]]), torch.cat([chosen[1], rejected[1]])
+
+
+def encode_pairs(records: list[dict[str, Any]], spec: DataSpec, tokenizer: Tokenizer) -> Pairs:
+    """Each side of each pair as an instruction example (the prompt read, the response
+    learned): a text prompt as prompt-response, a list of messages through the chat template."""
+    def side(field_name: str) -> Examples:
+        chats = [isinstance(r[spec.prompt_field], list) for r in records]
+        if any(chats) and not all(chats):
+            raise BadConfig(f"{spec.source}: every prompt is text, or every prompt is a list "
+                            "of chat messages, not a mix")
+        if chats and chats[0]:
+            as_chat = spec.model_copy(update={"format": DataFormat.CHAT, "field": "messages"})
+            chats_of = [{"messages": [*r[spec.prompt_field], _assistant(r[field_name])]}
+                        for r in records]
+            return encode_examples(chats_of, as_chat, tokenizer)
+        as_instruction = spec.model_copy(update={"format": DataFormat.PROMPT_RESPONSE,
+                                                 "prompt_field": "p", "response_field": "r"})
+        rows = [{"p": _text(r[spec.prompt_field]), "r": _text(r[field_name])} for r in records]
+        return encode_examples(rows, as_instruction, tokenizer)
+
+    return Pairs(side(spec.chosen_field), side(spec.rejected_field))
+
+
+def _assistant(response: Any) -> dict[str, Any]:
+    return response if isinstance(response, dict) else {"role": "assistant",
+                                                        "content": str(response)}
+
+
+def split_pairs(pairs: Pairs, fraction: float) -> tuple[Pairs, Pairs]:
+    """The last `fraction` of the pairs is held out."""
+    chosen, rejected = (split_examples(e, fraction) for e in (pairs.chosen, pairs.rejected))
+    return Pairs(chosen[0], rejected[0]), Pairs(chosen[1], rejected[1])
+
+
 def encode(texts: list[str], tokenizer: Tokenizer) -> torch.Tensor:
     """The documents as one token stream, each begun by the tokenizer's begin-of-text (for
     models that expect one, as Llama) and ended by its end-of-text, so that one document never

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mentor.api.training import Architecture, ModelSpec, Size
+from mentor.api.training import Architecture, ModelSpec, Precision, Size
 from mentor_trainer.errors import BadConfig, ModelNotFound
 
 # layers, heads, width. tiny is for tests; small is nanoGPT's Shakespeare model; medium and large
@@ -97,13 +97,22 @@ def resolve(uri: str) -> str:
     return uri
 
 
-def load_pretrained(uri: str) -> torch.nn.Module:
+def frozen_dtype(device: torch.device, precision: Precision) -> torch.dtype:
+    """The dtype of weights that are never trained (a LoRA base, DPO's reference): bf16 where
+    the steps compute in bf16 (a GPU with precision bf16), which halves their memory and feeds
+    the matmuls without a cast; float32 elsewhere. Trained weights and optimizer state stay
+    float32 either way."""
+    return torch.bfloat16 if device.type == "cuda" and precision == Precision.BF16 \
+        else torch.float32
+
+
+def load_pretrained(uri: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     source = resolve(uri)
     try:
         model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch.float32, attn_implementation="sdpa")
+            source, dtype=dtype, attn_implementation="sdpa")
     except OSError as e:
         raise ModelNotFound(f"cannot load a model from {uri}: {e}".splitlines()[0]) from e
     return model

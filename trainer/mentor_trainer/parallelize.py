@@ -41,6 +41,24 @@ def parallelize(model: torch.nn.Module, config: TrainerConfig, world: World,
     return model
 
 
+def shard_frozen(model: torch.nn.Module, config: TrainerConfig, world: World,
+                 bf16: bool) -> torch.nn.Module:
+    """A model that is only ever run forward (DPO's reference): sharded per block like the
+    trained model under FSDP, so that it costs each rank its share; left whole otherwise (DDP
+    has nothing to synchronise for it)."""
+    if config.parallelism.strategy != Strategy.FSDP:
+        return model
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(world.device.type, (world.size,))
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16) if bf16 else MixedPrecisionPolicy()
+    for parent, name in _blocks(model, block_classes(model)):
+        fully_shard(getattr(parent, name), mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    return model
+
+
 def _blocks(model: torch.nn.Module, classes: tuple[type[torch.nn.Module], ...]
             ) -> list[tuple[torch.nn.Module, str]]:
     """(parent, attribute) of every transformer block, in order."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -21,21 +22,24 @@ import torch.nn.functional as F  # noqa: N812
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from mentor.api.training import (
+    OBJECTIVE_ENV,
+    DataFormat,
     Optimizer,
     Precision,
     Schedule,
     TrainerConfig,
 )
-from mentor_trainer import checkpoint, data, mfu, shards
+from mentor_trainer import checkpoint, data, mfu, preference, shards
 from mentor_trainer.dist import World, all_reduce_max, barrier
 from mentor_trainer.errors import BadConfig, NonFiniteLoss
 from mentor_trainer.models import (
+    frozen_dtype,
     load_pretrained,
     max_positions,
     new_model,
     parameter_count,
 )
-from mentor_trainer.parallelize import parallelize
+from mentor_trainer.parallelize import parallelize, shard_frozen
 from mentor_trainer.reporting import Reporter
 from mentor_trainer.tokenizer import CharTokenizer, Tokenizer, known_tokenizer
 
@@ -73,6 +77,9 @@ class Trainer:
         self.reporter = Reporter(self.output, enabled=world.is_main)
         self.stop_requested = False
         self.lora = False
+        adaptation = config.adaptation
+        self.dpo = adaptation.dpo if adaptation and adaptation.type == "dpo" else None
+        self.reference: torch.nn.Module | None = None  # full-weight DPO's frozen base
         self._held: tuple[int, float] = (0, 0.0)
         self.async_saves = checkpoint.AsyncCheckpointer(
             self.checkpoints, world, config.checkpointing.keep) \
@@ -103,13 +110,22 @@ class Trainer:
         self._build_data()
         self._build_model()
         self.model = parallelize(self.base, self.config, self.world, self.autocast)
+        if self.reference is not None:
+            self.reference = shard_frozen(self.reference, self.config, self.world,
+                                          self.autocast)
         self._build_optimizer()
 
     def _build_data(self) -> None:
         cfg, world, opt = self.config, self.world, self.config.optimization
-        self.train_data: data.Packed | data.Examples
-        self.val_data: data.Packed | data.Examples
-        if cfg.data.format in data.INSTRUCTIONS:  # one example a sample, loss on the answers
+        self.train_data: data.Packed | data.Examples | data.Pairs
+        self.val_data: data.Packed | data.Examples | data.Pairs
+        if cfg.data.format == DataFormat.PREFERENCE:  # a pair a sample, loss on the responses
+            pairs = data.read_pairs(cfg.data)
+            self.tokenizer = known_tokenizer(self.config) or \
+                CharTokenizer.fit("".join(data.pair_texts(pairs, cfg.data)))
+            self.train_data, self.val_data = data.split_pairs(
+                data.encode_pairs(pairs, cfg.data, self.tokenizer), cfg.data.validation_split)
+        elif cfg.data.format in data.INSTRUCTIONS:  # one example a sample, loss on the answers
             records = data.read_records(cfg.data)
             self.tokenizer = known_tokenizer(self.config) or \
                 CharTokenizer.fit("".join(data.record_texts(records, cfg.data)))
@@ -133,8 +149,11 @@ class Trainer:
         """A new model or a pre-trained one (with LoRA, if asked), on the device, with the
         FLOPs per token its MFU is measured by."""
         cfg, opt = self.config, self.config.optimization
+        self.lora = bool(cfg.adaptation and cfg.adaptation.uses_lora)
         if cfg.model.from_:
-            model = load_pretrained(cfg.model.from_)
+            # A LoRA base is frozen: in bf16 where the steps compute in bf16 anyway.
+            model = load_pretrained(cfg.model.from_, frozen_dtype(self.world.device, opt.precision)
+                                    if self.lora else torch.float32)
             limit = max_positions(model)
             if limit is not None and cfg.data.sequence_length > limit:
                 raise BadConfig(f"data.sequenceLength {cfg.data.sequence_length} exceeds the "
@@ -146,7 +165,11 @@ class Trainer:
         else:
             model = new_model(cfg.model, self.tokenizer.vocab_size, cfg.data.sequence_length,
                               opt.seed, self.tokenizer.eos_id, self.tokenizer.bos_id)
-        self.lora = bool(cfg.adaptation and cfg.adaptation.type == "lora")
+        if self.dpo and not self.lora and self.dpo.loss != "simpo":
+            assert cfg.model.from_ is not None
+            reference = load_pretrained(cfg.model.from_,
+                                        frozen_dtype(self.world.device, opt.precision))
+            self.reference = reference.requires_grad_(False).eval().to(self.world.device)
         if self.lora:
             torch.manual_seed(opt.seed)  # the adapter's initial weights: the same every run
             model = self._with_lora(model)
@@ -177,20 +200,18 @@ class Trainer:
         if step == 0 and self.config.model.from_:
             # Where a pre-trained model starts on this data: the baseline a tuning beats (and
             # the first point a TuningJob's pruner compares).
-            baseline = self.evaluate()
-            if not math.isnan(baseline):
-                self.reporter.record({"step": 0, "eval_loss": baseline})
+            self._evaluate_and_record(0)
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         loss = eval_loss = float("nan")
         tokens_per_step = self.config.optimization.global_batch_size * \
-            self.config.data.sequence_length
+            self.config.data.sequence_length * (2 if self.dpo else 1)  # a pair: two sequences
         tick, started, trained_tokens = time.perf_counter(), time.perf_counter(), 0
         try:
             while step < self.total_steps:
                 if all_reduce_max(self.world, float(self.stop_requested)):
                     self._checkpoint(step, wait=True)
                     raise Stopped(f"stopped by SIGTERM at step {step}; checkpoint written")
-                loss, grad_norm, lr = self._step(step)
+                loss, grad_norm, lr, stats = self._step(step)
                 step += 1
                 now = time.perf_counter()
                 seconds_per_step, tick = now - tick, now
@@ -203,11 +224,10 @@ class Trainer:
                     "seconds_per_step": seconds_per_step, "gpus": self.gpus,
                     **({"gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
                        if self.gpus else {}),
+                    **({"metrics": stats} if stats else {}),
                 })
                 if step % self.config.optimization.eval_interval == 0 or step == self.total_steps:
-                    eval_loss = self.evaluate()
-                    if not math.isnan(eval_loss):
-                        self.reporter.record({"step": step, "eval_loss": eval_loss})
+                    eval_loss = self._evaluate_and_record(step)
                 interval = self.config.checkpointing.interval_steps
                 if step % interval == 0 or step == self.total_steps:
                     self._checkpoint(step, wait=step == self.total_steps)
@@ -218,6 +238,20 @@ class Trainer:
         elapsed = time.perf_counter() - started
         return {"step": step, "loss": loss, "eval_loss": eval_loss,
                 "tokens_per_second": trained_tokens / elapsed if elapsed else 0.0}
+
+    def _evaluate_and_record(self, step: int) -> float:
+        """Evaluate, and report the held-out loss with its metrics (a TuningJob's trial also
+        reports the one its search ranks by as its objective)."""
+        loss, metrics = self.evaluate()
+        if not math.isnan(loss):
+            record: dict[str, Any] = {"step": step, "eval_loss": loss}
+            if metrics:
+                record["metrics"] = metrics
+                objective = os.environ.get(OBJECTIVE_ENV)
+                if objective in metrics:
+                    record["objective"] = metrics[objective]
+            self.reporter.record(record)
+        return loss
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.stop_requested = True
@@ -278,13 +312,56 @@ class Trainer:
     def _report_checkpoint(self, step: int, path: Path, held: float) -> None:
         self.reporter.record({"step": step, "checkpoint": str(path), "seconds": round(held, 3)})
 
-    def _forward_loss(self, inputs: torch.Tensor,
-                      targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The summed loss over the learned targets, and their count."""
+    def _logits(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast \
             else contextlib.nullcontext()
         with ctx:
-            logits = self.model(input_ids=inputs).logits
+            logits: torch.Tensor = model(input_ids=inputs).logits
+        return logits
+
+    def _loss(self, inputs: torch.Tensor,
+              targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's summed loss, and (DPO) its summed preference statistics."""
+        if self.dpo is None:
+            return self._forward_loss(inputs, targets), None
+        measure_kl = not torch.is_grad_enabled() and self.dpo.loss != "simpo"  # evaluation
+        if self.dpo.loss == "simpo":  # reference-free
+            reference = torch.zeros(targets.size(0), device=targets.device)
+        else:
+            reference_probs = self._reference_log_probs(inputs)
+            reference = preference.sequence_logps(reference_probs, targets)[0]
+            if not measure_kl:
+                del reference_probs  # the policy's graph needs the memory more
+        probs = preference.log_probs(self._logits(self.model, inputs))
+        policy, lengths = preference.sequence_logps(probs, targets)
+        kl = preference.token_kl(probs, reference_probs, targets) if measure_kl else None
+        return preference.batch_loss(policy, reference, lengths, self.dpo, kl)
+
+    @torch.no_grad()
+    def _reference_log_probs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The reference's next-token log-probabilities: the frozen copy's (full weights), or
+        the model's own with its LoRA adapter off; dropout off either way."""
+        if self.reference is not None:
+            return preference.log_probs(self._logits(self.reference, inputs))
+        training = self.base.training
+        self.base.eval()
+        adapter_off: Any = self.base.disable_adapter  # a PeftModel's
+        try:
+            with adapter_off():
+                logits = self._logits(self.base, inputs)
+        finally:
+            self.base.train(training)
+        return preference.log_probs(logits)
+
+    def _units(self, targets: torch.Tensor) -> torch.Tensor:
+        """What the loss is a mean over: learned tokens, or (DPO) pairs."""
+        if self.dpo is not None:
+            return torch.tensor(targets.size(0) // 2)
+        return (targets != data.IGNORE).sum()
+
+    def _forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The summed loss over the learned targets."""
+        logits = self._logits(self.model, inputs)
         flat, rows = targets.reshape(-1), logits.reshape(-1, logits.size(-1))
         chunks = self.config.optimization.loss_chunks
         if chunks == 1:
@@ -295,16 +372,16 @@ class Trainer:
             total = torch.stack([recompute(_cross_entropy, r, t, use_reentrant=False)
                                  for r, t in zip(rows.chunk(chunks), flat.chunk(chunks),
                                                  strict=True)]).sum()
-        return total, (flat != data.IGNORE).sum()
+        return total
 
-    def _step(self, step: int) -> tuple[float, float | None, float]:
+    def _step(self, step: int) -> tuple[float, float | None, float, dict[str, float]]:
         cfg, world = self.config, self.world
         self.model.train()
         torch.manual_seed((cfg.optimization.seed * 1_000_003 + step) * 4099 + world.rank)
         batches = [self.train_data.batch(ix) for ix in self.schedule.micro_batches(step)]
         # The loss is a mean over every learned target of the step, on every rank: padding and
         # masked prompts weigh nothing, and a micro-batch with few answers is not inflated.
-        count = torch.stack([(t != data.IGNORE).sum() for _, t in batches]).sum() \
+        count = torch.stack([self._units(t) for _, t in batches]).sum() \
             .to(world.device, torch.float32)
         if world.size > 1:
             import torch.distributed as td
@@ -312,17 +389,19 @@ class Trainer:
             td.all_reduce(count)
         count = count.clamp(min=1)
         scale = world.size / count  # DDP and FSDP average the ranks' gradients
-        total = torch.zeros((), device=world.device)
+        totals = torch.zeros(1 + (len(preference.STATS) if self.dpo else 0), device=world.device)
         for i, (host_inputs, host_targets) in enumerate(batches):
             inputs = host_inputs.to(world.device, non_blocking=True)
             targets = host_targets.to(world.device, non_blocking=True)
             with self._sync(i == len(batches) - 1):
-                loss, _ = self._forward_loss(inputs, targets)
+                loss, stats = self._loss(inputs, targets)
                 (loss * scale).backward()  # type: ignore[no-untyped-call]
-            total += loss.detach()
+            totals[0] += loss.detach()
+            if stats is not None:
+                totals[1:] += stats
         if world.size > 1:
-            td.all_reduce(total)
-        mean = (total / count).float()
+            td.all_reduce(totals)
+        mean = (totals[0] / count).float()
         norm: torch.Tensor | None = None
         if cfg.optimization.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(
@@ -337,11 +416,20 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         # The step's one host sync, with the optimizer's work already queued: the loss and the
         # gradient norm read together. A non-finite loss stops the run before any checkpoint.
-        value, grad_norm = torch.stack([mean, (norm if norm is not None else mean).float()]
-                                       ).tolist()
+        value, grad_norm, *sums = torch.cat([
+            torch.stack([mean, (norm if norm is not None else mean).float()]), totals[1:],
+            count.view(1)]).tolist()
         if not math.isfinite(value):
             raise NonFiniteLoss(f"loss is {value} at step {step + 1}")
-        return value, (grad_norm if norm is not None else None), lr
+        return value, (grad_norm if norm is not None else None), lr, self._train_stats(sums)
+
+    def _train_stats(self, sums: list[float]) -> dict[str, float]:
+        """DPO's statistics of the step's batch: its reward margin and accuracy."""
+        if self.dpo is None:
+            return {}
+        means = preference.summary(torch.tensor(sums[:-1]), sums[-1], kl=False)
+        means["reward_accuracy"] = means.pop("preference_accuracy")
+        return means
 
     def _sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         """Skip the gradient all-reduce on all but the last micro-batch of a step."""
@@ -354,9 +442,10 @@ class Trainer:
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        """The held-out loss and (DPO) the held-out preference accuracy, reward margin and KL."""
         if len(self.val_data) == 0:
-            return float("nan")
+            return float("nan"), {}
         self.model.eval()
         m = self.config.optimization.micro_batch_size
         batches = [list(range(i, min(i + m, len(self.val_data))))
@@ -369,17 +458,29 @@ class Trainer:
             mine = batches[self.world.rank::world]
         else:
             mine = [batches[self.world.rank % len(batches)]]
-        totals = torch.zeros(2, device=self.world.device, dtype=torch.float64)
+        totals = torch.zeros(2 + (len(preference.STATS) if self.dpo else 0),
+                             device=self.world.device, dtype=torch.float64)
         for indices in mine:
             inputs, targets = (t.to(self.world.device) for t in self.val_data.batch(indices))
-            loss, count = self._forward_loss(inputs, targets)
+            loss, stats = self._loss(inputs, targets)
             totals[0] += loss.double()
-            totals[1] += count.double()
+            totals[1] += self._units(targets).double()
+            if stats is not None:
+                totals[2:] += stats.double()
         if world > 1:
             import torch.distributed as td
 
             td.all_reduce(totals)
-        return float(totals[0] / totals[1]) if totals[1] else float("nan")
+        if not totals[1]:
+            return float("nan"), {}
+        metrics: dict[str, float] = {}
+        if self.dpo is not None:
+            held_out = preference.summary(totals[2:].float(), float(totals[1]),
+                                          kl=self.dpo.loss != "simpo")
+            metrics = {"preference_accuracy": held_out["preference_accuracy"],
+                       **{f"eval_{k}": v for k, v in held_out.items()
+                          if k != "preference_accuracy"}}
+        return float(totals[0] / totals[1]), metrics
 
     def _mfu(self, tokens_per_second: float) -> float | None:
         if self.peak is None:
@@ -409,7 +510,7 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         adaptation = self.config.adaptation
         base: Any = self.base
-        if adaptation and adaptation.type == "lora":
+        if adaptation and self.lora:
             if adaptation.merge:
                 # Merged on a plain copy on the CPU: the trained model may be sharded (FSDP's
                 # DTensors), which the gathered weights cannot be loaded into.

@@ -19,6 +19,7 @@ RESERVED_ENV = (
     "MENTOR_CONFIG", "MENTOR_REPORT_URL", "MENTOR_REPORT_TOKEN", "MENTOR_CODE_DIR", "MENTOR_PIP",
 )
 CODE_DIR_ENV = "MENTOR_CODE_DIR"  # a custom trainer's code: the launcher runs torchrun there
+OBJECTIVE_ENV = "MENTOR_OBJECTIVE"  # the metric a TuningJob trial reports as its objective
 PIP_ENV = "MENTOR_PIP"  # a custom trainer's extra requirements (JSON): the launcher installs them
 RESERVED_ENV_PREFIXES = ("PET_", "TORCHELASTIC_")
 
@@ -108,6 +109,7 @@ class DataFormat(StrEnum):
     HF_DISK = "hf-disk"
     PROMPT_RESPONSE = "prompt-response"  # instruction tuning: the loss is on the response only
     CHAT = "chat"  # conversations, through the tokenizer's chat template; loss on the assistant
+    PREFERENCE = "preference"  # a prompt, a chosen and a rejected response (method.type dpo)
 
 
 class DataSpec(ApiModel):
@@ -126,8 +128,9 @@ class DataSpec(ApiModel):
         description="format is text (raw text files), jsonl (one JSON object a line), hf-disk, "
                     "prompt-response (jsonl of instructions: the loss is computed on the "
                     "response tokens only) or chat (jsonl of conversations rendered through the "
-                    "tokenizer's chat template: the loss is on the assistant's turns only). "
-                    "Default text.")
+                    "tokenizer's chat template: the loss is on the assistant's turns only) or "
+                    "preference (jsonl of a prompt, a chosen and a rejected response, for "
+                    "adaptation type dpo; the prompt may be chat messages). Default text.")
     field: str | None = Field(
         default=None, max_length=128,
         description="field is the JSON key holding the text (jsonl, hf-disk) or the messages "
@@ -137,6 +140,12 @@ class DataSpec(ApiModel):
     response_field: str = Field(default="response", max_length=128,
                                 description="responseField is the response's key "
                                             "(prompt-response).")
+    chosen_field: str = Field(default="chosen", max_length=128,
+                              description="chosenField is the preferred response's key "
+                                          "(preference).")
+    rejected_field: str = Field(default="rejected", max_length=128,
+                                description="rejectedField is the dispreferred response's key "
+                                            "(preference).")
     sequence_length: int = Field(
         default=256, ge=8, le=131072,
         description="sequenceLength is the number of tokens in one packed sample (an "
@@ -464,15 +473,49 @@ class LoraSpec(ApiModel):
                     "attention projections.")
 
 
-class AdaptationSpec(ApiModel):
-    """How a pre-trained model is adapted: all its weights, or a LoRA adapter."""
+# What a DPO trainer reports that a search may rank its trials by, besides eval_loss.
+DPO_OBJECTIVES = ("preference_accuracy", "reward_margin")
 
-    type: Literal["full", "lora"] = Field(default="lora",
-                                          description="type is full or lora. Default lora.")
+
+class DpoSpec(ApiModel):
+    """Preference tuning: the model learns to rank each chosen response above its rejected one
+    more than the frozen base (the reference) does."""
+
+    beta: float = Field(default=0.1, gt=0, le=100,
+                        description="beta: how far the tuned model may move from the reference "
+                                    "(the KL penalty's inverse weight). Default 0.1.")
+    loss: Literal["sigmoid", "ipo", "simpo"] = Field(
+        default="sigmoid",
+        description="loss is sigmoid (the DPO paper's), ipo (a squared loss that does not "
+                    "overfit deterministic preferences) or simpo (reference-free: length-"
+                    "normalised log-likelihoods and a target margin). Default sigmoid.")
+    target_margin: float = Field(default=0.5, ge=0, le=100,
+                                 description="targetMargin is SimPO's gamma (simpo only). "
+                                             "Default 0.5.")
+    weights: Literal["lora", "full"] = Field(
+        default="lora",
+        description="weights trained: a LoRA adapter (the reference is the same model with "
+                    "the adapter off: no second copy) or every weight (the reference is a "
+                    "frozen copy, sharded like the model). Default lora.")
+
+
+class AdaptationSpec(ApiModel):
+    """How a pre-trained model is adapted: all its weights, a LoRA adapter, or preference
+    tuning (DPO) of either."""
+
+    type: Literal["full", "lora", "dpo"] = Field(
+        default="lora", description="type is full, lora, or dpo (preference tuning of a LoRA "
+                                    "adapter or of every weight: see dpo). Default lora.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="lora settings, for lora.")
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="dpo settings, for dpo.")
     merge: bool = Field(default=False,
                         description="merge writes merged safetensors weights instead of the "
                                     "adapter alone. Default false.")
+
+    @property
+    def uses_lora(self) -> bool:
+        """Whether a LoRA adapter is what is trained."""
+        return self.type == "lora" or (self.type == "dpo" and self.dpo.weights == "lora")
 
 
 class ConfigMapFile(ApiModel):
@@ -545,6 +588,21 @@ _PROCS = ("(has(self.parallelism) && has(self.parallelism.gpusPerNode) ? "
           "has(self.parallelism.procsPerNode) ? self.parallelism.procsPerNode : 1))")
 
 
+def preference_rules(method: str) -> tuple[Rule, ...]:
+    """DPO learns from preference data, and only DPO can: `method` is the section that says how
+    the model is adapted (a TrainingJob's adaptation, a TuningJob's method)."""
+    dpo = f"(has(self.{method}) && has(self.{method}.type) && self.{method}.type == 'dpo')"
+    preference = "(has(self.data) && has(self.data.format) && self.data.format == 'preference')"
+    return (
+        Rule(f"!{dpo} || {preference}",
+             "dpo learns from preference pairs: set data.format: preference",
+             field_path=".data", reason="FieldValueInvalid"),
+        Rule(f"!{preference} || {dpo}",
+             f"preference data is for preference tuning: set {method}.type: dpo",
+             field_path=".data.format", reason="FieldValueInvalid"),
+    )
+
+
 class TrainingSections(ApiModel):
     """The sections that a job and the trainer share."""
 
@@ -552,6 +610,7 @@ class TrainingSections(ApiModel):
         Rule("!has(self.adaptation) || (has(self.model) && has(self.model.from))",
              "adaptation tunes a pre-trained model: set model.from", field_path=".adaptation",
              reason="FieldValueInvalid"),
+        *preference_rules("adaptation"),
         # Refused at admission, before the pods take their GPUs to find it out.
         Rule(f"!has(self.optimization) || self.optimization.globalBatchSize % "
              f"({_NODES} * {_PROCS} * self.optimization.microBatchSize) == 0",

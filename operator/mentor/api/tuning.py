@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from mentor.api.base import ApiModel, ObjectName, Rule, Uri
 from mentor.api.status import Condition, Phase, Timestamp
 from mentor.api.training import (
+    DPO_OBJECTIVES,
     AdaptationSpec,
     CheckpointSpec,
     DataSpec,
@@ -30,6 +31,7 @@ from mentor.api.training import (
     SchedulingSpec,
     TrainerSpec,
     TrainingSections,
+    preference_rules,
 )
 
 # The sections of a trial's spec that a search may change, by wire name.
@@ -397,6 +399,7 @@ class TuningJobSpec(ApiModel):
 
     cel_rules = (
         *(r for r in TrainingSections.cel_rules if "globalBatchSize" in r.rule),
+        *preference_rules("method"),
         Rule(f"{_CUSTOM} || (has(self.baseModel) && has(self.data) && has(self.optimization))",
              "the built-in trainer's trials need baseModel, data and optimization (or set "
              "trainer.type: custom)", reason="FieldValueRequired"),
@@ -405,9 +408,20 @@ class TuningJobSpec(ApiModel):
              "the built-in trainer's trials are searched by path, a custom trainer's by arg or "
              "env", field_path=".search.parameters", reason="FieldValueInvalid"),
         Rule(f"{_CUSTOM} || !has(self.search) || !has(self.search.objective) || "
-             "!has(self.search.objective.metric) || self.search.objective.metric == 'eval_loss'",
-             "the built-in trainer's trials are ranked by eval_loss", reason="FieldValueInvalid",
+             "!has(self.search.objective.metric) || self.search.objective.metric == 'eval_loss'"
+             " || (has(self.method) && has(self.method.type) && self.method.type == 'dpo' && "
+             f"self.search.objective.metric in {list(DPO_OBJECTIVES)})",
+             "the built-in trainer's trials are ranked by eval_loss (or, with dpo, by "
+             f"{' or '.join(DPO_OBJECTIVES)})", reason="FieldValueInvalid",
              field_path=".search.objective.metric"),
+        Rule("!has(self.search) || !has(self.search.objective) || "
+             "!has(self.search.objective.metric) || "
+             f"!(self.search.objective.metric in {list(DPO_OBJECTIVES)}) || "
+             "(has(self.search.objective.direction) && "
+             "self.search.objective.direction == 'maximize')",
+             "a higher preference accuracy or reward margin is better: set "
+             "search.objective.direction: maximize", reason="FieldValueInvalid",
+             field_path=".search.objective.direction"),
     )
 
     trainer: TrainerSpec = Field(default_factory=TrainerSpec,
@@ -416,7 +430,7 @@ class TuningJobSpec(ApiModel):
     base_model: BaseModelSpec | None = Field(
         default=None, description="baseModel is the model to adapt (the built-in trainer).")
     method: AdaptationSpec = Field(default_factory=AdaptationSpec,
-                                   description="method is full (every weight) or lora.")
+                                   description="method is full (every weight), lora, or dpo.")
     data: DataSpec | None = Field(default=None,
                                   description="data is what each trial learns from.")
     optimization: OptimizationSpec | None = Field(default=None,

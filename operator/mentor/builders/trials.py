@@ -13,6 +13,7 @@ from typing import Any
 
 from mentor.api.kinds import API_VERSION
 from mentor.api.labels import TRIAL_FINALIZER, TRIAL_NUMBER, TRIAL_PARAMETERS, TUNING_JOB
+from mentor.api.training import OBJECTIVE_ENV
 from mentor.api.tuning import TuningJobSpec
 from mentor.builders.names import JobRef
 
@@ -56,6 +57,11 @@ def trial_spec(spec: TuningJobSpec, name: str, base_uri: str, params: dict[str, 
         trained = {"model": {"from": base_uri, "tokenizer": "pretrained"},
                    "adaptation": sections["method"], "data": sections["data"],
                    "optimization": sections["optimization"]}
+    template = wire.get("template", {})
+    metric = spec.search.objective.metric if spec.search else "eval_loss"
+    if not spec.trainer.custom and metric != "eval_loss":  # DPO's preference_accuracy
+        template = {**template, "env": [*template.get("env", []),
+                                        {"name": OBJECTIVE_ENV, "value": metric}]}
     return {
         **trained,
         "parallelism": wire["parallelism"],
@@ -63,7 +69,7 @@ def trial_spec(spec: TuningJobSpec, name: str, base_uri: str, params: dict[str, 
         "output": {"uri": trial_output(spec.output.uri, name, search_id)},
         "runPolicy": policy,
         "scheduling": wire.get("scheduling", {}),
-        "template": wire.get("template", {}),
+        "template": template,
     }
 
 
@@ -77,7 +83,6 @@ def argument(value: Any) -> str:
     return str(value)
 
 
-OBJECTIVE_ENV = "MENTOR_OBJECTIVE"  # the metric a trial's reports carry as its objective
 
 
 def custom_trainer(spec: TuningJobSpec, params: dict[str, Any]) -> dict[str, Any]:
