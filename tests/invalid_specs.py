@@ -69,6 +69,10 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "are for a custom trainer (type: custom)"),
     ("reserved-env-in-trainer", {"trainer": {"type": "custom", "command": ["train.py"], "env": [
         {"name": "MENTOR_CODE_DIR", "value": "/"}]}}, "spec.trainer.env", "torchrun's variables"),
+    ("dpo-without-pairs", {"model": {"from": "/models/base"}, "adaptation": {"type": "dpo"}},
+     "spec.data", "set data.format: preference"),
+    ("pairs-without-dpo", {"data": {"source": "/pairs.jsonl", "format": "preference"}},
+     "spec.data.format", "set adaptation.type: dpo"),
     ("code-from-two-places", {"trainer": {"type": "custom", "command": ["train.py"], "code": {
         "path": "/app", "configMap": {"name": "c", "key": "train.py"}}}}, "spec.trainer.code",
      "set one of path or configMap"),

@@ -387,6 +387,17 @@ def test_a_custom_trials_objective_and_pruning_follow_its_metric() -> None:
      "the built-in trainer's trials are ranked by eval_loss"),
     ({"trainer": CUSTOM, "search": {"parameters": [{"arg": "--lr", "min": 0.1, "max": 1}]}},
      "a custom trainer's parameter needs a name"),
+    # Preference accuracy ranks DPO's trials only, and higher is better.
+    ({"search": {"objective": {"metric": "preference_accuracy", "direction": "maximize"},
+                 "parameters": [LR]}},
+     "the built-in trainer's trials are ranked by eval_loss (or, with dpo, by "
+     "preference_accuracy)"),
+    ({"method": {"type": "dpo"}, "data": {"source": "/p.jsonl", "format": "preference"},
+      "search": {"objective": {"metric": "preference_accuracy"}, "parameters": [LR]}},
+     "set search.objective.direction: maximize"),
+    ({"method": {"type": "dpo"}}, "dpo learns from preference pairs: set data.format"),
+    ({"data": {"source": "/p.jsonl", "format": "preference"}},
+     "preference data is for preference tuning: set method.type: dpo"),
 ])
 def test_searches_that_mix_the_trainers_up_are_refused(spec_changes: dict[str, Any],
                                                       expected: str) -> None:
@@ -396,3 +407,19 @@ def test_searches_that_mix_the_trainers_up_are_refused(spec_changes: dict[str, A
         validate(doc)
     assert any(expected in str(e) for e in refused.value.errors), refused.value.errors
 
+
+
+def test_dpo_trials_search_beta_and_report_preference_accuracy_as_their_objective() -> None:
+    dpo = spec(method={"type": "dpo", "dpo": {"loss": "ipo"}},
+               data={"source": "/data/pairs.jsonl", "format": "preference"},
+               search={"algorithm": "grid", "parameters": [
+                   {"path": "method.dpo.beta", "values": [0.1, 0.5]}],
+                   "objective": {"metric": "preference_accuracy", "direction": "maximize"}})
+    validate({"apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob",
+              "metadata": {"name": "tune"}, "spec": dpo.wire()})
+    plan = decide("tune", dpo, TuningStatus(), [], [], BASE, NOW)
+    trial = plan.create[0].spec
+    assert trial["adaptation"]["dpo"] == {"beta": 0.1, "loss": "ipo", "targetMargin": 0.5,
+                                          "weights": "lora"}
+    assert {"name": "MENTOR_OBJECTIVE", "value": "preference_accuracy"} in \
+        trial["template"]["env"], "the trainer reports the metric its search ranks by"

@@ -473,8 +473,9 @@ class LoraSpec(ApiModel):
                     "attention projections.")
 
 
-# What a DPO trainer reports that a search may rank its trials by, besides eval_loss.
-DPO_OBJECTIVES = ("preference_accuracy", "reward_margin")
+# What a DPO trainer reports that a search may rank its trials by, besides eval_loss (there,
+# the held-out DPO loss): the share of held-out pairs whose chosen response it rewards more.
+DPO_OBJECTIVES = ("preference_accuracy",)
 
 
 class DpoSpec(ApiModel):

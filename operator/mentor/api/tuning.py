@@ -419,8 +419,8 @@ class TuningJobSpec(ApiModel):
              f"!(self.search.objective.metric in {list(DPO_OBJECTIVES)}) || "
              "(has(self.search.objective.direction) && "
              "self.search.objective.direction == 'maximize')",
-             "a higher preference accuracy or reward margin is better: set "
-             "search.objective.direction: maximize", reason="FieldValueInvalid",
+             "a higher preference accuracy is better: set search.objective.direction: "
+             "maximize", reason="FieldValueInvalid",
              field_path=".search.objective.direction"),
     )
 
