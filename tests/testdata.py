@@ -18,32 +18,11 @@ def search_values(path: str, count: int) -> list[float]:
     return [low + (high - low) * (v + 1) / (count + 1) for v in range(count)]
 
 
-def preference_pairs(count: int, prompt_chars: int = 16, response_chars: int = 44,
-                     seed: int = 0) -> list[dict[str, str]]:
-    """`count` preference records cut from Shakespeare at word boundaries: a passage's start as
-    the prompt, its true continuation chosen, and rejected the same continuation misspelt (the
-    letters of each word of four or more shuffled), as a weak model writes. (At the start of
-    tuning the model and its reference are one, so the rewards rank no pair: the base model's
-    preference accuracy is 50 %.)"""
-    import random
-    import re
+def preference_pairs(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """`count` preference pairs cut from the plays as `mentor data preferences` cuts them: a
+    true continuation chosen, the same misspelt rejected. (At the start of tuning the model
+    and its reference are one, so the rewards rank no pair: the base's preference accuracy is
+    50 %.)"""
+    from mentor.local.sample_data import preference_pairs as cut
 
-    rng = random.Random(seed)
-    text = SHAKESPEARE.read_text()
-
-    def misspelt(word: str) -> str:
-        letters = list(word)
-        while len(set(word)) > 1 and "".join(letters) == word:
-            rng.shuffle(letters)
-        return "".join(letters)
-
-    pairs: list[dict[str, str]] = []
-    while len(pairs) < count:
-        start = text.find(" ", rng.randrange(len(text) - 4 * (prompt_chars + response_chars)))
-        cut = text.find(" ", start + prompt_chars)
-        end = text.rfind(" ", cut + 1, cut + response_chars)
-        prompt, chosen = text[start + 1:cut + 1], text[cut + 1:end]
-        rejected = re.sub(r"[A-Za-z]{4,}", lambda m: misspelt(m.group(0)), chosen)
-        if rejected != chosen:
-            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    return pairs
+    return cut(SHAKESPEARE.read_text(), count, seed=seed)

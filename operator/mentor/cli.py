@@ -160,10 +160,11 @@ def _local_commands(sub: Any) -> None:
     gen.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     gen.set_defaults(func=_generate)
     data = sub.add_parser("data", help="fetch public sample data")
-    data.add_argument("dataset", choices=["shakespeare", "python", "prepare"],
+    data.add_argument("dataset", choices=["shakespeare", "python", "preferences", "prepare"],
                       help="shakespeare: the plays (the quickstart's); python: this Python's "
-                           "own standard library source (the tuning example's); prepare: "
-                           "tokenize a job's data into its cached token shard")
+                           "own standard library source (the tuning example's); preferences: "
+                           "pairs cut from the plays (the DPO example's); prepare: tokenize a "
+                           "job's data into its cached token shard")
     data.add_argument("job", nargs="?", type=Path,
                       help="for prepare: the job's YAML (default: the quickstart)")
     data.add_argument("--to", type=Path, help="target directory (default: the local "

@@ -125,3 +125,4 @@ def test_every_cel_rule_names_a_reason_the_api_server_accepts() -> None:
     found = rules(yaml.safe_load(crd_file.read_text()))
     assert found
     assert {r["reason"] for r in found if "reason" in r} <= supported
+

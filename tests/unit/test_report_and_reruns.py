@@ -83,3 +83,10 @@ def test_a_changed_spec_is_refused_and_only_mentors_output_is_discarded(tmp_path
     with pytest.raises(reruns.Refused, match="not written by mentor run"):
         reruns.discard(foreign)
     assert foreign.exists()
+
+
+def test_the_readme_memory_table_is_the_functions() -> None:
+    from mentor.report.memory import table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "\n".join(table()) in readme, "regenerate it with mentor.report.memory.table()"

@@ -101,16 +101,29 @@ def generate(target: Path, prompt: str, tokens: int, temperature: float, seed: i
 
 
 def fetch_data(dataset: str, to: Path | None) -> None:
-    from mentor.local.sample_data import Unavailable, fetch_shakespeare, python_source
+    from mentor.local.sample_data import (
+        Unavailable,
+        fetch_shakespeare,
+        preferences,
+        python_source,
+    )
     from mentor.local.training import local_path
 
-    target = to or Path(local_path(f"pvc://datasets/{dataset}") or ".")
+    def local(name: str) -> Path:
+        return Path(local_path(f"pvc://datasets/{name}") or ".")
+
+    target = to or local(dataset)
     try:
-        files = fetch_shakespeare(target) if dataset == "shakespeare" else python_source(target)
+        if dataset == "shakespeare":
+            files, what = fetch_shakespeare(target), "plays"
+        elif dataset == "preferences":  # cut from the plays, fetched first if need be
+            files = preferences(target, fetch_shakespeare(local("shakespeare")))
+            what = "file of preference pairs (a play's line, its true end, and it misspelt)"
+        else:
+            files, what = python_source(target), "modules of Python's own source"
     except Unavailable as e:
         raise CommandFailed(str(e)) from None
     size = sum(f.stat().st_size for f in files)
-    what = "plays" if dataset == "shakespeare" else "modules of Python's own source"
     print(f"{len(files)} {what} ({size / 1e6:.1f} MB) in {target}")
 
 
@@ -121,9 +134,9 @@ def prepare_data(file: Path | None) -> None:
     from tqdm import tqdm
 
     from mentor.api.kinds import TrainingJob
-    from mentor.api.training import TrainerConfig
+    from mentor.api.training import DataFormat, TrainerConfig
     from mentor.local import training as local
-    from mentor_trainer import shards
+    from mentor_trainer import data, shards
     from mentor_trainer.errors import TrainerError
     from mentor_trainer.tokenizer import known_tokenizer
 
@@ -134,6 +147,9 @@ def prepare_data(file: Path | None) -> None:
     if not isinstance(config, TrainerConfig):
         raise CommandFailed(f"{file}: a custom trainer reads its data itself; data prepare is "
                             "for the built-in trainer's")
+    if config.data.format in (*data.INSTRUCTIONS, DataFormat.PREFERENCE):
+        raise CommandFailed(f"{file}: {config.data.format} data is read whole by each run; "
+                            "data prepare makes token shards of text (text, jsonl, hf-disk)")
     started = time.monotonic()
     try:
         with tqdm(unit="B", unit_scale=True, desc="tokenizing") as bar:

@@ -16,7 +16,7 @@ from mentor.api.training import TrainerSpec
 from mentor.local.training import local_code_dir, local_path
 
 Job = TypeVar("Job", TrainingJob, TuningJob)
-SAMPLES = ("shakespeare", "python")  # what `mentor data <name>` fetches
+SAMPLES = ("shakespeare", "python", "preferences")  # what `mentor data <name>` fetches
 MAX_PROCESSES = 256  # parallelism.procsPerNode's own limit
 
 

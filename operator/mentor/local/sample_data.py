@@ -75,3 +75,52 @@ def python_source(target: Path) -> list[Path]:
             (target / f"{package}.{module.stem}.txt").write_text(module.read_text("utf-8"),
                                                                  encoding="utf-8")
     return sorted(target.glob("*.txt"))
+
+
+def preference_pairs(text: str, count: int, prompt_chars: int = 16, response_chars: int = 44,
+                     seed: int = 0) -> list[dict[str, str]]:
+    """`count` preference records cut from `text` at word boundaries: a passage's start as the
+    prompt, its true continuation chosen, and rejected the same continuation misspelt (the
+    letters of each word of four or more shuffled), as a weak model writes. The same records
+    for the same text and seed."""
+    import random
+    import re
+
+    rng = random.Random(seed)
+
+    def misspelt(word: str) -> str:
+        letters = list(word)
+        while len(set(word)) > 1 and "".join(letters) == word:
+            rng.shuffle(letters)
+        return "".join(letters)
+
+    pairs: list[dict[str, str]] = []
+    span = len(text) - 4 * (prompt_chars + response_chars)
+    if span <= 0:
+        raise Unavailable("the text is too short to cut preference pairs from")
+    while len(pairs) < count:
+        start = text.find(" ", rng.randrange(span))
+        cut = text.find(" ", start + prompt_chars)
+        end = text.rfind(" ", cut + 1, cut + response_chars)
+        prompt, chosen = text[start + 1:cut + 1], text[cut + 1:end]
+        rejected = re.sub(r"[A-Za-z]{4,}", lambda m: misspelt(m.group(0)), chosen)
+        if rejected != chosen and "\n\n" not in prompt + chosen:
+            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return pairs
+
+
+PREFERENCE_PAIRS = 2000
+
+
+def preferences(target: Path, plays: list[Path]) -> list[Path]:
+    """Write preference pairs cut from the plays (pairs.jsonl) into `target`, for the DPO
+    example; skip if already there."""
+    import json
+
+    out = target / "pairs.jsonl"
+    if not out.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        text = "\n".join(p.read_text(encoding="utf-8") for p in plays)
+        records = preference_pairs(text, PREFERENCE_PAIRS)
+        out.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return [out]
