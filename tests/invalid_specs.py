@@ -73,6 +73,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.data", "set data.format: preference"),
     ("pairs-without-dpo", {"data": {"source": "/pairs.jsonl", "format": "preference"}},
      "spec.data.format", "set adaptation.type: dpo"),
+    ("quantized-full-tuning", {"model": {"from": "/models/base"}, "adaptation": {
+        "type": "full", "lora": {"quantize": "nf4"}}}, "spec.adaptation.lora.quantize",
+     "quantize is for a LoRA adapter"),
+    ("quantized-under-fsdp", {"model": {"from": "/models/base"}, "adaptation": {
+        "lora": {"quantize": "nf4"}}, "parallelism": {"strategy": "fsdp"}},
+     "spec.parallelism.strategy", "use strategy ddp"),
     ("code-from-two-places", {"trainer": {"type": "custom", "command": ["train.py"], "code": {
         "path": "/app", "configMap": {"name": "c", "key": "train.py"}}}}, "spec.trainer.code",
      "set one of path or configMap"),

@@ -199,3 +199,26 @@ def test_lora_changes_only_the_adapter_and_reloads_with_peft(pretrained: Path,
         x, _ = val.batch([0])
         assert torch.allclose(tuned(input_ids=x).logits, model(input_ids=x).logits, atol=1e-4)
     assert len(sample(tuned, saved, "ROMEO:", 20, temperature=0)) == 20
+
+
+def test_qlora_trains_an_adapter_on_a_4bit_base_and_merges_it_in_bf16(pretrained: Path,
+                                                                       tmp_path: Path) -> None:
+    """QLoRA on CPU (bitsandbytes' 4-bit kernels run here): the frozen base is packed in nf4,
+    the adapter learns, and the merged export is the base de-quantized to bf16 with the
+    adapter folded in, which loads and speaks on its own."""
+    from safetensors import safe_open
+
+    out = tmp_path / "qlora"
+    cfg = config(out, model={"from": str(pretrained), "tokenizer": None, "size": None},
+                 optimization={"steps": 10, "evalInterval": 10, "learningRate": 1e-2})
+    cfg["adaptation"] = {"type": "lora", "merge": True, "lora": {
+        "rank": 8, "alpha": 16, "dropout": 0.0, "quantize": "nf4",
+        "targetModules": ["c_attn", "c_proj", "c_fc"]}}
+    log = run(cfg, tmp_path)
+    assert "the frozen ones in nf4 (bitsandbytes)" in log
+    evals = eval_losses(out)
+    assert evals[10] < evals[0], f"the adapter learned: {evals}"
+    with safe_open(str(out / "model.safetensors"), "pt") as merged:
+        dtypes = {merged.get_slice(k).get_dtype() for k in merged.keys() if ".h." in k}
+    assert dtypes == {"BF16"}, dtypes
+    assert not (out / "adapter_config.json").exists(), "merged: a model that stands alone"

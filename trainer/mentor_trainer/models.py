@@ -106,16 +106,41 @@ def frozen_dtype(device: torch.device, precision: Precision) -> torch.dtype:
         else torch.float32
 
 
-def load_pretrained(uri: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def load_pretrained(uri: str, dtype: torch.dtype = torch.float32, quantize: str = "none",
+                    device: torch.device | None = None) -> torch.nn.Module:
+    """A pre-trained model; `quantize` nf4 packs its linear layers' weights in 4 bits with
+    bitsandbytes, already on `device`, computing in bf16."""
     from transformers import AutoModelForCausalLM
 
     source = resolve(uri)
+    options: dict[str, Any] = {}
+    if quantize != "none":
+        options = {"quantization_config": _quantization(quantize),
+                   "device_map": {"": device or torch.device("cpu")}}
     try:
         model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation="sdpa")
+            source, dtype=dtype, attn_implementation="sdpa", **options)
     except OSError as e:
         raise ModelNotFound(f"cannot load a model from {uri}: {e}".splitlines()[0]) from e
+    for module in model.modules():
+        # bitsandbytes 0.50 repacks a 4-bit layer for CPU inference at its first forward in
+        # eval mode, and a repacked layer cannot train: the trainer evaluates between steps.
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010
     return model
+
+
+def _quantization(quantize: str) -> Any:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise BadConfig(f"lora.quantize {quantize} needs bitsandbytes in the trainer image "
+                        "(pip install bitsandbytes)") from e
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True)
 
 
 def block_classes(model: torch.nn.Module) -> tuple[type[torch.nn.Module], ...]:

@@ -150,10 +150,13 @@ class Trainer:
         FLOPs per token its MFU is measured by."""
         cfg, opt = self.config, self.config.optimization
         self.lora = bool(cfg.adaptation and cfg.adaptation.uses_lora)
+        self.quantize = cfg.adaptation.lora.quantize if cfg.adaptation and self.lora else "none"
         if cfg.model.from_:
-            # A LoRA base is frozen: in bf16 where the steps compute in bf16 anyway.
+            # A LoRA base is frozen: in bf16 where the steps compute in bf16 anyway, or packed
+            # in 4 or 8 bits (QLoRA) on its device.
             model = load_pretrained(cfg.model.from_, frozen_dtype(self.world.device, opt.precision)
-                                    if self.lora else torch.float32)
+                                    if self.lora else torch.float32, self.quantize,
+                                    self.world.device)
             limit = max_positions(model)
             if limit is not None and cfg.data.sequence_length > limit:
                 raise BadConfig(f"data.sequenceLength {cfg.data.sequence_length} exceeds the "
@@ -175,12 +178,19 @@ class Trainer:
             model = self._with_lora(model)
             if self.async_saves:
                 self.async_saves.frozen = False
-        self.base = model.to(self.world.device)
+        self.base = model if self.quantize != "none" else model.to(self.world.device)
         self.params = parameter_count(self.base)
         layers, width = mfu.dimensions(self.base)
         self.flops_per_token = mfu.flops_per_token(self.base, layers, width,
                                                    cfg.data.sequence_length)
         self.peak = mfu.peak_flops(self.world.device)
+        if self.world.is_main:
+            trained = sum(p.numel() for p in self.base.parameters() if p.requires_grad)
+            frozen = {p.dtype for p in self.base.parameters() if not p.requires_grad}
+            held = "nf4 (bitsandbytes)" if self.quantize != "none" else \
+                ", ".join(sorted(str(d).removeprefix("torch.") for d in frozen))
+            log.info("model: %s parameters, %s trained%s", f"{self.params:,}", f"{trained:,}",
+                     f"; the frozen ones in {held}" if frozen else "")
 
     def _build_optimizer(self) -> None:
         opt = self.config.optimization
@@ -498,10 +508,13 @@ class Trainer:
         barrier(self.world)  # no rank tears the group down while rank 0 still writes
 
     def _with_lora(self, model: torch.nn.Module) -> Any:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         assert self.config.adaptation is not None
         lora = self.config.adaptation.lora
+        if getattr(model, "is_quantized", False):  # norms and head in float32, inputs' grads on
+            model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+                model, use_gradient_checkpointing=False)
         return get_peft_model(model, LoraConfig(
             r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=lora.target_modules or None, task_type="CAUSAL_LM"))
@@ -512,11 +525,16 @@ class Trainer:
         base: Any = self.base
         if adaptation and self.lora:
             if adaptation.merge:
-                # Merged on a plain copy on the CPU: the trained model may be sharded (FSDP's
-                # DTensors), which the gathered weights cannot be loaded into.
+                # Merged on a plain copy of the base on the CPU (the trained model may be
+                # sharded, or its base packed in 4 bits): the adapter's weights go into it; a
+                # quantized base comes back as bf16.
                 assert self.config.model.from_ is not None
-                plain = self._with_lora(load_pretrained(self.config.model.from_))
-                plain.load_state_dict(full)
+                plain = self._with_lora(load_pretrained(
+                    self.config.model.from_,
+                    torch.bfloat16 if self.quantize != "none" else torch.float32))
+                adapter = {k: v for k, v in full.items() if "lora_" in k}
+                loaded = plain.load_state_dict(adapter, strict=False)
+                assert adapter and not loaded.unexpected_keys, loaded.unexpected_keys
                 plain.merge_and_unload().save_pretrained(self.output, safe_serialization=True)
             else:
                 base.save_pretrained(self.output, state_dict=full, safe_serialization=True)

@@ -471,6 +471,11 @@ class LoraSpec(ApiModel):
         default_factory=list, max_length=64,
         description="targetModules names the modules adapted. Default: the architecture's "
                     "attention projections.")
+    quantize: Literal["none", "nf4"] = Field(
+        default="none",
+        description="quantize nf4 loads the frozen base in 4 bits through bitsandbytes "
+                    "(QLoRA: NormalFloat4, double-quantized, computing in bf16); the adapter "
+                    "stays float32. With strategy ddp. Default none.")
 
 
 # What a DPO trainer reports that a search may rank its trials by, besides eval_loss (there,
@@ -589,6 +594,27 @@ _PROCS = ("(has(self.parallelism) && has(self.parallelism.gpusPerNode) ? "
           "has(self.parallelism.procsPerNode) ? self.parallelism.procsPerNode : 1))")
 
 
+def quantize_rules(method: str) -> tuple[Rule, ...]:
+    """A quantized base is frozen and replicated: only a LoRA adapter trains on it, and FSDP
+    does not shard bitsandbytes' packed weights."""
+    section = f"self.{method}"
+    quantized = (f"(has({section}) && has({section}.lora) && has({section}.lora.quantize) && "
+                 f"{section}.lora.quantize != 'none')")
+    lora = (f"(!has({section}.type) || {section}.type == 'lora' || ({section}.type == 'dpo' && "
+            f"(!has({section}.dpo) || !has({section}.dpo.weights) || "
+            f"{section}.dpo.weights == 'lora')))")
+    return (
+        Rule(f"!{quantized} || {lora}",
+             "a quantized base is frozen: quantize is for a LoRA adapter (type lora, or dpo "
+             "with weights lora)", field_path=f".{method}.lora.quantize",
+             reason="FieldValueInvalid"),
+        Rule(f"!{quantized} || !has(self.parallelism) || !has(self.parallelism.strategy) || "
+             "self.parallelism.strategy != 'fsdp'",
+             "a quantized base is replicated, not sharded: use strategy ddp",
+             field_path=".parallelism.strategy", reason="FieldValueInvalid"),
+    )
+
+
 def preference_rules(method: str) -> tuple[Rule, ...]:
     """DPO learns from preference data, and only DPO can: `method` is the section that says how
     the model is adapted (a TrainingJob's adaptation, a TuningJob's method)."""
@@ -612,6 +638,7 @@ class TrainingSections(ApiModel):
              "adaptation tunes a pre-trained model: set model.from", field_path=".adaptation",
              reason="FieldValueInvalid"),
         *preference_rules("adaptation"),
+        *quantize_rules("adaptation"),
         # Refused at admission, before the pods take their GPUs to find it out.
         Rule(f"!has(self.optimization) || self.optimization.globalBatchSize % "
              f"({_NODES} * {_PROCS} * self.optimization.microBatchSize) == 0",

@@ -32,6 +32,7 @@ from mentor.api.training import (
     TrainerSpec,
     TrainingSections,
     preference_rules,
+    quantize_rules,
 )
 
 # The sections of a trial's spec that a search may change, by wire name.
@@ -400,6 +401,7 @@ class TuningJobSpec(ApiModel):
     cel_rules = (
         *(r for r in TrainingSections.cel_rules if "globalBatchSize" in r.rule),
         *preference_rules("method"),
+        *quantize_rules("method"),
         Rule(f"{_CUSTOM} || (has(self.baseModel) && has(self.data) && has(self.optimization))",
              "the built-in trainer's trials need baseModel, data and optimization (or set "
              "trainer.type: custom)", reason="FieldValueRequired"),
