@@ -64,3 +64,20 @@ def losses(out: Path) -> dict[int, float]:
 
 def eval_losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["eval_loss"] for r in metrics(out) if "eval_loss" in r}
+
+
+def chat_tokenizer(directory: Path) -> Path:
+    """A small word-level Hugging Face tokenizer with a chat template, made here."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<|user|>", "<|assistant|>", "<|end|>", "hello", "hi", "how", "are", "you",
+             "fine", "thanks", "\n", "[UNK]"]
+    inner = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    inner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=inner, eos_token="<|end|>",
+                                  unk_token="[UNK]")
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> "
+                         "{% endfor %}")
+    tok.save_pretrained(directory)
+    return directory

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runner import config, losses, metrics, run
+from runner import chat_tokenizer, config, losses, metrics, run
 
 from mentor.api.training import DataFormat, DataSpec, DpoSpec
 from mentor_trainer import data, preference
@@ -130,3 +130,21 @@ def test_full_weight_dpo_under_fsdp_resumes_as_if_never_stopped(pretrained: Path
     assert sorted(b) == list(range(6, 11))
     for step in range(6, 11):
         assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-5), step
+
+
+def test_chat_prompts_render_through_the_template_and_only_the_replies_are_learned(
+        tmp_path: Path) -> None:
+    from mentor_trainer.tokenizer import HFTokenizer
+
+    tokenizer = HFTokenizer(str(chat_tokenizer(tmp_path / "tok")))
+    source = tmp_path / "pairs.jsonl"
+    source.write_text(json.dumps({
+        "prompt": [{"role": "user", "content": "hello how are you"}],
+        "chosen": {"role": "assistant", "content": "fine thanks"},
+        "rejected": "hi"}) + "\n")
+    spec = DataSpec(source=str(source), format=DataFormat.PREFERENCE, sequenceLength=16)
+    _, targets = data.encode_pairs(data.read_pairs(spec), spec, tokenizer).batch([0])
+    replies = [tokenizer.decode([t for t in row.tolist() if t != data.IGNORE]).split()
+               for row in targets]
+    assert replies == [["<|assistant|>", "fine", "thanks", "<|end|>"],
+                       ["<|assistant|>", "hi", "<|end|>"]]

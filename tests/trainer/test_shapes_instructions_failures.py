@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from runner import config, losses, metrics, run
+from runner import chat_tokenizer, config, losses, metrics, run
 
 from mentor.api.training import DataSpec, ModelSpec
 from mentor_trainer import data
@@ -93,26 +93,9 @@ def test_the_loss_is_a_mean_over_every_learned_token_of_the_step(tmp_path: Path)
         assert a[step] == pytest.approx(b[step], rel=1e-4), step
 
 
-def _chat_tokenizer(directory: Path) -> Path:
-    """A small word-level Hugging Face tokenizer with a chat template, made here."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<|user|>", "<|assistant|>", "<|end|>", "hello", "hi", "how", "are", "you",
-             "fine", "thanks", "\n", "[UNK]"]
-    inner = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    inner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=inner, eos_token="<|end|>",
-                                  unk_token="[UNK]")
-    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> "
-                         "{% endfor %}")
-    tok.save_pretrained(directory)
-    return directory
-
-
 def test_chat_turns_render_through_the_template_and_only_the_assistant_is_learned(
         tmp_path: Path) -> None:
-    tokenizer = HFTokenizer(str(_chat_tokenizer(tmp_path / "tok")))
+    tokenizer = HFTokenizer(str(chat_tokenizer(tmp_path / "tok")))
     spec = DataSpec.model_validate({"source": "x", "format": "chat", "sequenceLength": 16})
     record = {"messages": [{"role": "user", "content": "hello how are you"},
                            {"role": "assistant", "content": "fine thanks"}]}
