@@ -112,12 +112,16 @@ def start_drawing(config: pytest.Config) -> None:
 
 
 def drawn_specs(config: pytest.Config) -> list[dict[str, Any]]:
-    """The child's specs once it is done, or specs drawn here if it was never started."""
+    """The child's specs once it is done, or specs drawn here if it was never started or did
+    not finish (the same specs: the draw is derandomized)."""
     if DRAWING not in config.stash:
         return generate()
     proc, out = config.stash[DRAWING]
     _, err = proc.communicate()
-    assert proc.returncode == 0, err.decode()[-3000:]
+    if proc.returncode != 0:
+        print(f"the child drawing the fuzz specs ended with {proc.returncode}: drawing them "
+              f"here ({err.decode()[-500:]})")
+        return generate()
     specs: list[dict[str, Any]] = json.loads(out.read_text())
     return specs
 
