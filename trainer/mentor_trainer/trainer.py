@@ -153,7 +153,7 @@ class Trainer:
         self.quantize = cfg.adaptation.lora.quantize if cfg.adaptation and self.lora else "none"
         if cfg.model.from_:
             # A LoRA base is frozen: in bf16 where the steps compute in bf16 anyway, or packed
-            # in 4 or 8 bits (QLoRA) on its device.
+            # in 4 bits (QLoRA) on its device.
             model = load_pretrained(cfg.model.from_, frozen_dtype(self.world.device, opt.precision)
                                     if self.lora else torch.float32, self.quantize,
                                     self.world.device)
