@@ -83,8 +83,6 @@ def argument(value: Any) -> str:
     return str(value)
 
 
-
-
 def custom_trainer(spec: TuningJobSpec, params: dict[str, Any]) -> dict[str, Any]:
     """A custom trainer's section for one trial: each parameter appended to its args as
     `<arg> <value>`, or set as its variable; the objective metric named for mentor_trainer."""
