@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install control-plane prometheus run test lint
+.PHONY: install control-plane prometheus mlflow run test lint
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,10 @@ control-plane:
 	tests/cluster/tools/build.sh
 	tests/cluster/tools/build-kueue.sh
 
+# The tracking tests' MLflow server, from PyPI, in a virtual environment of its own.
+mlflow:
+	tests/cluster/tools/build-mlflow.sh
+
 # The observability tests scrape the operator with a real Prometheus (Debian's package).
 prometheus:
 	@command -v prometheus >/dev/null || { \
@@ -28,9 +32,9 @@ run: install
 	$(BIN)/mentor data shakespeare
 	$(BIN)/mentor run
 
-# pip, the Go builds and apt at once: the first waits on the network, the second on the CPU.
+# pip, the Go builds, apt and MLflow's pip at once: the first waits on the network, the second on the CPU.
 test:
-	$(MAKE) --no-print-directory -j3 install control-plane prometheus
+	$(MAKE) --no-print-directory -j4 install control-plane prometheus mlflow
 	$(BIN)/pytest
 
 lint: install

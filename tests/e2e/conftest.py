@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from harness import Kube
+from mlflow_server import MlflowServer
 from node_agent import NodeAgent
 
 from testdata import SHAKESPEARE
@@ -54,3 +55,12 @@ def claims(kube: Kube, pvc_root: Path) -> None:
                              "volumeName": volume,
                              "resources": {"requests": {"storage": "1Gi"}}}})
         kube.wait(f"pvc/{claim}", "jsonpath={.status.phase}=Bound")
+
+
+@pytest.fixture(scope="session")
+def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real MLflow server on loopback (sqlite store, artifact proxy), shared by the session."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server
+    server.stop()

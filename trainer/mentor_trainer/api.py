@@ -67,7 +67,7 @@ def _reporter() -> Any:
     if "reporter" not in _state:
         from mentor_trainer.reporting import Reporter
 
-        _state["reporter"] = Reporter(output_dir(), enabled=_rank() == 0)
+        _state["reporter"] = Reporter(output_dir(), enabled=_rank() == 0, config=_config())
         atexit.register(_state["reporter"].close)
     return _state["reporter"]
 

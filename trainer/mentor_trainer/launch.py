@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mentor.api import exitcodes
+from mentor.api.tracking import LOCAL_ENV
 from mentor.api.training import CODE_DIR_ENV, PIP_ENV
 
 # Where the kubelet collects a container's termination message (the pod sets the same path).
@@ -126,7 +127,42 @@ class InstallFailed(Exception):
     """trainer.pip could not be installed: the same spec would fail again (exit code 2)."""
 
 
+OUTCOMES = {0: "succeeded", exitcodes.SIGTERM: "stopped"}
+
+
+def end_tracking(code: int) -> None:
+    """Node 0 ends the attempt's run in the tracker: its outcome, the ledger's GPU-hours as the
+    operator counts them now, and whether the operator is pruning it. Best effort, bounded: a
+    server that is down keeps the records in the outbox for the next attempt."""
+    if os.environ.get("PET_NODE_RANK", "0") != "0" or os.environ.get(LOCAL_ENV):
+        return
+    path = Path(os.environ.get("MENTOR_CONFIG", ""))
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    from mentor_trainer import tracking
+    from mentor_trainer.reporting import operator_reporter
+
+    if not tracking.settings(config):
+        return
+    output = Path((config.get("output") or {}).get("uri") or ".")
+    step = max(tracking.Outbox(output).last_steps().values(), default=None)
+    reporter = operator_reporter()
+    if reporter is not None and step is not None:
+        reporter.send({"step": step, "ledger": True})
+        reporter.flush(5.0)
+    with contextlib.suppress(Exception):  # tracking never changes how an attempt ends
+        tracking.finish(output, config, OUTCOMES.get(code, "failed"),
+                        reporter.gpu_hours if reporter else None, step,
+                        pruned=bool(reporter and reporter.stop_reason == "Pruned"),
+                        timeout=30.0 if code == 0 else 10.0)  # SIGTERM's grace is short
+
+
 def main(argv: list[str] | None = None) -> int:
+    code = run(argv)
+    end_tracking(code)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun

@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mentor_trainer import tracking
+
 log = logging.getLogger("mentor_trainer")
 
 
@@ -35,6 +37,9 @@ class OperatorReporter:
     def __init__(self, url: str, token: str, job: dict[str, str]) -> None:
         self.url, self.token, self.job = url, token, job
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=256)
+        # From the operator's answers: the ledger's GPU-hours (when a report asks for them).
+        self.gpu_hours: float | None = None
+        self.stop_reason: str | None = None  # why the operator stops the job (Pruned, ...)
         self.thread = threading.Thread(target=self._run, name="mentor-report", daemon=True)
         self.thread.start()
 
@@ -71,7 +76,13 @@ class OperatorReporter:
             headers={"Content-Type": "application/json",
                      "Authorization": f"Bearer {self.token}"})
         try:
-            urllib.request.urlopen(request, timeout=3).close()
+            with urllib.request.urlopen(request, timeout=3) as response:
+                answer = response.read(4096)
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                said = json.loads(answer)
+                hours = said.get("gpuHours")
+                self.gpu_hours = float(hours) if hours is not None else self.gpu_hours
+                self.stop_reason = said.get("stop") or self.stop_reason
             return True
         except urllib.error.HTTPError as e:
             if 400 <= e.code < 500 and e.code != 429:
@@ -81,6 +92,19 @@ class OperatorReporter:
             return False
         except OSError:
             return False
+
+
+def operator_reporter() -> OperatorReporter | None:
+    """The reporter to the operator that the pod's variables describe (None outside a pod)."""
+    url, token = os.environ.get("MENTOR_REPORT_URL"), os.environ.get("MENTOR_REPORT_TOKEN")
+    if not (url and token):
+        return None
+    job = {"name": os.environ.get("MENTOR_JOB_NAME", ""),
+           "namespace": os.environ.get("MENTOR_JOB_NAMESPACE", ""),
+           "kind": os.environ.get("MENTOR_JOB_KIND", "")}
+    endpoint = f"{url.rstrip('/')}/v1/progress/{job['namespace']}/{job['name']}"
+    uid = os.environ.get("MENTOR_JOB_UID")
+    return OperatorReporter(endpoint, token, {**job, **({"uid": uid} if uid else {})})
 
 
 class Metrics:
@@ -112,7 +136,8 @@ class Metrics:
 class Reporter:
     """Fans one record out to the log, metrics.jsonl, Prometheus and the operator (rank 0)."""
 
-    def __init__(self, output_dir: Path, enabled: bool) -> None:
+    def __init__(self, output_dir: Path, enabled: bool,
+                 config: dict[str, Any] | None = None) -> None:
         self.enabled = enabled
         self.log_path = output_dir / "metrics.jsonl"
         job = {"name": os.environ.get("MENTOR_JOB_NAME", ""),
@@ -120,32 +145,45 @@ class Reporter:
                "kind": os.environ.get("MENTOR_JOB_KIND", "")}
         self.operator: OperatorReporter | None = None
         self.metrics: Metrics | None = None
+        self.tracker: Any = None
+        self.step = 0
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        url, token = os.environ.get("MENTOR_REPORT_URL"), os.environ.get("MENTOR_REPORT_TOKEN")
-        if url and token:
-            endpoint = f"{url.rstrip('/')}/v1/progress/{job['namespace']}/{job['name']}"
-            uid = os.environ.get("MENTOR_JOB_UID")
-            self.operator = OperatorReporter(endpoint, token,
-                                             {**job, **({"uid": uid} if uid else {})})
+        self.operator = operator_reporter()
         port = int(os.environ.get("MENTOR_METRICS_PORT", "0"))
         if port:
             try:
                 self.metrics = Metrics(port, job)
             except OSError as e:  # metrics are a view of training, never a reason to stop it
                 log.warning("no /metrics: cannot listen on port %d (%s)", port, e.strerror)
+        track = tracking.settings(config or {})
+        if track:
+            try:
+                self.tracker = tracking.Tracker(output_dir, config or {}, track, self._tracking)
+            except OSError as e:  # tracking never stops training
+                log.warning("tracking: off for this attempt (%s)", e)
+
+    def _tracking(self, state: dict[str, Any]) -> None:
+        """The tracker's state (recording, or the server unreachable) for the job's status."""
+        if self.operator:
+            self.operator.send({"step": self.step, "tracking": state})
 
     def record(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         record = {"time": time.time(), **record}
+        self.step = int(record.get("step") or self.step)
         with self.log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.metrics:
             self.metrics.update(record)
+        if self.tracker:
+            self.tracker.log(record, self.operator.gpu_hours if self.operator else None)
         if self.operator:
-            self.operator.send(record)
+            # An evaluation asks for the ledger's GPU-hours, which the tracker logs.
+            self.operator.send({**record, "ledger": True} if self.tracker and "eval_loss" in record
+                               else record)
         if "learning_rate" in record:  # the built-in trainer's step
             log.info("step %d/%d loss %.4f lr %.2e grad %.3f tok/s %.0f%s", record["step"],
                      record["total_steps"], record["loss"], record["learning_rate"],
@@ -160,5 +198,7 @@ class Reporter:
     def close(self, timeout: float = 10.0) -> None:
         """The last reports reach the operator before the process ends, if it can be done in
         `timeout`: the final eval loss above all."""
+        if self.tracker:
+            self.tracker.close(timeout)
         if self.operator and not self.operator.flush(timeout):
             log.warning("the operator did not take the last progress reports in %.0f s", timeout)

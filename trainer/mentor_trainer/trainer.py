@@ -74,7 +74,7 @@ class Trainer:
         self.config, self.world = config, world
         self.output = Path(config.output.uri)
         self.checkpoints = Path(config.checkpointing.uri or self.output / "checkpoints")
-        self.reporter = Reporter(self.output, enabled=world.is_main)
+        self.reporter = Reporter(self.output, enabled=world.is_main, config=config.wire())
         self.stop_requested = False
         self.lora = False
         adaptation = config.adaptation
@@ -241,6 +241,9 @@ class Trainer:
                 interval = self.config.checkpointing.interval_steps
                 if step % interval == 0 or step == self.total_steps:
                     self._checkpoint(step, wait=step == self.total_steps)
+        except BaseException:
+            self.reporter.close(timeout=5.0)  # what was recorded reaches its files and servers
+            raise
         finally:
             signal.signal(signal.SIGTERM, previous)
         self.export()

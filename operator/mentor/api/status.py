@@ -34,6 +34,7 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     SUSPENDED = "Suspended"
     STOPPED = "Stopped"
+    TRACKING = "Tracking"
 
 
 class Reason(StrEnum):
@@ -64,6 +65,8 @@ class Reason(StrEnum):
     STOP_REQUESTED = "StopRequested"
     # A TuningJob's
     PRUNED = "Pruned"
+    TRACKING_UNAVAILABLE = "TrackingUnavailable"
+    TRACKING = "Recording"
     WAITING_FOR_BASE_MODEL = "WaitingForBaseModel"
     BASE_MODEL_UNAVAILABLE = "BaseModelUnavailable"
     TRIALS_RUNNING = "TrialsRunning"
@@ -119,6 +122,19 @@ class EvalPoint(ApiModel):
                                     "the objective metric's value).")
 
 
+class TrackingStatus(ApiModel):
+    """Where the run is recorded (spec.tracking), as rank 0 reports it."""
+
+    state: Literal["Recording", "Unavailable"] = Field(
+        description="state is Recording, or Unavailable while the tracking server cannot be "
+                    "reached (the records wait in the output and go when it returns).")
+    run_id: str | None = Field(default=None, max_length=64,
+                               description="runId is the MLflow run's ID.")
+    url: str | None = Field(default=None, max_length=2048,
+                            description="url is the MLflow run's page.")
+    message: Message = Field(default="", description="message says why it is unavailable.")
+
+
 class Progress(ApiModel):
     """Training progress, as rank 0 of the trainer reports it."""
 
@@ -153,6 +169,8 @@ class Progress(ApiModel):
         default_factory=dict, max_length=16,
         description="metrics are the last values of the named metrics a custom trainer "
                     "reports (mentor_trainer.report(metrics=...)), at most 16.")
+    tracking: TrackingStatus | None = Field(
+        default=None, description="tracking: the MLflow run, and whether it is reachable.")
 
 
 class CheckpointStatus(ApiModel):

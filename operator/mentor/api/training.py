@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, Field, WithJsonSchema
 
 from mentor.api.base import ApiModel, KubeObject, ObjectName, Rule, Uri
+from mentor.api.tracking import RegisterSpec, TrackingSpec
 
 # Variables that the operator sets for torchrun. A user who sets one would break the rendezvous.
 RESERVED_ENV = (
@@ -309,6 +310,10 @@ class OutputSpec(ApiModel):
 
     uri: Uri = Field(description="uri is where the trained model is written, in Hugging Face "
                                  "format: a path or pvc://<claim>/<path>.")
+    registry: RegisterSpec | None = Field(
+        default=None, alias="register",
+        description="register adds the model to MLflow's registry when the job succeeds "
+                    "(needs tracking.mlflow).")
 
 
 class ExitCodePolicy(ApiModel):
@@ -663,6 +668,9 @@ class TrainingSections(ApiModel):
     checkpointing: CheckpointSpec = Field(default_factory=CheckpointSpec,
                                           description="checkpointing: where, how often, resume.")
     output: OutputSpec = Field(description="output is where the trained model goes.")
+    tracking: TrackingSpec | None = Field(
+        default=None, description="tracking records the job in MLflow and TensorBoard as well. "
+                                  "Default: the chart's tracking settings.")
 
 
 class TrainerConfig(TrainingSections):

@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 
 from mentor.api.base import ApiModel, ObjectName, Rule, Uri
 from mentor.api.status import Condition, Phase, Timestamp
+from mentor.api.tracking import TrackingSpec
 from mentor.api.training import (
     DPO_OBJECTIVES,
     AdaptationSpec,
@@ -443,7 +444,11 @@ class TuningJobSpec(ApiModel):
         default_factory=CheckpointSpec,
         description="checkpointing of each trial (default: under the trial's output).")
     output: OutputSpec = Field(description="output: each trial writes its model to "
-                                           "<uri>/<trial name>.")
+                                           "<uri>/<trial name>; register makes each succeeded "
+                                           "trial a version, the best one aliased `best`.")
+    tracking: TrackingSpec | None = Field(
+        default=None, description="tracking: a parent run, and a nested run for each trial. "
+                                  "Default: the chart's tracking settings.")
     search: SearchSpec | None = Field(default=None,
                                       description="search over the trial spec; unset: one trial.")
     budget: BudgetSpec = Field(default_factory=BudgetSpec,

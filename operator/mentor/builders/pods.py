@@ -30,6 +30,7 @@ from mentor.api.labels import (
     TRAINER_CONTAINER,
     TRAINER_POLICY,
 )
+from mentor.api.tracking import credential_env, resolved
 from mentor.api.training import CODE_DIR_ENV, TrainingJobSpec, TrainingSections
 from mentor.builders.launch import (
     CODE_MOUNT,
@@ -70,6 +71,10 @@ class Settings(Protocol):
     def report_url(self) -> str: ...
     @property
     def metrics_namespaces(self) -> tuple[str, ...]: ...
+    @property
+    def tracking_uri(self) -> str: ...
+    @property
+    def tracking_experiment(self) -> str: ...
 
 
 def trainer_config_text(config: TrainingSections) -> str:
@@ -167,6 +172,7 @@ def build_app(job: JobRef, spec: TrainingJobSpec, attempt: int,
         nproc=spec.parallelism.procs, gpus=spec.parallelism.gpus_per_node or 0,
         master_addr=f"{job.pod(0)}.{job.service}", master_port=settings.rendezvous_port,
         env={**_job_env(job, attempt, settings), **user_env(spec),
+             "MENTOR_IMAGE": template.image or settings.trainer_image,
              **({CODE_DIR_ENV: code} if code else {})},
         program=program(spec),
     )
@@ -181,7 +187,7 @@ def _secret_env(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> list[
             "secretKeyRef": {"name": REPORT_SECRET, "key": "token", "optional": True}}})
     env += [e.model_dump(by_alias=True, exclude_none=True)
             for e in [*spec.template.env, *(spec.trainer.env or [])] if e.value is None]
-    return env
+    return env + credential_env(spec.tracking)
 
 
 def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
@@ -199,7 +205,7 @@ def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
 
     labels = {NODE_RANK: str(rank)}
     annotations = {**pod["metadata"].get("annotations", {}), ATTEMPT: str(attempt),
-                   CONFIG: trainer_config_text(build_trainer_config(spec))}
+                   CONFIG: trainer_config_text(build_trainer_config(spec, settings))}
     # One Kueue pod group per attempt, admitted whole or not at all; also without a queue name,
     # for namespaces where Kueue's manageJobsWithoutQueueName queues every pod (inert elsewhere).
     labels[POD_GROUP_NAME] = job.pod_group(attempt)
@@ -320,7 +326,11 @@ def _volumes(torchx_volumes: list[dict[str, Any]], mounts: Mounts,
     ]
 
 
-def build_trainer_config(spec: TrainingJobSpec) -> TrainingSections:
-    """The config the pods read: the spec's training sections with pvc:// mapped to mounts."""
+def build_trainer_config(spec: TrainingJobSpec,
+                         settings: Settings | None = None) -> TrainingSections:
+    """The config the pods read: the spec's training sections with pvc:// mapped to mounts,
+    and the platform's tracking defaults filled in."""
     config, _ = localize(spec.trainer_config())
-    return config
+    uri, experiment = (settings.tracking_uri, settings.tracking_experiment) if settings \
+        else ("", "")
+    return config.model_copy(update={"tracking": resolved(spec.tracking, uri, experiment)})

@@ -13,6 +13,7 @@ from typing import Any
 
 from mentor.api.kinds import API_VERSION
 from mentor.api.labels import TRIAL_FINALIZER, TRIAL_NUMBER, TRIAL_PARAMETERS, TUNING_JOB
+from mentor.api.tracking import PARENT_ENV
 from mentor.api.training import OBJECTIVE_ENV
 from mentor.api.tuning import TuningJobSpec
 from mentor.builders.names import JobRef
@@ -37,10 +38,12 @@ def _set(tree: dict[str, Any], path: str, value: Any) -> None:
 
 
 def trial_spec(spec: TuningJobSpec, name: str, base_uri: str, params: dict[str, Any],
-               max_gpu_hours: float | None, search_id: str = "") -> dict[str, Any]:
+               max_gpu_hours: float | None, search_id: str = "",
+               search: str = "") -> dict[str, Any]:
     """The trial's TrainingJob spec (wire form): the TuningJob's sections with the parameters
     set at their paths, tuning `base_uri` into <output>/<search_id>/<trial>; or, for a custom
-    trainer, its command with the parameters as arguments and variables."""
+    trainer, its command with the parameters as arguments and variables. `search` (the
+    TuningJob's name) is the parent run its tracked run nests under."""
     wire = spec.wire()
     checkpointing = dict(wire.get("checkpointing", {}))
     if checkpointing.get("uri"):
@@ -59,14 +62,23 @@ def trial_spec(spec: TuningJobSpec, name: str, base_uri: str, params: dict[str, 
                    "optimization": sections["optimization"]}
     template = wire.get("template", {})
     metric = spec.search.objective.metric if spec.search else "eval_loss"
+    added = []
     if not spec.trainer.custom and metric != "eval_loss":  # DPO's preference_accuracy
-        template = {**template, "env": [*template.get("env", []),
-                                        {"name": OBJECTIVE_ENV, "value": metric}]}
+        added.append({"name": OBJECTIVE_ENV, "value": metric})
+    if search:
+        direction = spec.search.objective.direction if spec.search else "minimize"
+        added.append({"name": PARENT_ENV, "value": json.dumps({
+            "name": search, "key": search_id or search, "metric": metric,
+            "direction": direction}, sort_keys=True)})
+    if added:
+        template = {**template, "env": [*template.get("env", []), *added]}
+    tracked = {"tracking": wire["tracking"]} if "tracking" in wire else {}
     return {
         **trained,
+        **tracked,
         "parallelism": wire["parallelism"],
         "checkpointing": checkpointing,
-        "output": {"uri": trial_output(spec.output.uri, name, search_id)},
+        "output": {**wire["output"], "uri": trial_output(spec.output.uri, name, search_id)},
         "runPolicy": policy,
         "scheduling": wire.get("scheduling", {}),
         "template": template,

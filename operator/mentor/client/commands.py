@@ -324,6 +324,11 @@ def report(client: Client, ref: str, prometheus: str | None, png: Path | None) -
     name = job.name
     if job.kind is TUNING_JOB:
         return describe_tuning(job, client.trials(name), [])
+    tracked = job.progress.get("tracking") or {}
+    if tracked.get("url"):
+        print(f"  mlflow        {tracked['url']}"
+              + (" (unreachable: the records wait in the job's output)"
+                 if tracked.get("state") == "Unavailable" else ""))
     if not prometheus:
         p = job.progress
         print(f"{name}: {job.phase or 'Pending'} at step {p.get('step', 0)}/"

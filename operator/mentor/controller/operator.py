@@ -93,7 +93,7 @@ class Operator:
             # Progress reports in, /metrics out; reports only while leading.
             asyncio.create_task(server.serve(self.settings, self.book, METRICS,
                                              self.training.jobs, self.leadership.acquired,
-                                             self.ready)),
+                                             self.ready, self.pods.of)),
         ]
 
     async def stop(self) -> None:

@@ -22,13 +22,15 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from mentor.api.kinds import TRAINING_JOB
-from mentor.api.status import CheckpointStatus, Progress
+from mentor.api.status import CheckpointStatus, JobStatus, Progress
 from mentor.controller import kube
 from mentor.controller.cache import Jobs
 from mentor.controller.metrics import Metrics
 from mentor.controller.settings import Settings
 from mentor.controller.tokens import authorized
-from mentor.decide.progress import apply_report, parse_report
+from mentor.decide import ledger
+from mentor.decide.podview import PodView
+from mentor.decide.progress import Report, apply_report, parse_report
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
@@ -55,9 +57,27 @@ class ProgressBook:
     jobs: dict[tuple[str, str], JobProgress] = field(default_factory=dict)
 
 
+def answer(job: dict[str, Any], report: Report, pods: list[dict[str, Any]],
+           settings: Settings) -> dict[str, Any]:
+    """What a report is told back: why the job is being stopped (a pruned trial's tracker says
+    so), and, when it asks, the ledger's GPU-hours until now: what its tracker logs is the
+    ledger's figure, not one of its own."""
+    said: dict[str, Any] = {"ok": True}
+    stop = ((job.get("spec") or {}).get("runPolicy") or {}).get("stop")
+    if stop:
+        said["stop"] = stop.get("reason", "StopRequested")
+    if report.ledger:
+        status = JobStatus.model_validate(job.get("status") or {})
+        views = [PodView.from_pod(p, settings.gpu_resources) for p in pods]
+        said["gpuHours"] = round(ledger.gpu_hours(status, views, dt.datetime.now(dt.UTC)), 6)
+    return said
+
+
 def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
               jobs: Jobs, leading: threading.Event,
-              ready: Callable[[], bool] = lambda: True) -> web.Application:
+              ready: Callable[[], bool] = lambda: True,
+              pods_of: Callable[[tuple[str, str]], list[dict[str, Any]]] = lambda _: []
+              ) -> web.Application:
     key = settings.report_key
 
     async def report(request: web.Request) -> web.Response:
@@ -87,7 +107,9 @@ def build_app(settings: Settings, book: ProgressBook, metrics: Metrics,
         entry.touch()
         book.jobs[(namespace, name)] = entry
         metrics.observe_report(namespace, TRAINING_JOB.kind, name, report)
-        return web.json_response({"ok": True}, status=202)
+        assert job is not None
+        return web.json_response(answer(job, report, pods_of((namespace, name)), settings),
+                                 status=202)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -155,9 +177,11 @@ def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None
 
 
 async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs,
-                leading: threading.Event, ready: Callable[[], bool]) -> None:
+                leading: threading.Event, ready: Callable[[], bool],
+                pods_of: Callable[[tuple[str, str]], list[dict[str, Any]]] = lambda _: []
+                ) -> None:
     """Run the endpoint and the flusher until cancelled: both idle unless `leading`."""
-    runners = [web.AppRunner(build_app(settings, book, metrics, jobs, leading, ready),
+    runners = [web.AppRunner(build_app(settings, book, metrics, jobs, leading, ready, pods_of),
                              access_log=None)]
     if settings.metrics_port:
         runners.append(web.AppRunner(build_metrics_app(metrics), access_log=None))

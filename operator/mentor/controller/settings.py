@@ -104,6 +104,11 @@ class Settings(BaseModel):
     # the longest-waiting job first: the API server's load from progress is bounded by this,
     # not by the number of jobs, and each job's status lags by at most (reporting jobs / rate).
     progress_writes_per_second: float = Field(50.0, gt=0)
+    # MENTOR_TRACKING_URI: the MLflow server that jobs record to when they name none (the
+    # chart's tracking.mlflow.uri); empty records to MLflow only the jobs that name a server.
+    tracking_uri: str = Field("", pattern=r"^(https?://[^/\s]+(/\S*)?)?$")
+    # MENTOR_TRACKING_EXPERIMENT: their experiment when they name none (default: namespace).
+    tracking_experiment: str = Field("", max_length=500)
     # MENTOR_GPU_PRICES: JSON map of nvidia.com/gpu.product to a price per GPU-hour, for
     # status.costEstimate. Empty means no estimate.
     gpu_prices: Annotated[dict[str, Annotated[float, Field(ge=0)]],

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mentor.api.status import MAX_EVALS_KEPT, CheckpointStatus, EvalPoint, Progress
+from mentor.api.status import MAX_EVALS_KEPT, CheckpointStatus, EvalPoint, Progress, TrackingStatus
 from mentor.decide.times import format_time
 
 MAX_METRICS = 16  # named metrics a custom trainer may report, each kept in the status
@@ -41,6 +41,10 @@ class Report(BaseModel):
     objective: float | None = None  # a trial's objective metric (mentor.builders.trials)
     metrics: dict[Annotated[str, Field(pattern=METRIC_NAME)], float] | None = Field(
         default=None, max_length=MAX_METRICS)
+    # Where the run is recorded, and whether the tracking server answers (spec.tracking).
+    tracking: TrackingStatus | None = None
+    # The trainer asks for the ledger's GPU-hours (to log them beside its metrics).
+    ledger: bool = False
 
     @model_validator(mode="after")
     def _in_range(self) -> Report:
@@ -68,6 +72,8 @@ def apply_report(report: Report, progress: Progress | None,
     if report.checkpoint is not None:
         return progress, CheckpointStatus(step=report.step, uri=report.checkpoint, time=stamp)
     current = progress.model_copy() if progress else Progress()
+    if report.tracking is not None:
+        current.tracking = report.tracking
     if report.eval_loss is not None:
         current.eval_loss = report.eval_loss
         point = EvalPoint(step=report.step, loss=report.eval_loss)

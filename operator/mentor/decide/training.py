@@ -92,6 +92,7 @@ class Decider:
         for step in self.steps():
             if step():
                 break
+        self.tracking()
         # Also after the job has finished: its pods are charged until each one has ended.
         ledger.account(self.status, self.pods, self.now)
         self.status.reason = self.why()
@@ -305,6 +306,21 @@ class Decider:
             self.condition(ConditionType.RUNNING, False, Reason.PODS_PENDING,
                            "waiting for all pods to run")
         return True
+
+    def tracking(self) -> None:
+        """The tracker as rank 0 reported it: a warning (once, as the condition flips) while
+        the tracking server cannot be reached. Training goes on either way."""
+        tracked = self.status.progress.tracking if self.status.progress else None
+        if tracked is None:
+            return
+        if tracked.state == "Unavailable":
+            self.condition(ConditionType.TRACKING, False, Reason.TRACKING_UNAVAILABLE,
+                           f"the tracking server cannot be reached ({tracked.message}); the "
+                           "records wait in the job's output and go when it answers",
+                           warning=True)
+        else:
+            self.condition(ConditionType.TRACKING, True, Reason.TRACKING,
+                           f"recording to {tracked.url or 'MLflow'}")
 
     # -- what the steps share
 

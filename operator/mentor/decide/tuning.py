@@ -279,7 +279,8 @@ class Decider:
             # Six significant digits, never zero: a tiny budget's share is still a budget.
             remaining = float(f"{budget - held:.6g}") if budget else None
             assert self.base.uri is not None
-            body = trial_spec(spec, name, self.base.uri, params, remaining, self.search_id)
+            body = trial_spec(spec, name, self.base.uri, params, remaining, self.search_id,
+                              self.name)
             invalid = _invalid(body)
             if invalid:
                 self.finish(Reason.INVALID_TRIAL, f"trial {name} with {params} is not a valid "

@@ -67,6 +67,8 @@ def report_job(target: Path, png: Path | None) -> int:
     print(report.summary(name, history))
     if history.steps:
         print(f"  picture       {plots.plot(name, history, png or output / 'report.png')}")
+    for line in report.tracking_lines(output):
+        print(line)
     return 0
 
 

@@ -51,7 +51,10 @@ def previous(output: Path, config: dict[str, Any]) -> Previous | None:
         return None
     log = output / "metrics.jsonl"
     history = read_history(log) if log.exists() else None
-    return Previous(differences(json.loads(saved.read_text()), config), history)
+    # Where the run is recorded is not what it trains: a rerun may record elsewhere.
+    old, new = ({k: v for k, v in c.items() if k != "tracking"}
+                for c in (json.loads(saved.read_text()), config))
+    return Previous(differences(old, new), history)
 
 
 def check(output: Path, config: dict[str, Any]) -> Previous | None:

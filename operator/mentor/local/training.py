@@ -30,6 +30,7 @@ from torchx.specs import AppDef
 
 from mentor.api import exitcodes
 from mentor.api.kinds import TrainingJob, TuningJob
+from mentor.api.tracking import LOCAL_ENV, resolved
 from mentor.api.training import CODE_DIR_ENV, TrainerSpec, TrainingSections
 from mentor.api.validation import load_document, validate
 from mentor.builders.launch import ROLE, code_dir, program, trainer_app, user_env
@@ -60,7 +61,12 @@ def load(path: Path | None) -> TrainingJob | TuningJob:
 
 
 def local_config(job: TrainingJob) -> TrainingSections:
-    return map_claims(job.spec.trainer_config(), claim_dir)
+    """The trainer's config on this machine: claims as directories, and tracking with the
+    defaults a platform would set (MENTOR_TRACKING_URI, MENTOR_TRACKING_EXPERIMENT)."""
+    config = map_claims(job.spec.trainer_config(), claim_dir)
+    return config.model_copy(update={"tracking": resolved(
+        job.spec.tracking, os.environ.get("MENTOR_TRACKING_URI", ""),
+        os.environ.get("MENTOR_TRACKING_EXPERIMENT", ""))})
 
 
 @dataclass
@@ -145,7 +151,7 @@ def app_for(job: TrainingJob, config_path: Path, here: Path | None = None) -> Ap
     # The machine's cores shared among the ranks (one process alone gets them all).
     threads = max(1, (os.cpu_count() or 1) // parallelism.world_size)
     env = {"MENTOR_JOB_NAME": job.metadata.name, "MENTOR_JOB_NAMESPACE": "local",
-           "MENTOR_JOB_KIND": job.kind,
+           "MENTOR_JOB_KIND": job.kind, LOCAL_ENV: "1",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     env.update(user_env(job.spec))
     code = local_code_dir(job.spec.trainer, here)
@@ -200,14 +206,15 @@ def run(job: TrainingJob, progress: bool = True,
 
     scheduler = _Scheduler()
     started = time.monotonic()
-    dryrun = scheduler.submit_dryrun(app_for(job, config_path, here),
+    app = app_for(job, config_path, here)
+    dryrun = scheduler.submit_dryrun(app,
                                      cfg=Opts(log_dir=str(state / "logs")))
     app_id = scheduler.schedule(dryrun)
     proc = scheduler.processes[0]
     log_path = Path(dryrun.request.role_log_dirs[ROLE][0]) / COMBINED_LOG
     bar = _bar(progress)
+    stopping = False
     try:
-        stopping = False
         while proc.poll() is None:
             time.sleep(0.5)
             for record in follower.poll():
@@ -240,8 +247,25 @@ def run(job: TrainingJob, progress: bool = True,
                 else "failed"), "reason": f"the script exited with code {code} (its log says "
                                           "why)"}) + "\n")
     judged = follower.judged
-    return Outcome(code, time.monotonic() - started, follower.last, follower.eval_loss, gpus,
-                   log_path, dict(judged), judged[max(judged)] if judged else None)
+    outcome = Outcome(code, time.monotonic() - started, follower.last, follower.eval_loss, gpus,
+                      log_path, dict(judged), judged[max(judged)] if judged else None)
+    end_tracking(output, recorded(job, config), outcome, stopping, app.roles[0].env)
+    return outcome
+
+
+def end_tracking(output: Path, config: dict[str, Any], outcome: Outcome, pruned: bool,
+                 env: dict[str, str]) -> None:
+    """What the launcher does in a pod, with this run's own GPU-hours (GPUs × wall time)."""
+    from mentor_trainer import tracking
+
+    if not tracking.settings(config):
+        return
+    step = max(tracking.Outbox(output).last_steps().values(), default=None)
+    ended = {0: "succeeded", exitcodes.SIGTERM: "stopped"}.get(outcome.exit_code, "failed")
+    if not tracking.finish(output, config, ended, outcome.gpu_hours, step, pruned=pruned,
+                           environ={**os.environ, **env}):
+        print(f"tracking: the server did not answer; the records wait in {output}/"
+              f"{tracking.STATE_DIR} and go with the next run of this job", file=sys.stderr)
 
 
 def _free_port() -> int:

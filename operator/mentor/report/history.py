@@ -8,6 +8,7 @@ between attempts hold no GPU and are not counted).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,3 +109,20 @@ def summary(name: str, h: History) -> str:
         lines.append(f"  checkpoints   {len(h.checkpoints)} kept (last at step "
                      f"{h.checkpoints[-1]})")
     return "\n".join(lines)
+
+
+def tracking_lines(output: Path) -> list[str]:
+    """Where else the run is recorded: its TensorBoard event files and its MLflow run (with the
+    records still waiting to be sent, if the server was unreachable)."""
+    lines = []
+    if (output / "tensorboard").is_dir():
+        lines.append(f"  tensorboard   tensorboard --logdir {output / 'tensorboard'}")
+    state = output / ".mentor" / "tracking"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        run = json.loads((state / "run.json").read_text())
+        sent = int((state / "sent").read_text() or 0) if (state / "sent").exists() else 0
+        waiting = (state / "outbox.jsonl").stat().st_size - sent
+        lines.append(f"  mlflow        {run['url']}" + (
+            f" ({waiting} bytes of records wait to be sent: the next run sends them)"
+            if waiting > 0 else ""))
+    return lines
