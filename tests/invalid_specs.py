@@ -82,6 +82,10 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("code-from-two-places", {"trainer": {"type": "custom", "command": ["train.py"], "code": {
         "path": "/app", "configMap": {"name": "c", "key": "train.py"}}}}, "spec.trainer.code",
      "set one of path or configMap"),
+    ("tracking-not-http", {"tracking": {"mlflow": {"uri": "file:///mlruns"}}},
+     "spec.tracking.mlflow.uri", "http"),
+    ("registered-name-with-slash", {"output": {"uri": "/out", "register": {"name": "a/b"}}},
+     "spec.output.register.name", "/"),
 ]
 
 

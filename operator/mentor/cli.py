@@ -87,6 +87,24 @@ def _report(args: argparse.Namespace) -> int:
     return report_job(args.target, args.png)
 
 
+def _sync(args: argparse.Namespace) -> int:
+    """Send the tracking records an ended run left behind (its server was down as it ended)."""
+    from mentor.local.commands import output_of
+    from mentor_trainer import tracking
+    from mentor_trainer.mlflow_rest import Refused, Unreachable
+
+    output, _ = output_of(args.target)
+    if not (output / tracking.STATE_DIR / "sender.json").exists():
+        raise CommandFailed(f"{output} holds no MLflow run (spec.tracking.mlflow) to send")
+    try:
+        sent = tracking.sync(output, args.wait)
+    except (Unreachable, Refused) as e:
+        raise CommandFailed(f"the records stay in {output / tracking.STATE_DIR}: {e}") from None
+    print(f"{output}: {sent} record(s) sent; nothing waits" if sent else
+          f"{output}: nothing waits to be sent")
+    return 0
+
+
 def is_job_ref(target: str) -> bool:
     """A name (or KIND/NAME) a job on the cluster could have, and no file or directory here."""
     return bool(re.fullmatch(r"([a-z.]+/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?", target)) and \
@@ -170,6 +188,12 @@ def _local_commands(sub: Any) -> None:
     data.add_argument("--to", type=Path, help="target directory (default: the local "
                       "pvc://datasets/<dataset> of mentor run)")
     data.set_defaults(func=_data)
+    sync = sub.add_parser("sync", help="send the MLflow records a run kept while its server "
+                                       "was down (from where its output is mounted)")
+    sync.add_argument("target", type=Path, help="the job's output directory, or its YAML")
+    sync.add_argument("--wait", type=float, default=0.0,
+                      help="seconds to keep trying while the server does not answer")
+    sync.set_defaults(func=_sync)
 
 
 def _cluster_commands(sub: Any) -> None:

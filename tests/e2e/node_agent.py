@@ -97,6 +97,9 @@ class NodeAgent:
     pods: dict[str, Running] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="node-agent-")))
+    # GPUs the node advertises, as a kwok GPU node does: pods that request them are charged for
+    # them (the processes run on the CPU).
+    gpus: int = 0
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
@@ -128,7 +131,9 @@ class NodeAgent:
             self.core.delete_node(self.name)
 
     def _heartbeat(self) -> None:
-        capacity = {"cpu": "16", "memory": "64Gi", "pods": "110"}
+        capacity = {"cpu": "16", "memory": "64Gi", "pods": "110",
+                    **({"nvidia.com/gpu": str(self.gpus), "amd.com/gpu": str(self.gpus)}
+                       if self.gpus else {})}
         self.core.patch_node_status(self.name, {"status": {
             "capacity": capacity, "allocatable": capacity,
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],

@@ -79,7 +79,7 @@ def test_status_is_a_strict_subresource_with_a_condition_map() -> None:
     assert "x-kubernetes-preserve-unknown-fields" not in status
     types = conditions["items"]["properties"]["type"]["enum"]
     assert types == ["Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended",
-                     "Stopped"]
+                     "Stopped", "Tracking"]
 
 
 def test_printer_columns_short_names_and_category() -> None:

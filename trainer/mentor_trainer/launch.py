@@ -153,7 +153,7 @@ def end_tracking(code: int) -> None:
         tracking.finish(output, config, OUTCOMES.get(code, "failed"),
                         reporter.gpu_hours if reporter else None, step,
                         pruned=bool(reporter and reporter.stop_reason == "Pruned"),
-                        timeout=30.0 if code == 0 else 10.0)  # SIGTERM's grace is short
+                        timeout=10.0)  # GPUs held idle cost more than a late record
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -321,6 +321,10 @@ class Tracker:
         if track.get("tensorboard", True):
             self.writer = _tensorboard(output / "tensorboard")
         self.sender = Sender(output, track, self.ident) if track.get("mlflow") else None
+        if self.sender:  # what `mentor track sync` needs to send what is left, later
+            (self.outbox.root / "sender.json").write_text(json.dumps({
+                "settings": track, "ident": self.ident,
+                "parent": os.environ.get(PARENT_ENV)}))
         self.state: dict[str, Any] = {}
         self.wake, self.stopping = threading.Event(), threading.Event()
         self.thread: threading.Thread | None = None
@@ -474,3 +478,19 @@ def _lineage(config: dict[str, Any], gpu_hours: float | None,
         "mentor.job": f"{ident['namespace']}/{ident['name']}", "mentor.uid": ident["uid"],
         "mentor.trial": ident["name"] if env.get(PARENT_ENV) else "",
         "mentor.gpu_hours": f"{gpu_hours:.6f}" if gpu_hours is not None else ""}.items() if v}
+
+
+def sync(output: Path, timeout: float = 0.0) -> int:
+    """Send what an ended run left in its outbox (the server was down at its end); the number
+    of entries sent. Unreachable (`mlflow_rest.Unreachable`) if it still is."""
+    saved = json.loads((output / STATE_DIR / "sender.json").read_text())
+    env = {**os.environ, **({PARENT_ENV: saved["parent"]} if saved.get("parent") else {})}
+    sender = Sender(output, saved["settings"], saved["ident"], env)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return sender.send()
+        except Unreachable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)

@@ -123,6 +123,6 @@ def tracking_lines(output: Path) -> list[str]:
         sent = int((state / "sent").read_text() or 0) if (state / "sent").exists() else 0
         waiting = (state / "outbox.jsonl").stat().st_size - sent
         lines.append(f"  mlflow        {run['url']}" + (
-            f" ({waiting} bytes of records wait to be sent: the next run sends them)"
+            f" ({waiting} bytes of records wait: the next attempt sends them, or mentor sync)"
             if waiting > 0 else ""))
     return lines
