@@ -151,9 +151,10 @@ def test_a_tuning_job_is_a_parent_run_with_a_nested_run_per_trial_and_its_best_t
             "parallelism": {"nodes": 1, "procsPerNode": 2},
             "output": {"uri": "pvc://models/tune", "register": {"name": model}},
             "tracking": {"mlflow": {"uri": mlflow.uri, "experiment": experiment}},
-            "search": {"algorithm": "grid", "maxTrials": 2,
+            "search": {"algorithm": "grid", "maxTrials": 3,
                        "parameters": [{"path": "optimization.learningRate",
-                                       "values": [0.0001, 0.01]}]}}}))
+                                       "values": [0.01, 0.003, 0.00001]}],
+                       "pruner": {"type": "median", "startupTrials": 2}}}}))
     tuned = subprocess.run([MENTOR, "run", str(path), "--no-progress"], capture_output=True,
                            text=True, check=False, timeout=600)
     assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
@@ -164,13 +165,20 @@ def test_a_tuning_job_is_a_parent_run_with_a_nested_run_per_trial_and_its_best_t
     trials = {r["info"]["run_name"]: r for r in runs
               if r["tags"].get("mlflow.parentRunId") == parent["info"]["run_id"]}
     assert sorted(trials) == sorted(t["name"] for t in summary["trials"])
-    assert len(runs) == 3, "one parent, one run per trial, no strays"
+    assert len(runs) == 4, "one parent, one run per trial, no strays"
     assert parent["info"]["status"] == "FINISHED"
     assert parent["tags"]["mentor.best_trial"] == summary["best"]
+    states = {t["name"]: t["state"] for t in summary["trials"]}
+    assert sorted(states.values()) == ["Pruned", "Succeeded", "Succeeded"], states
     for t in summary["trials"]:
         run = trials[t["name"]]
         assert run["params"]["optimization.learningRate"] == json.dumps(
             t["params"]["optimization.learningRate"])
+        if t["state"] == "Pruned":
+            assert run["tags"]["mentor.pruned"] == "true" and run["info"]["status"] == "KILLED"
+            assert "mentor.best" not in run["tags"]
+            continue
+        assert run["info"]["status"] == "FINISHED"
         assert run["metrics"]["eval_loss"] == pytest.approx(t["objective"])
         assert run["tags"]["mentor.best"] == str(t["name"] == summary["best"]).lower()
     best = mlflow.alias(model, "best")

@@ -132,6 +132,8 @@ def test_params_are_the_whole_spec_flattened_and_metrics_every_number_reported()
     assert tracking.metrics_of(record, gpu_hours=0.25) == {
         "loss": 2.5, "learning_rate": 1e-3, "tokens_per_second": 100.0, "accuracy": 0.5,
         "gpu_hours": 0.25}
+    assert tracking.metrics_of({"step": 5, "loss": float("nan"), "grad_norm": 1.0}) == {
+        "grad_norm": 1.0}, "JSON has no NaN: a diverged loss is the job's failure, not a record"
 
 
 def test_the_outbox_resends_nothing_sent_and_a_resumed_attempt_logs_no_step_twice(

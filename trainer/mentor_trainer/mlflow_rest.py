@@ -24,7 +24,8 @@ MAX_TAG_VALUE = 8000
 
 
 class Unreachable(Exception):
-    """The server did not answer, or answered 5xx/429: the request may succeed later."""
+    """The server did not answer, or answered 5xx, 429, or 401/403 (credentials not yet right):
+    the request may succeed later."""
 
 
 class Refused(Exception):
@@ -62,7 +63,8 @@ class Mlflow:
                 text = response.read()
         except urllib.error.HTTPError as e:
             said = e.read(2000).decode(errors="replace")
-            if e.code >= 500 or e.code == 429:
+            # Credentials being fixed, like a server being restarted, is a wait, not a loss.
+            if e.code >= 500 or e.code in (401, 403, 429):
                 raise Unreachable(f"{e.code} from {self.uri}: {said[:200]}") from e
             try:
                 error = json.loads(said)
@@ -110,11 +112,11 @@ class Mlflow:
         runs: list[dict[str, Any]] = found.get("runs", [])
         return runs
 
-    def log_batch(self, run_id: str, metrics: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    def log_batch(self, run_id: str, metrics: list[dict[str, Any]] | None = None,
                   params: dict[str, str] | None = None,
                   tags: dict[str, str] | None = None) -> None:
         self.call("POST", "mlflow/runs/log-batch", {
-            "run_id": run_id, "metrics": list(metrics), "params": pairs(params or {}),
+            "run_id": run_id, "metrics": metrics or [], "params": pairs(params or {}),
             "tags": pairs(tags or {})})
 
     def update_run(self, run_id: str, status: str, end_ms: int | None = None) -> None:

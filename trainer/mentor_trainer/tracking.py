@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -76,7 +77,8 @@ def metrics_of(record: dict[str, Any], gpu_hours: float | None = None) -> dict[s
     found.update({k: float(v) for k, v in (record.get("metrics") or {}).items()})
     if gpu_hours is not None:
         found["gpu_hours"] = gpu_hours
-    return found
+    # JSON has no NaN: a diverged loss is the job's failure (NonFiniteLoss), not a record.
+    return {k: v for k, v in found.items() if math.isfinite(v)}
 
 
 class Outbox:
@@ -198,7 +200,11 @@ class Sender:
                 return total
             run = self.current_run()
             for batch in _batches(entries):
-                self._send(run, batch)
+                try:
+                    self._send(run, batch)
+                except Refused as e:  # refused for good: kept back, it would block the rest
+                    log.warning("tracking: MLflow refused %d record(s), skipped: %s",
+                                len(batch), e)
             self.outbox.done(offset)
             total += len(entries)
 
@@ -352,10 +358,10 @@ class Tracker:
         if step is None:
             return
         stamp = int(record.get("time", time.time()) * 1000)
-        metrics: list[dict[str, Any]] = [{"key": k, "value": v, "timestamp": stamp,
-                                          "step": int(step)}
-                   for k, v in metrics_of(record, gpu_hours).items()
-                   if int(step) > self.last_steps.get(k, -1)]
+        metrics: list[dict[str, Any]] = [
+            {"key": k, "value": v, "timestamp": stamp, "step": int(step)}
+            for k, v in metrics_of(record, gpu_hours).items()
+            if int(step) > self.last_steps.get(k, -1)]
         if not metrics:
             return
         for m in metrics:
