@@ -86,8 +86,10 @@ class Mlflow:
             if e.code != "RESOURCE_DOES_NOT_EXIST":
                 raise
         try:
-            return str(self.call("POST", "mlflow/experiments/create",
-                                 {"name": name})["experiment_id"])
+            return str(self.call("POST", "mlflow/experiments/create", {
+                "name": name,  # MLflow 3's UI then opens it on its runs, not on GenAI traces
+                "tags": [{"key": "mlflow.experimentKind", "value": "custom_model_development"}]
+            })["experiment_id"])
         except Refused as e:
             if e.code != "RESOURCE_ALREADY_EXISTS":
                 raise
