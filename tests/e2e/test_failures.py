@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from harness import Kube
 from jobs import job
+from mlflow_server import MlflowServer
 from node_agent import NodeAgent
 
 pytestmark = pytest.mark.e2e
@@ -67,8 +68,9 @@ def resumed_step(log: str) -> int:
 
 
 def test_a_killed_rank_restarts_the_gang_and_resumes(kube: Kube, agent: NodeAgent, claims: None,
-                                                     plays: None, pvc_root: Path) -> None:
-    kube.apply(job("crash"))
+                                                     plays: None, pvc_root: Path,
+                                                     mlflow: MlflowServer) -> None:
+    kube.apply(job("crash", tracking={"mlflow": {"uri": mlflow.uri, "experiment": "crash"}}))
     wait_status(kube, "crash", lambda s: (s.get("checkpoint") or {}).get("step", 0) >= 20)
     workers = agent.workers("crash-0")
     assert len(workers) == 2
@@ -82,8 +84,20 @@ def test_a_killed_rank_restarts_the_gang_and_resumes(kube: Kube, agent: NodeAgen
     assert "restarting all pods from the latest checkpoint" in restarted[0]["message"]
     log = agent.log("crash-0")
     assert "mentor-torchrun: exit code 137 from rank 1" in log
-    assert_series_carries_on(losses(pvc_root, "crash"), resumed_step(log), 60)
+    series = losses(pvc_root, "crash")
+    assert_series_carries_on(series, resumed_step(log), 60)
     assert status["progress"]["step"] == 60
+
+    # The restarted attempt went on with the same MLflow run, and logged no step twice.
+    run_id = status["progress"]["tracking"]["runId"]
+    tracked = mlflow.history(run_id, "loss")
+    assert [s for s, _ in tracked] == list(range(1, 61))
+    first = {}
+    for step, loss in series:
+        first.setdefault(step, loss)
+    assert [v for _, v in tracked] == pytest.approx([first[s] for s in range(1, 61)])
+    run = mlflow.run(run_id)
+    assert run["tags"]["mentor.attempt"] == "2" and run["info"]["status"] == "FINISHED"
 
 
 def test_a_deleted_pod_checkpoints_then_the_job_resumes(kube: Kube, agent: NodeAgent,

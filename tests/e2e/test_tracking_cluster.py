@@ -86,7 +86,7 @@ def test_a_cluster_run_holds_the_jobs_steps_loss_and_ledger_and_survives_no_serv
 
     port = free_port()
     nowhere = f"http://127.0.0.1:{port}"  # nothing listens there, yet
-    kube.apply(job("untracked", 30, tracking={"mlflow": {"uri": nowhere}}))
+    kube.apply(job("untracked", 20, tracking={"mlflow": {"uri": nowhere}}))
     unavailable = wait_until("the TrackingUnavailable condition", lambda: (
         c := kube.condition("untracked", "Tracking")) and c["reason"] == "TrackingUnavailable"
         and c)
@@ -105,7 +105,7 @@ def test_a_cluster_run_holds_the_jobs_steps_loss_and_ledger_and_survives_no_serv
                                 text=True, check=False)
         assert synced.returncode == 0, synced.stderr
         [run] = late.runs(kube.ns)  # the experiment defaults to the job's namespace
-        assert [s for s, _ in late.history(run["info"]["run_id"], "loss")] == list(range(1, 31))
+        assert [s for s, _ in late.history(run["info"]["run_id"], "loss")] == list(range(1, 21))
         assert run["info"]["status"] == "FINISHED"
     finally:
         late.stop()

@@ -1,7 +1,7 @@
 """Tracking on one machine (`mentor run`), read back from a real MLflow server through its REST
 API and from TensorBoard's own reader: a run's params, every step's metrics, its artifacts and
-its registered model; a server stopped in the middle of the run loses nothing; a TuningJob is a
-parent run with a nested run per trial, its best trial tagged and aliased in the registry."""
+its registered model; a server stopped in the middle of the run loses nothing. (A TuningJob's
+runs are checked in test_tuning_local.py, on its real search.)"""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 MENTOR = str(Path(sys.executable).with_name("mentor"))
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
-STEPS = 240
+STEPS = 160
 
 
 @pytest.fixture
@@ -74,15 +74,15 @@ def test_a_local_run_is_in_mlflow_and_tensorboard_whole_though_the_server_went_d
             if _exists(mlflow, experiment) else None)
         mlflow.stop()
         down_at = len([r for r in records(output) if "loss" in r])
-        wait_for("30 steps trained while the server is down",
-                 lambda: len([r for r in records(output) if "loss" in r]) >= down_at + 30)
+        wait_for("20 steps trained while the server is down",
+                 lambda: len([r for r in records(output) if "loss" in r]) >= down_at + 20)
         mlflow.start()
         said, _ = trainer.communicate(timeout=600)
     finally:
         if trainer.poll() is None:
             trainer.kill()
     assert trainer.returncode == 0, said[-3000:]
-    assert down_at < STEPS - 30, "the server went down while the job trained"
+    assert down_at < STEPS - 20, "the server went down while the job trained"
 
     logged = records(output)
     losses = {r["step"]: r["loss"] for r in logged if "loss" in r}
@@ -132,55 +132,3 @@ def _exists(mlflow: MlflowServer, experiment: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def test_a_tuning_job_is_a_parent_run_with_a_nested_run_per_trial_and_its_best_tagged(
-        mlflow: MlflowServer, pretrained: Path, tmp_path: Path, pvc_root: Path) -> None:
-    experiment, model = f"search-{uuid.uuid4().hex[:8]}", f"tuned-{uuid.uuid4().hex[:8]}"
-    path = tmp_path / "tune.yaml"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "mentor.dev/v1alpha1", "kind": "TuningJob", "metadata": {"name": "tune"},
-        "spec": {
-            "baseModel": {"uri": str(pretrained)},
-            "method": {"type": "lora", "lora": {"rank": 4, "dropout": 0.0,
-                                                "targetModules": ["c_attn"]}},
-            "data": {"source": "pvc://datasets/plays.txt", "sequenceLength": 64,
-                     "validationSplit": 0.05},
-            "optimization": {"steps": 12, "globalBatchSize": 16, "microBatchSize": 8,
-                             "evalInterval": 6, "evalBatches": 4},
-            "parallelism": {"nodes": 1, "procsPerNode": 2},
-            "output": {"uri": "pvc://models/tune", "register": {"name": model}},
-            "tracking": {"mlflow": {"uri": mlflow.uri, "experiment": experiment}},
-            "search": {"algorithm": "grid", "maxTrials": 3,
-                       "parameters": [{"path": "optimization.learningRate",
-                                       "values": [0.01, 0.003, 0.00001]}],
-                       "pruner": {"type": "median", "startupTrials": 2}}}}))
-    tuned = subprocess.run([MENTOR, "run", str(path), "--no-progress"], capture_output=True,
-                           text=True, check=False, timeout=600)
-    assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
-    summary = json.loads((pvc_root / "models" / "tune" / "tuning.json").read_text())
-
-    runs = mlflow.runs(experiment)
-    [parent] = [r for r in runs if r["tags"].get("mentor.role") == "search"]
-    trials = {r["info"]["run_name"]: r for r in runs
-              if r["tags"].get("mlflow.parentRunId") == parent["info"]["run_id"]}
-    assert sorted(trials) == sorted(t["name"] for t in summary["trials"])
-    assert len(runs) == 4, "one parent, one run per trial, no strays"
-    assert parent["info"]["status"] == "FINISHED"
-    assert parent["tags"]["mentor.best_trial"] == summary["best"]
-    states = {t["name"]: t["state"] for t in summary["trials"]}
-    assert sorted(states.values()) == ["Pruned", "Succeeded", "Succeeded"], states
-    for t in summary["trials"]:
-        run = trials[t["name"]]
-        assert run["params"]["optimization.learningRate"] == json.dumps(
-            t["params"]["optimization.learningRate"])
-        if t["state"] == "Pruned":
-            assert run["tags"]["mentor.pruned"] == "true" and run["info"]["status"] == "KILLED"
-            assert "mentor.best" not in run["tags"]
-            continue
-        assert run["info"]["status"] == "FINISHED"
-        assert run["metrics"]["eval_loss"] == pytest.approx(t["objective"])
-        assert run["tags"]["mentor.best"] == str(t["name"] == summary["best"]).lower()
-    best = mlflow.alias(model, "best")
-    assert best["run_id"] == trials[summary["best"]]["info"]["run_id"]
-    assert len(mlflow.versions(model)) == 2, "each succeeded trial is a version"

@@ -1,6 +1,8 @@
 """A TuningJob end to end on CPU with real training: a base model learns Shakespeare, then four
 LoRA trials over the learning rate adapt it to Python's own source, through `mentor run`; the
-median pruner stops those that lag; a rerun trains nothing; the best trial's model speaks."""
+median pruner stops those that lag; a rerun trains nothing; the best trial's model speaks. The
+search is tracked in a real MLflow server: a parent run with a nested run per trial, the pruned
+ones tagged, the best tagged and aliased in the registry."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from mlflow_server import MlflowServer
 
 from testdata import SHAKESPEARE
 
@@ -32,7 +36,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=900)
 
 
-def test_lora_trials_adapt_a_base_model_to_new_text(tmp_path: Path,
+def test_lora_trials_adapt_a_base_model_to_new_text(tmp_path: Path, mlflow: MlflowServer,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "pvc"
     (root / "datasets" / "plays").mkdir(parents=True)
@@ -68,7 +72,8 @@ def test_lora_trials_adapt_a_base_model_to_new_text(tmp_path: Path,
                              "warmupSteps": 6, "evalInterval": 30, "evalBatches": 10,
                              "precision": "fp32"},
             "parallelism": {"nodes": 1, "procsPerNode": 2},
-            "output": {"uri": "pvc://models/tune"},
+            "output": {"uri": "pvc://models/tune", "register": {"name": "python-lora"}},
+            "tracking": {"mlflow": {"uri": mlflow.uri, "experiment": "tune-python"}},
             "search": {"algorithm": "grid", "maxTrials": 4, "parameters": [
                 {"path": "optimization.learningRate", "values": LEARNING_RATES}],
                 "pruner": {"type": "median", "startupTrials": 2}}}})
@@ -111,6 +116,7 @@ def test_lora_trials_adapt_a_base_model_to_new_text(tmp_path: Path,
     assert table[2].split()[:4] == ["(base", "model)", "-", shown]
     assert any(line.split()[0] == best and line.endswith("<- best") for line in table[3:7])
     assert (root / "models" / "tune" / "report.png").stat().st_size > 10_000
+    assert_tracked(mlflow, summary)
 
     # A rerun of the same file trains nothing: succeeded and pruned trials are read back.
     logs = {t["name"]: (root / "models" / "tune" / t["name"] / "metrics.jsonl").read_bytes()
@@ -123,8 +129,38 @@ def test_lora_trials_adapt_a_base_model_to_new_text(tmp_path: Path,
     assert json.loads((root / "models" / "tune" / "tuning.json").read_text())["trials"] == trials
     for name, log in logs.items():
         assert (root / "models" / "tune" / name / "metrics.jsonl").read_bytes() == log, name
+    assert len(mlflow.runs("tune-python")) == 5, "a rerun that trains nothing records nothing"
 
     # The tuned model speaks: the best trial's LoRA adapter on its base, named by the file.
     spoken = run("generate", str(tuning), "--prompt", "def ", "--tokens", "40")
     assert spoken.returncode == 0, spoken.stderr
     assert spoken.stdout.startswith("def ") and len(spoken.stdout) > 20
+
+
+def assert_tracked(mlflow: MlflowServer, summary: dict[str, Any]) -> None:
+    """The search in MLflow: one parent run, a nested run per trial with its parameters and
+    objective, pruned trials tagged and KILLED, the best tagged on the parent and the trial,
+    each succeeded trial a registry version and the best one aliased `best`."""
+    runs = mlflow.runs("tune-python")
+    [parent] = [r for r in runs if r["tags"].get("mentor.role") == "search"]
+    trials = {r["info"]["run_name"]: r for r in runs
+              if r["tags"].get("mlflow.parentRunId") == parent["info"]["run_id"]}
+    assert sorted(trials) == sorted(t["name"] for t in summary["trials"])
+    assert len(runs) == 5, "one parent, one run per trial, no strays"
+    assert parent["info"]["status"] == "FINISHED"
+    assert parent["tags"]["mentor.best_trial"] == summary["best"]
+    for t in summary["trials"]:
+        run = trials[t["name"]]
+        assert run["params"]["optimization.learningRate"] == json.dumps(
+            t["params"]["optimization.learningRate"])
+        if t["state"] == "Pruned":
+            assert run["tags"]["mentor.pruned"] == "true" and run["info"]["status"] == "KILLED"
+            assert "mentor.best" not in run["tags"]
+            continue
+        assert run["info"]["status"] == "FINISHED"
+        assert run["metrics"]["eval_loss"] == pytest.approx(t["objective"])
+        assert run["tags"]["mentor.best"] == str(t["name"] == summary["best"]).lower()
+    succeeded = [t for t in summary["trials"] if t["state"] == "Succeeded"]
+    assert len(mlflow.versions("python-lora")) == len(succeeded)
+    assert mlflow.alias("python-lora", "best")["run_id"] == \
+        trials[summary["best"]]["info"]["run_id"]

@@ -282,9 +282,9 @@ class Sender:
             "mentor.best_trial": best_name, "mentor.best_run_id": best_id,
             f"mentor.best_{metric}": repr(value)})
         for _, run_id, _, tags in scored:
-            if (run_id == best_id) != (tags.get("mentor.best") == "true"):
-                self.client.log_batch(run_id, tags={"mentor.best": str(run_id == best_id)
-                                                    .lower()})
+            verdict = str(run_id == best_id).lower()
+            if tags.get("mentor.best") != verdict:
+                self.client.log_batch(run_id, tags={"mentor.best": verdict})
         registered = best_tags.get("mentor.registered")
         if registered:
             name, version = registered.rsplit("/", 1)

@@ -329,6 +329,11 @@ def report(client: Client, ref: str, prometheus: str | None, png: Path | None) -
         print(f"  mlflow        {tracked['url']}"
               + (" (unreachable: the records wait in the job's output)"
                  if tracked.get("state") == "Unavailable" else ""))
+    output = ((job.raw.get("spec") or {}).get("output") or {}).get("uri")
+    tracking = (job.raw.get("spec") or {}).get("tracking") or {}
+    if output and tracking.get("enabled", True) and tracking.get("tensorboard", True):
+        print(f"  tensorboard   {output.rstrip('/')}/tensorboard (tensorboard --logdir, "
+              "where the output is mounted)")
     if not prometheus:
         p = job.progress
         print(f"{name}: {job.phase or 'Pending'} at step {p.get('step', 0)}/"

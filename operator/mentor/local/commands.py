@@ -65,10 +65,10 @@ def report_job(target: Path, png: Path | None) -> int:
         raise CommandFailed(f"no metrics log at {log}: has the job run?")
     history = report.read_history(log)
     print(report.summary(name, history))
-    if history.steps:
-        print(f"  picture       {plots.plot(name, history, png or output / 'report.png')}")
     for line in report.tracking_lines(output):
         print(line)
+    if history.steps:  # the picture last: scripts take the path from the last line
+        print(f"  picture       {plots.plot(name, history, png or output / 'report.png')}")
     return 0
 
 
