@@ -129,6 +129,17 @@ class Kube:
             self("annotate", "pod", pod["metadata"]["name"], *notes, "--overwrite")
 
 
+def wait_for(what: str, check: Any, timeout: float = 120.0, every: float = 0.3) -> Any:
+    """Poll `check` until it returns something true, and return that; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def report(op: Operator, kube: Kube, job: str, records: list[dict[str, Any]]) -> None:
     """Send progress exactly as rank 0 does, with the trainer's own reporter."""
     from mentor.controller.tokens import token_for

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -16,6 +15,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from controlplane import free_port
 
 TOOLS = Path(__file__).resolve().parents[1] / "cluster" / "tools"
 
@@ -25,12 +26,6 @@ def install() -> Path:
     done = subprocess.run([str(TOOLS / "build-mlflow.sh")], capture_output=True, text=True,
                           check=True)
     return Path(done.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MlflowServer:

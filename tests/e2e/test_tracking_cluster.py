@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Kube
+from harness import Kube, wait_for
 from jobs import job
 from mlflow_server import MlflowServer, free_port
 from node_agent import NodeAgent
@@ -36,16 +35,6 @@ def agent(control_plane: Any, pvc_root: Path) -> Iterator[NodeAgent]:
     node.stop()
 
 
-def wait_until(what: str, check: Any, timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def succeeded(kube: Kube, agent: NodeAgent, name: str) -> dict[str, Any] | None:
     status: dict[str, Any] = kube.get("trainingjob", name).get("status", {})
     assert status.get("phase") != "Failed", (status, agent.log(f"{name}-0")[-3000:])
@@ -61,7 +50,7 @@ def test_a_cluster_run_holds_the_jobs_steps_loss_and_ledger_and_survives_no_serv
     one_gpu = {"resources": {"limits": {"amd.com/gpu": "1"}}}
     kube.apply(job("tracked", STEPS, optimization={"evalInterval": 20}, template=one_gpu,
                    tracking={"mlflow": {"uri": mlflow.uri, "experiment": experiment}}))
-    status = wait_until("tracked to succeed", lambda: succeeded(kube, agent, "tracked"))
+    status = wait_for("tracked to succeed", lambda: succeeded(kube, agent, "tracked"), 600)
     uid = kube.get("trainingjob", "tracked")["metadata"]["uid"]
     progress = status["progress"]
     tracked = progress["tracking"]
@@ -87,13 +76,13 @@ def test_a_cluster_run_holds_the_jobs_steps_loss_and_ledger_and_survives_no_serv
     port = free_port()
     nowhere = f"http://127.0.0.1:{port}"  # nothing listens there, yet
     kube.apply(job("untracked", 20, tracking={"mlflow": {"uri": nowhere}}))
-    unavailable = wait_until("the TrackingUnavailable condition", lambda: (
+    unavailable = wait_for("the TrackingUnavailable condition", lambda: (
         c := kube.condition("untracked", "Tracking")) and c["reason"] == "TrackingUnavailable"
-        and c)
+        and c, 600)
     assert unavailable["status"] == "False" and nowhere in unavailable["message"]
     assert any(e["type"] == "Warning" and e["reason"] == "TrackingUnavailable"
                for e in kube.events("untracked"))
-    wait_until("untracked to succeed", lambda: succeeded(kube, agent, "untracked"))
+    wait_for("untracked to succeed", lambda: succeeded(kube, agent, "untracked"), 600)
     kept = pvc_root / "models" / "untracked" / ".mentor" / "tracking"
     assert (kept / "outbox.jsonl").stat().st_size > 0 and not (kept / "sent").exists(), \
         "the records wait in the output for the server"

@@ -9,13 +9,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from harness import wait_for
 from mlflow_server import MlflowServer
 
 from testdata import SHAKESPEARE
@@ -40,16 +40,6 @@ def pvc_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def records(output: Path) -> list[dict[str, Any]]:
     log = output / "metrics.jsonl"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def wait_for(what: str, check: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_local_run_is_in_mlflow_and_tensorboard_whole_though_the_server_went_down(

@@ -18,9 +18,7 @@ from typing import Any
 
 MAX_BATCH_METRICS = 1000  # MLflow's limits on one log-batch
 MAX_BATCH_PARAMS = 100
-MAX_BATCH_TAGS = 100
 MAX_PARAM_VALUE = 6000
-MAX_TAG_VALUE = 8000
 
 
 class Unreachable(Exception):

@@ -210,7 +210,7 @@ class Sender:
 
     def _send(self, run: dict[str, Any], batch: list[dict[str, Any]]) -> None:
         first = batch[0]
-        if "metrics" in first or "params" in first or "tags" in first:
+        if _loggable(first):
             metrics = [m for e in batch for m in e.get("metrics", [])]
             params = {k: v for e in batch for k, v in e.get("params", {}).items()}
             tags = {k: v for e in batch for k, v in e.get("tags", {}).items()}
@@ -291,17 +291,20 @@ class Sender:
             self._quietly(lambda: self.client.set_alias(name, "best", version))
 
 
+def _loggable(entry: dict[str, Any]) -> bool:
+    """Metrics, params and tags go together in log-batch calls; anything else goes alone."""
+    return "metrics" in entry or "params" in entry or "tags" in entry
+
+
 def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Consecutive metric/param/tag entries merged into log-batch calls within MLflow's limits;
     every other entry alone, in order."""
     out: list[list[dict[str, Any]]] = []
     size = params = 0
     for e in entries:
-        loggable = "metrics" in e or "params" in e or "tags" in e
         n, p = len(e.get("metrics", [])), len(e.get("params", {})) + len(e.get("tags", {}))
-        if loggable and out and "status" not in out[-1][0] and "artifact" not in out[-1][0] \
-                and "model" not in out[-1][0] and "best" not in out[-1][0] \
-                and size + n <= MAX_BATCH_METRICS and params + p <= MAX_BATCH_PARAMS:
+        if _loggable(e) and out and _loggable(out[-1][0]) and size + n <= MAX_BATCH_METRICS \
+                and params + p <= MAX_BATCH_PARAMS:
             out[-1].append(e)
             size, params = size + n, params + p
         else:
@@ -461,17 +464,12 @@ def finish(output: Path, config: dict[str, Any], outcome: str, gpu_hours: float 
     outbox.append({"status": STATUS.get(outcome, "FAILED"), "end_ms": int(time.time() * 1000)})
     if env.get(PARENT_ENV):
         outbox.append({"best": True})
-    sender = Sender(output, track, ident, env)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            sender.send()
-            return True
-        except (Unreachable, Refused, OSError) as e:
-            if time.monotonic() > deadline:
-                log.warning("tracking: %s; the records wait in %s", e, outbox.path)
-                return False
-            time.sleep(1.0)
+    try:
+        _send_within(Sender(output, track, ident, env), timeout)
+        return True
+    except (Unreachable, Refused, OSError) as e:
+        log.warning("tracking: %s; the records wait in %s", e, outbox.path)
+        return False
 
 
 def _lineage(config: dict[str, Any], gpu_hours: float | None,
@@ -491,7 +489,11 @@ def sync(output: Path, timeout: float = 0.0) -> int:
     of entries sent. Unreachable (`mlflow_rest.Unreachable`) if it still is."""
     saved = json.loads((output / STATE_DIR / "sender.json").read_text())
     env = {**os.environ, **({PARENT_ENV: saved["parent"]} if saved.get("parent") else {})}
-    sender = Sender(output, saved["settings"], saved["ident"], env)
+    return _send_within(Sender(output, saved["settings"], saved["ident"], env), timeout)
+
+
+def _send_within(sender: Sender, timeout: float) -> int:
+    """Send what waits, trying an unreachable server again for `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
