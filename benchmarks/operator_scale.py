@@ -10,7 +10,13 @@ nodes, all on this machine's cores), it measures, for Mentor and then for the pe
   requests the API server served per second during the burst;
 - the API requests each operator made per job, counted by the API server itself: each operator
   runs as its own ServiceAccount, matched by its own FlowSchema, and
-  apiserver_flowcontrol_dispatched_requests_total is read per FlowSchema.
+  apiserver_flowcontrol_dispatched_requests_total is read per FlowSchema;
+- with --probe, a single job created every few seconds in a namespace of its own while the
+  burst goes on: the p50/p99 of its create → pods (is a new job starved by the backlog?);
+- with --steady, the state after the last burst, every job running: for --steady seconds, rank 0
+  of each of Mentor's jobs reports progress every --report-every seconds (as its trainer would),
+  and the operator's CPU a second, its RSS, and the status writes a second are read; the peer,
+  which takes no reports, is measured over the same window at rest.
 
 The peer is Kubeflow's training-operator v1 (benchmarks/peers/build.sh builds it from Go
 modules), with PyTorchJobs of Master 1 + Worker 1, one GPU each, at the same worker count and with
@@ -18,11 +24,14 @@ no client-side rate limit (how Mentor runs): --controller-threads=8 --kube-api-q
 --kube-api-burst=2000. Nothing here asserts a time: it prints figures.
 
     .venv/bin/python benchmarks/operator_scale.py --single 20 --bursts 100 1000
+    .venv/bin/python benchmarks/operator_scale.py --single 0 --bursts 5000 --probe --steady 60 \
+        --nodes 1300
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -42,6 +51,8 @@ from controlplane import ControlPlane, build_binaries, free_port  # noqa: E402
 
 WORKERS = 8
 DEADLINE = 20  # seconds of a job in the Mentor burst that must fail by its deadline
+PROBE_EVERY = 3.0  # seconds between two probe jobs during a burst
+REPORT_KEY = "operator-scale-benchmark-key"  # Mentor's report key here: the tokens follow from it
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -139,6 +150,7 @@ class Watched:
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc, self.ps = proc, psutil.Process(proc.pid)
+        self.port = 0  # Mentor's progress endpoint
         self.peak = 0
         self.cpu0 = self.cpu()
         self._stop = threading.Event()
@@ -195,9 +207,15 @@ class Race:
         return name
 
     def burst(self, label: str, operator: Watched, identity: Identity, make: Any,
-              count: int, pods_of: Any) -> dict[str, Any]:
+              count: int, pods_of: Any, probe: bool = False) -> dict[str, Any]:
         ns = self.namespace(f"{label}-{count}-{int(time.time())}")
+        self.last_namespace = ns
         clock = PodClock(self.cp, ns)
+        done_event = threading.Event()
+        probes: list[float] = []
+        if probe:
+            prober = threading.Thread(target=self.probe, args=(make, pods_of, done_event,
+                                                               probes), daemon=True)
         time.sleep(1)
         operator.reset()
         system_cpu0 = {n: p.cpu_times().user + p.cpu_times().system
@@ -211,16 +229,21 @@ class Race:
         path = self.work / f"{ns}.json"
         path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": jobs}))
         start = time.monotonic()
+        if probe:
+            prober.start()
         self.cp.kubectl("apply", "--server-side", "-n", ns, "-f", str(path))
         applied = time.monotonic() - start
         want = {p for i in range(count) for p in pods_of(f"j{i}")}
-        deadline = start + 1200
+        deadline = start + 2400
         while not want <= set(clock.seen):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{label}: {len(want & set(clock.seen))}/{len(want)} pods")
             time.sleep(0.05)
         done = max(clock.seen[p] for p in want) - start
         after = self.api.counters()
+        done_event.set()
+        if probe:
+            prober.join()
         clock.stop()
         lateness = self.deadline_lateness(ns) if label == "mentor" else None
         per_job = [max(clock.seen[p] for p in pods_of(f"j{i}")) - start for i in range(count)]
@@ -250,7 +273,52 @@ class Race:
                 # every client's writes (the operator's, the scheduler's, kwok's, the
                 # controllers'), per job: what each operator's design costs the API server
                 "writes_per_job": dict(sorted(writes.items(), key=lambda kv: -kv[1])),
-                "deadline_late_s": lateness}
+                "deadline_late_s": lateness,
+                **({"probes": len(probes), "probe_p50_s": round(percentile(probes, 0.5), 2),
+                    "probe_p99_s": round(percentile(probes, 0.99), 2)} if probes else {})}
+
+    def probe(self, make: Any, pods_of: Any, done: threading.Event,
+              latencies: list[float]) -> None:
+        """One job at a time, every PROBE_EVERY seconds until the burst's pods are all there,
+        in a namespace of its own: create → both its pods seen."""
+        ns = self.namespace(f"probe-{int(time.time())}")
+        clock = PodClock(self.cp, ns)
+        for i in range(10**6):
+            if done.wait(PROBE_EVERY):
+                break
+            path = self.work / f"{ns}-{i}.json"
+            path.write_text(json.dumps(make(f"p{i}")))
+            start = time.monotonic()
+            self.cp.kubectl("create", "-n", ns, "-f", str(path))
+            while not set(pods_of(f"p{i}")) <= set(clock.seen):
+                time.sleep(0.02)
+            latencies.append(max(clock.seen[p] for p in pods_of(f"p{i}")) - start)
+        clock.stop()
+
+    def steady(self, label: str, operator: Watched, seconds: float, report: Any = None
+               ) -> dict[str, Any]:
+        """The operator after its last burst, every job running, for `seconds`: what it costs
+        at rest, or (`report`, a coroutine function of a deadline) while its jobs report."""
+        before = self.api.counters()
+        system_cpu0 = {n: p.cpu_times().user + p.cpu_times().system
+                       for n, p in self.system.items()}
+        operator.reset()
+        start = time.monotonic()
+        sent = asyncio.run(report(start + seconds)) if report else {}
+        time.sleep(max(0.0, start + seconds - time.monotonic()))
+        elapsed = time.monotonic() - start
+        after = self.api.counters()
+        system = {n: p.cpu_times().user + p.cpu_times().system - system_cpu0[n]
+                  for n, p in self.system.items()}
+        status = sum(v - before.get(k, 0.0) for k, v in after.items()
+                     if k.startswith("write:") and k.endswith("jobs/status"))
+        return {"operator": label, "steady_s": round(elapsed),
+                **{k: round(v / elapsed, 1) for k, v in sent.items()},
+                "operator_cpu_per_s": round((operator.cpu() - operator.cpu0) / elapsed, 3),
+                "peak_rss_mb": round(operator.peak / 2**20),
+                "status_writes_per_s": round(status / elapsed, 1),
+                "apiserver_cpu_per_s": round(system.get("kube-apiserver", 0) / elapsed, 3),
+                "apiserver_requests_per_s": round((after["total"] - before["total"]) / elapsed)}
 
     def objects_per_job(self, ns: str, count: int) -> dict[str, float]:
         """What the operator left in the namespace, per job, by kind (the jobs themselves and
@@ -301,19 +369,59 @@ class Race:
                 "p99_s": round(percentile(latencies, 0.99), 3)}
 
 
+def reporter(port: int, namespace: str, names: list[str], every: float) -> Any:
+    """Rank 0 of each job, reporting every `every` seconds (spread evenly), as the trainer does:
+    a coroutine function of the deadline that returns the reports sent and refused."""
+    import hashlib
+    import hmac
+
+    import aiohttp
+
+    token = hmac.new(REPORT_KEY.encode(), namespace.encode(), hashlib.sha256).hexdigest()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def run(deadline: float) -> dict[str, float]:
+        counts = {"reports": 0.0, "refused_reports": 0.0}
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+            async def one(i: int, name: str) -> None:
+                await asyncio.sleep(min(every * i / len(names),
+                                        max(0.0, deadline - time.monotonic())))
+                step = 0
+                while time.monotonic() < deadline:
+                    step += 10
+                    body = {"step": step, "total_steps": 100_000, "loss": 3.0 - step / 1e5}
+                    try:
+                        async with session.post(
+                                f"http://127.0.0.1:{port}/v1/progress/{namespace}/{name}",
+                                json=body) as r:
+                            counts["reports" if r.status == 202 else "refused_reports"] += 1
+                    except aiohttp.ClientError:
+                        counts["refused_reports"] += 1
+                    await asyncio.sleep(min(every, max(0.0, deadline - time.monotonic())))
+
+            await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
+        return counts
+
+    return run
+
+
 def start_mentor(cp: ControlPlane, identity: Identity, work: Path) -> Watched:
     cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     cp.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.mentor.dev")
     port, health = free_port(), free_port()
     env = {**cp.env(), "KUBECONFIG": str(identity.kubeconfig), "MENTOR_HTTP_HOST": "127.0.0.1",
            "MENTOR_HTTP_PORT": str(port), "MENTOR_WORKERS": str(WORKERS),
+           "MENTOR_REPORT_KEY": REPORT_KEY,
            "MENTOR_LEADER_ELECTION": "false"}  # as the peer runs (--leader-elect=false)
     log = (work / "mentor.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "mentor.cli", "operator", "--standalone",
                              f"--liveness=http://127.0.0.1:{health}/healthz"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{health}/healthz", proc)
-    return Watched(proc)
+    watched = Watched(proc)
+    watched.port = port
+    return watched
 
 
 def start_peer(cp: ControlPlane, identity: Identity, work: Path) -> Watched:
@@ -356,6 +464,19 @@ def start_peer(cp: ControlPlane, identity: Identity, work: Path) -> Watched:
     return Watched(proc)
 
 
+def wait_running(cp: ControlPlane, namespace: str, count: int, timeout: float = 600) -> None:
+    """Until `count` TrainingJobs of the namespace have a phase, and none is Pending: the
+    steady state begins."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        phases = cp.kubectl("get", "trainingjobs", "-n", namespace, "-o",
+                            "jsonpath={.items[*].status.phase}").split()
+        if len(phases) >= count and "Pending" not in phases:
+            return
+        time.sleep(2)
+    raise TimeoutError(f"{namespace}: the jobs are not all running")
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -396,6 +517,12 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=20, help="repeats of one job alone")
     parser.add_argument("--bursts", type=int, nargs="*", default=[100, 1000])
     parser.add_argument("--no-peer", action="store_true", help="Mentor only")
+    parser.add_argument("--probe", action="store_true",
+                        help="a single job every few seconds during each burst: its latency")
+    parser.add_argument("--steady", type=float, default=0,
+                        help="seconds of the steady state after the last burst (0: none)")
+    parser.add_argument("--report-every", type=float, default=10.0,
+                        help="seconds between two progress reports of each Mentor job")
     # Enough GPUs for one operator's bursts (20 + 100 + 1,000 jobs of 2 GPUs); each operator
     # races on a fresh control plane of its own.
     parser.add_argument("--nodes", type=int, default=300, help="kwok nodes of 8 GPUs")
@@ -423,8 +550,17 @@ def main() -> None:
                 print(json.dumps({"operator": "mentor", "single": single}), flush=True)
             for count in args.bursts:
                 results.append(race.burst("mentor", operator, mentor_id, mentor_job, count,
-                                          lambda j: [f"{j}-0", f"{j}-1"]))
+                                          lambda j: [f"{j}-0", f"{j}-1"], args.probe))
                 print(json.dumps(results[-1]), flush=True)
+            if args.steady and args.bursts:
+                ns, count = race.last_namespace, args.bursts[-1]
+                wait_running(cp, ns, count + 1)
+                rest = race.steady("mentor", operator, args.steady)
+                print(json.dumps({"state": "at rest", "jobs": count, **rest}), flush=True)
+                busy = race.steady("mentor", operator, args.steady, reporter(
+                    operator.port, ns, [f"j{i}" for i in range(count)], args.report_every))
+                print(json.dumps({"state": f"reporting every {args.report_every:g} s",
+                                  "jobs": count, **busy}), flush=True)
         finally:
             operator.stop()
     if not args.no_peer:
@@ -441,8 +577,12 @@ def main() -> None:
                 for count in args.bursts:
                     results.append(race.burst("training-operator", peer, peer_id, peer_job,
                                               count, lambda j: [f"{j}-master-0",
-                                                                f"{j}-worker-0"]))
+                                                                f"{j}-worker-0"], args.probe))
                     print(json.dumps(results[-1]), flush=True)
+                if args.steady and args.bursts:
+                    rest = race.steady("training-operator", peer, args.steady)
+                    print(json.dumps({"state": "at rest (it takes no reports)",
+                                      "jobs": args.bursts[-1], **rest}), flush=True)
             finally:
                 peer.stop()
     for count in args.bursts:

@@ -232,7 +232,7 @@ def this_control_plane(control_plane: ControlPlane,
 def test_progress_writes_are_bounded_by_a_setting_not_by_the_number_of_jobs(
         control_plane: ControlPlane, crds: None, namespace: str,
         this_control_plane: None) -> None:
-    """The flusher writes at most its budget a flush (MENTOR_PROGRESS_WRITES_PER_SECOND ×
+    """The flusher writes at most its budget a flush (MENTOR_STATUS_WRITES_PER_SECOND ×
     the interval), the longest-waiting job first; the others keep waiting, and a newer report
     merges into what waits, so that every job's turn comes, with its newest progress."""
     import datetime as dt

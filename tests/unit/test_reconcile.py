@@ -409,17 +409,37 @@ def test_the_schedulers_repeated_words_are_not_repeated() -> None:
 def test_time_driven_work_is_queued_for_when_it_falls_due() -> None:
     from mentor.controller.training import next_due
 
-    settings = Settings.from_env()
-    s = spec(runPolicy={"activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60})
+    s = spec(runPolicy={"activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60,
+                        "maxGPUHours": 1.0})
     running = JobStatus(phase=Phase.RUNNING, start_time=format_time(T0),
                         ledger=Ledger(active_since=format_time(T0)))
     later = T0 + dt.timedelta(seconds=590)
-    assert next_due(s, running, later, settings) == 10.0, "the deadline, before the GPU-hours"
-    assert next_due(s, running, T0, settings) == settings.resync_seconds
+    assert next_due(s, running, later, 30.0) == 10.0, "the deadline, before the GPU-hours"
+    assert next_due(s, running, T0, 30.0) == 30.0, "the GPU-hours' refresh"
+    assert next_due(s, running, T0, 30.0, held=16, used=0.99) == pytest.approx(2.25), \
+        "16 GPUs use the last 0.01 GPU-hours in 2.25 s: the budget is checked then"
     done = JobStatus(phase=Phase.SUCCEEDED, completion_time=format_time(T0))
-    assert next_due(s, done, T0 + dt.timedelta(seconds=45), settings) == 15.0, "the TTL"
-    assert next_due(spec(), done, T0, settings) is None, "finished, no TTL: nothing to wait for"
-    assert next_due(s, JobStatus(phase=Phase.SUSPENDED), T0, settings) is None
+    assert next_due(s, done, T0 + dt.timedelta(seconds=45), 30.0) == 15.0, "the TTL"
+    assert next_due(spec(), done, T0, 30.0) is None, "finished, no TTL: nothing to wait for"
+    assert next_due(s, JobStatus(phase=Phase.SUSPENDED), T0, 30.0) is None
+
+
+def test_time_alone_writes_within_one_budget_however_many_jobs_hold_pods() -> None:
+    """The GPU-hours refresh and the progress flusher share one token bucket: a burst of at
+    most `burst`, then `rate` a second; and each holding job's refresh period stretches so that
+    all of them together stay within the rate."""
+    from mentor.controller.budget import WriteBudget
+
+    clock = [0.0]
+    writes = WriteBudget(rate=50, burst=100, clock=lambda: clock[0])
+    assert writes.take(150) == 100, "the burst, no more"
+    assert writes.take() == 0, "then nothing until time passes"
+    clock[0] += 0.5
+    assert writes.take(1000) == 25, "half a second: 25 writes"
+    clock[0] += 60
+    assert writes.take(1000) == 100, "idle time saves no more than the burst"
+    assert writes.period(holders=10, floor=30) == 30, "few jobs: every resync"
+    assert writes.period(holders=5000, floor=30) == 100, "5,000 jobs at 50 a second: 100 s"
 
 
 def test_a_create_refused_for_good_fails_the_job_with_the_api_servers_words() -> None:

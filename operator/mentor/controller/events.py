@@ -33,7 +33,7 @@ def post_events(body: dict[str, Any], events: list[Event]) -> None:
             "reportingComponent": "mentor.dev/operator", "reportingInstance": socket.gethostname(),
         }
         try:
-            kube.create(meta["namespace"], event)
+            kube.create(meta["namespace"], event, answer=False)
         except ApiException as error:
             log.warning("could not record event %s on %s: %s", e.reason, meta["name"],
                         error.reason)

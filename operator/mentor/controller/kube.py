@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
+import orjson
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
@@ -24,6 +26,7 @@ SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/names
 # pod watches all share them.
 POOL_SIZE = 32
 PAGE = 500  # objects per page of a list
+AUTH_SECONDS = 60.0  # how long one reading of the credentials serves (they rotate in hours)
 
 
 @functools.cache
@@ -51,8 +54,9 @@ def custom() -> Any:
 
 
 def request(method: str, path: str, body: Any = None,
-            content_type: str = "application/json") -> dict[str, Any]:
-    """One call with wire JSON in and out, through the shared pool.
+            content_type: str = "application/json", answer: bool = True) -> dict[str, Any]:
+    """One call with wire JSON in and out, through the shared pool; `answer=False` reads the
+    answer but does not decode it (a created pod comes back whole, and is seen on the watch).
 
     The generated client validates every body into its pydantic models and decodes every answer
     into them: for the operator's hot path (pods, Services, Events and status writes) that was
@@ -60,18 +64,33 @@ def request(method: str, path: str, body: Any = None,
     error is the client's own ApiException (status, body), so callers handle both alike."""
     client_ = api_client()
     serialized = client_.param_serialize(
-        method=method, resource_path=path, body=body, auth_settings=["BearerToken"],
-        header_params={"Content-Type": content_type, "Accept": "application/json"})
+        method=method, resource_path=path, body=body,
+        header_params={"Content-Type": content_type, "Accept": "application/json",
+                       **_credentials(client_)})
     response = client_.call_api(*serialized)
     data = response.read()  # type: ignore[no-untyped-call]  # the connection goes back
     if not 200 <= response.status <= 299:
         ApiException.from_response(http_resp=response, body=None, data=None)
-    return cast(dict[str, Any], json.loads(data)) if data else {}
+    return cast(dict[str, Any], orjson.loads(data)) if data and answer else {}
 
 
-def create(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+def _credentials(client_: client.ApiClient) -> dict[str, str]:
+    """The bearer token's header, read at most once per AUTH_SECONDS: the client reads it again
+    for every call (from a kubeconfig, by parsing the whole configuration again), which was a
+    tenth of the operator's CPU per request. Kept on the client, so a new one reads afresh."""
+    cached: tuple[float, dict[str, str]] | None = getattr(client_, "mentor_credentials", None)
+    if cached is None or time.monotonic() - cached[0] > AUTH_SECONDS:
+        token = client_.configuration.auth_settings().get("BearerToken") or {}
+        header = {token["key"]: token["value"]} if token.get("value") else {}
+        cached = (time.monotonic(), header)
+        client_.mentor_credentials = cached  # type: ignore[attr-defined]
+    return cached[1]
+
+
+def create(namespace: str, body: dict[str, Any], answer: bool = True) -> dict[str, Any]:
     """Create a namespaced core or API-group object from its manifest (apiVersion, kind)."""
-    return request("POST", collection(body["apiVersion"], body["kind"], namespace), body)
+    return request("POST", collection(body["apiVersion"], body["kind"], namespace), body,
+                   answer=answer)
 
 
 def collection(api_version: str, kind: str, namespace: str) -> str:

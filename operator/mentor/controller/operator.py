@@ -16,6 +16,7 @@ from typing import Any
 from mentor.api.kinds import TRAINING_JOB
 from mentor.api.labels import LEADER
 from mentor.controller import kube, server, training, tuning
+from mentor.controller.budget import WriteBudget
 from mentor.controller.cache import Expectations, Jobs, Key, Pods, key_of
 from mentor.controller.leader import Leadership
 from mentor.controller.metrics import METRICS
@@ -32,8 +33,11 @@ class Operator:
         self.settings = settings
         jobs = Jobs()
         self.pods = Pods(TRAINING_JOB.kind, settings.namespaces, on_change=self._pod_changed)
+        # A flush's worth at once: the flusher spends an interval's tokens together.
+        self.writes = WriteBudget(settings.status_writes_per_second,
+                                  settings.status_writes_per_second * settings.progress_interval)
         self.training = training.Controller(settings, jobs, self.pods, Expectations(),
-                                            NamespaceObjects(settings))
+                                            NamespaceObjects(settings), self.writes)
         self.tuning = tuning.TuningController(settings, Jobs(), jobs)
         self.queue = WorkQueue(self._reconcile_training, settings.workers)
         self.tuning_queue = WorkQueue(self._reconcile_tuning, max(1, settings.workers // 4))
@@ -93,7 +97,7 @@ class Operator:
             # Progress reports in, /metrics out; reports only while leading.
             asyncio.create_task(server.serve(self.settings, self.book, METRICS,
                                              self.training.jobs, self.leadership.acquired,
-                                             self.ready, self.pods.of)),
+                                             self.ready, self.pods.of, self.writes)),
         ]
 
     async def stop(self) -> None:

@@ -1,9 +1,10 @@
 """The operator's HTTP endpoint: progress reports from the trainers, and /metrics.
 
 Reports are accepted at once and folded into memory; a flusher writes each job's progress to its
-status at most once per MENTOR_PROGRESS_INTERVAL, so a chatty trainer costs the API server one
-patch per interval, not one per step. The reconciler never writes progress or checkpoint: the two
-writers own disjoint parts of the status.
+status at most once per MENTOR_PROGRESS_INTERVAL, and all jobs' together within the status-write
+budget (mentor.controller.budget), so a chatty trainer costs the API server one patch per
+interval, not one per step, and many trainers no more than the budget. The reconciler never
+writes progress or checkpoint: the two writers own disjoint parts of the status.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from mentor.api.kinds import TRAINING_JOB
 from mentor.api.status import CheckpointStatus, JobStatus, Progress
 from mentor.controller import kube
+from mentor.controller.budget import WriteBudget
 from mentor.controller.cache import Jobs
 from mentor.controller.metrics import Metrics
 from mentor.controller.settings import Settings
@@ -178,9 +180,10 @@ def _write(book: ProgressBook, key: tuple[str, str], entry: JobProgress) -> None
 
 async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: Jobs,
                 leading: threading.Event, ready: Callable[[], bool],
-                pods_of: Callable[[tuple[str, str]], list[dict[str, Any]]] = lambda _: []
-                ) -> None:
-    """Run the endpoint and the flusher until cancelled: both idle unless `leading`."""
+                pods_of: Callable[[tuple[str, str]], list[dict[str, Any]]],
+                writes: WriteBudget) -> None:
+    """Run the endpoint and the flusher until cancelled: both idle unless `leading`. The
+    flusher spends `writes`, which it shares with the GPU-hours refreshes."""
     runners = [web.AppRunner(build_app(settings, book, metrics, jobs, leading, ready, pods_of),
                              access_log=None)]
     if settings.metrics_port:
@@ -190,11 +193,14 @@ async def serve(settings: Settings, book: ProgressBook, metrics: Metrics, jobs: 
         await web.TCPSite(runner, settings.http_host, port).start()
     loop = asyncio.get_running_loop()
     interval = max(settings.progress_interval, 0.1)
-    budget = max(1, round(settings.progress_writes_per_second * interval))
     try:
         while True:
             await asyncio.sleep(interval)
             if not leading.is_set():
+                continue
+            waiting = sum(1 for entry in book.jobs.values() if entry.dirty)
+            budget = writes.take(waiting) if waiting else 0
+            if not budget:
                 continue
             try:
                 await loop.run_in_executor(None, flush, book, budget)

@@ -72,8 +72,9 @@ class Settings(BaseModel):
     # the container's memory.
     shm_size: str = ""
     # MENTOR_RESYNC_SECONDS: how often a job that holds pods is reconciled without an event, to
-    # bring its GPU-hours and cost up to date and check its budget. Deadlines and TTLs are not
-    # waited for this way: a job is queued for the moment they fall due.
+    # bring its GPU-hours and cost up to date, while few do (see status_writes_per_second).
+    # Deadlines, budgets and TTLs are not waited for this way: a job is queued for the moment
+    # they fall due.
     resync_seconds: float = Field(30.0, gt=0)
     # MENTOR_SAFETY_RESYNC_SECONDS: how often every job is listed (page by page) and queued, in
     # case a watch event was ever missed.
@@ -99,11 +100,12 @@ class Settings(BaseModel):
     report_key_secret: str = ""
     # MENTOR_PROGRESS_INTERVAL: the shortest time between two progress patches of one job.
     progress_interval: float = Field(2.0, ge=0)
-    # MENTOR_PROGRESS_WRITES_PER_SECOND: the most progress patches the operator sends a second,
-    # all jobs together. Reports beyond it are merged (the newest wins) and written in turn,
-    # the longest-waiting job first: the API server's load from progress is bounded by this,
-    # not by the number of jobs, and each job's status lags by at most (reporting jobs / rate).
-    progress_writes_per_second: float = Field(50.0, gt=0)
+    # MENTOR_STATUS_WRITES_PER_SECOND: the most status patches a second that time alone causes,
+    # all jobs together: progress (reports beyond it are merged, the newest wins, and written in
+    # turn, the longest-waiting job first) and the GPU-hours refresh of jobs that hold pods
+    # (each refreshed every max(resync, holding jobs / rate) seconds). The API server's load
+    # from them is bounded by this, not by the number of jobs (mentor.controller.budget).
+    status_writes_per_second: float = Field(50.0, gt=0)
     # MENTOR_TRACKING_URI: the MLflow server that jobs record to when they name none (the
     # chart's tracking.mlflow.uri); empty records to MLflow only the jobs that name a server.
     tracking_uri: str = Field("", pattern=r"^(https?://[^/\s]+(/\S*)?)?$")

@@ -27,13 +27,14 @@ from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
 from mentor.builders.pods import build_pod, build_service
 from mentor.controller import kube
+from mentor.controller.budget import WriteBudget
 from mentor.controller.cache import Expectations, Jobs, Key, Pods
 from mentor.controller.events import post_events
 from mentor.controller.guard import guarded
 from mentor.controller.metrics import METRICS
 from mentor.controller.namespaces import NamespaceObjects
 from mentor.controller.settings import Settings
-from mentor.decide.ledger import active_seconds
+from mentor.decide.ledger import active_seconds, gpu_hours, held_gpus
 from mentor.decide.podview import PodView
 from mentor.decide.times import parse_time
 from mentor.decide.training import TERMINAL, Plan, Refusal, decide
@@ -55,15 +56,24 @@ class Controller:
     pods: Pods
     expectations: Expectations
     namespaces: NamespaceObjects
-    # When each job's GPU-hours were last written: alone, they are written at most once per
-    # MENTOR_RESYNC_SECONDS (with any other change, at once).
+    # Shared with the progress flusher: the writes that time alone causes (mentor.controller.
+    # budget).
+    writes: WriteBudget
+    # When each job's GPU-hours were last written: alone, they are written at most once a
+    # refresh period (with any other change, at once).
     accounted: dict[Key, float] = field(default_factory=dict)
+    # The jobs whose GPU-hours grow with time: the refresh period is shared among them.
+    holding: set[Key] = field(default_factory=set)
 
     def forget(self, key: Key) -> None:
         """A deleted job leaves nothing behind."""
         self.jobs.forget(key)
         self.expectations.forget(key)
         self.accounted.pop(key, None)
+        self.holding.discard(key)
+
+    def refresh_period(self) -> float:
+        return self.writes.period(len(self.holding), self.settings.resync_seconds)
 
 
 def job_ref(body: dict[str, Any]) -> JobRef:
@@ -107,8 +117,9 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
         return 1.0
     spec = TrainingJobSpec.model_validate(body["spec"])
     status = JobStatus.model_validate(body.get("status") or {})
-    views = [dataclasses.replace(v, price=_price(v.node, ctl.settings))
-             for v in (PodView.from_pod(p, ctl.settings.gpu_resources) for p in pods)]
+    views = [PodView.from_pod(p, ctl.settings.gpu_resources) for p in pods]
+    if ctl.settings.gpu_prices:
+        views = [dataclasses.replace(v, price=_price(v.node, ctl.settings)) for v in views]
     now = dt.datetime.now(dt.UTC)
     generation = body["metadata"].get("generation")
     plan = decide(spec, status, views, now, generation)
@@ -134,7 +145,12 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
     if not plan.delete_job:
         METRICS.observe_status(job.namespace, KIND, job.name, plan.status,
                                spec.run_policy.max_gpu_hours)
-    return next_due(spec, plan.status, now, ctl.settings)
+    if plan.status.phase in TERMINAL or plan.status.phase == Phase.SUSPENDED:
+        ctl.holding.discard(key)
+    else:
+        ctl.holding.add(key)
+    return next_due(spec, plan.status, now, ctl.refresh_period(),
+                    held_gpus(plan.status, views, now), gpu_hours(plan.status, views, now))
 
 
 def refusal(e: ApiException | ValidationError) -> Refusal | None:
@@ -158,10 +174,11 @@ def refusal(e: ApiException | ValidationError) -> Refusal | None:
     return None
 
 
-def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
-             settings: Settings) -> float | None:
-    """When time alone changes what the job should be: its TTL, its deadline, or (while it
-    holds pods) its GPU-hours, cost and budget, refreshed every MENTOR_RESYNC_SECONDS."""
+def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime, period: float,
+             held: float = 0.0, used: float = 0.0) -> float | None:
+    """When time alone changes what the job should be: its TTL, its deadline, the moment its
+    `held` GPUs use up its maxGPUHours, or (while it holds pods) its GPU-hours and cost,
+    refreshed every `period` (Controller.refresh_period)."""
     policy = spec.run_policy
     if status.phase in TERMINAL:
         finished = parse_time(status.completion_time)
@@ -171,9 +188,11 @@ def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime,
         return max((finished - now).total_seconds() + ttl, 0.0)
     if status.phase == Phase.SUSPENDED:
         return None
-    due = [settings.resync_seconds]
+    due = [period]
     if policy.active_deadline_seconds and status.ledger.active_since:
         due.append(policy.active_deadline_seconds - active_seconds(status, now))
+    if policy.max_gpu_hours and held:
+        due.append((policy.max_gpu_hours - used) * 3600 / held)
     return max(min(due), 0.0)
 
 
@@ -181,7 +200,7 @@ def _create(manifest: dict[str, Any], job: JobRef) -> bool | None:
     """Create a child: True if created, None if it existed and is this job's (a retried
     reconcile, an earlier attempt), False if another owner holds the name (never adopted)."""
     try:
-        kube.create(job.namespace, manifest)
+        kube.create(job.namespace, manifest, answer=False)  # the watch shows it
         return True
     except ApiException as e:
         if e.status != 409:
@@ -275,7 +294,9 @@ def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str
 
     if rest(new) != rest(old):
         return True
-    return time.monotonic() - ctl.accounted.get(key, 0.0) >= ctl.settings.resync_seconds
+    if time.monotonic() - ctl.accounted.get(key, 0.0) < ctl.refresh_period():
+        return False
+    return ctl.writes.take() == 1  # else its turn comes at its next refresh
 
 
 def resync(ctl: Controller, add: Any) -> None:

@@ -46,6 +46,12 @@ def gpu_hours(status: JobStatus, pods: list[PodView], now: dt.datetime) -> float
     return (status.ledger.retired_gpu_seconds + held) / 3600
 
 
+def held_gpus(status: JobStatus, pods: list[PodView], now: dt.datetime) -> float:
+    """The GPUs the job's pods hold now: how fast its GPU-hours grow."""
+    return sum(p.gpus for p in unsettled(status, pods)
+               if p.started_at is not None and not p.ended(now))
+
+
 def account(status: JobStatus, pods: list[PodView], now: dt.datetime) -> None:
     """GPU-hours and cost into the status."""
     status.gpu_hours = round(gpu_hours(status, pods, now), 6)

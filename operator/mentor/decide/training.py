@@ -213,8 +213,9 @@ class Decider:
         if self.status.phase is None:
             self.condition(ConditionType.CREATED, True, Reason.CREATED,
                            f"created {nodes} pod(s) and their service")
-        self.pending()
-        return True
+        # Said now, as the next decision would say it once the pods are seen: one status
+        # write fewer per attempt (each is a validation of the whole object and an event).
+        return self.waiting()
 
     def leftovers(self) -> bool:
         """Pods of an attempt the status has moved past: a restart already counted them and
