@@ -11,7 +11,13 @@ With --vocab N it first trains a byte-level BPE tokenizer of N tokens on that te
 vocabulary's embedding and softmax cost, which a byte vocabulary hides.
 
     python benchmarks/gpu_throughput.py --vocab 32768 --shape 16,12,1536,4096 --seq 2048 \
-        --micro 8 --steps 30 [--compile] [--ac selective] [--strategy ddp|fsdp]
+        --micro 8 --steps 30 [--compile] [--ac selective] [--loss-chunks 4] \
+        [--strategy ddp|fsdp] [--profile-step 15]
+
+It prints MFU both ways: with the attention term (the trainer's) and 6N alone (the older
+convention, which torchtitan's and most papers' figures use). --profile-step N runs step N under
+torch.profiler (MENTOR_PROFILE_STEP) and prints the operators that took its device time.
+benchmarks/gpu_suite.sh runs the issue's whole matrix as one prepared script.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def main() -> None:
@@ -46,6 +53,12 @@ def main() -> None:
                              "width / heads)")
     parser.add_argument("--ac", default="none", choices=["none", "full", "selective"],
                         help="activation checkpointing")
+    parser.add_argument("--loss-chunks", type=int, default=1,
+                        help="the output layer and loss in this many chunks of the sequence")
+    parser.add_argument("--profile-step", type=int, default=0,
+                        help="profile this step and print its costliest operators")
+    parser.add_argument("--tokenizer", default="",
+                        help="a tokenizer directory made by an earlier run (with --vocab)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mentor-gpu-bench-"))
@@ -58,9 +71,9 @@ def main() -> None:
         model["shape"] = {"layers": layers, "heads": heads, "width": width, "mlpWidth": mlp}
     else:
         model["size"] = args.size
-    if args.vocab:
+    if args.vocab or args.tokenizer:
         model["tokenizer"] = "pretrained"
-        model["tokenizerFrom"] = _bpe(work, args.vocab)
+        model["tokenizerFrom"] = args.tokenizer or _bpe(work, args.vocab)
     config = {
         "model": model,
         "data": {"source": str(work / "data.txt"), "sequenceLength": args.seq,
@@ -69,7 +82,7 @@ def main() -> None:
                          "globalBatchSize": args.micro * args.accumulate * args.nproc,
                          "microBatchSize": args.micro, "learningRate": 3e-4,
                          "precision": "bf16", "evalInterval": 10**6, "compile": args.compile,
-                         "activationCheckpointing": args.ac},
+                         "activationCheckpointing": args.ac, "lossChunks": args.loss_chunks},
         "parallelism": {"nodes": 1, "gpusPerNode": args.nproc, "strategy": args.strategy},
         "checkpointing": {"intervalSteps": max(10, args.steps // 2)},
         "output": {"uri": str(work / "out")},
@@ -79,12 +92,22 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "mentor_trainer.launch", "--standalone",
                     f"--nproc-per-node={args.nproc}", "-m", "mentor_trainer", "--config",
                     str(work / "config.json")], check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "8"})
+                   env={**os.environ, "OMP_NUM_THREADS": "8",
+                        **({"MENTOR_PROFILE_STEP": str(args.profile_step)}
+                           if args.profile_step else {})})
     records = [json.loads(line) for line in (work / "out" / "metrics.jsonl").open()]
     steps = [r for r in records if "loss" in r][5:-1]  # warm-up (and compile) excluded
     import torch
 
-    params = sum(p.numel() for p in _model_params(work / "out"))
+    tensors = _model_params(work / "out")
+    params = sum(t.numel() for t in tensors.values())
+    # The trainer's MFU counts 6 × non-embedding parameters + 12 × layers × width × seq per
+    # token; 6N alone is the same figure without the attention term.
+    dense = 6 * sum(t.numel() for name, t in tensors.items() if "embed" not in name)
+    layers = len({name.split(".layers.")[1].split(".")[0] for name in tensors
+                  if ".layers." in name}) or 1
+    width = next(t.shape[-1] for name, t in tensors.items() if "embed" in name)
+    attention = 12 * layers * width * args.seq
     tps = statistics.median(r["tokens_per_second"] for r in steps)
     mfu = [r["mfu"] for r in steps if r.get("mfu")]
     print(f"device {torch.cuda.get_device_name(0)} × {args.nproc}")
@@ -92,11 +115,21 @@ def main() -> None:
     blocking = [r["seconds"] for r in records if "checkpoint" in r and "seconds" in r]
     print(f"model llama-{args.shape or args.size}, {params / 1e6:.0f}M parameters, "
           f"vocab {args.vocab or 257}, seq {args.seq}, micro {args.micro}, {args.strategy}, "
-          f"compile={args.compile}, activation checkpointing {args.ac}")
+          f"compile={args.compile}, activation checkpointing {args.ac}, "
+          f"loss chunks {args.loss_chunks}")
     print(f"tokens/s {tps:,.0f} (median of {len(steps)} steps)")
-    print(f"MFU {statistics.median(mfu):.1%}" if mfu else "MFU unknown for this device")
+    if mfu:
+        median = statistics.median(mfu)
+        print(f"MFU {median:.1%} with the attention term; "
+              f"{median * dense / (dense + attention):.1%} as 6N alone")
+    else:
+        print("MFU unknown for this device")
     print(f"peak GPU memory {memory:.1f} GiB; checkpoint blocking "
           + (", ".join(f"{b:.2f} s" for b in blocking) or "none written"))
+    if args.profile_step:
+        print((work / "out" / "profile.txt").read_text())
+    if args.vocab and not args.tokenizer:
+        print(f"tokenizer {work / 'tokenizer'} (--tokenizer for the next runs)")
 
 
 def _bpe(work: Path, vocab: int) -> str:
@@ -116,11 +149,11 @@ def _bpe(work: Path, vocab: int) -> str:
     return str(directory)
 
 
-def _model_params(output: Path) -> list[object]:
+def _model_params(output: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(str(output / "model.safetensors"), "pt") as f:
-        return [f.get_tensor(k) for k in f.keys()]  # noqa: SIM118
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
 
 if __name__ == "__main__":

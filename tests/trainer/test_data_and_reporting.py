@@ -25,6 +25,21 @@ def test_jsonl_with_a_field(tmp_path: Path) -> None:
     assert len(losses(out)) == 3
 
 
+def test_a_profiled_step_says_where_its_time_went(tmp_path: Path) -> None:
+    """MENTOR_PROFILE_STEP=2: the second step runs under torch.profiler, and its operators'
+    table, the costliest first, is in the output; the other steps are not profiled."""
+    out = tmp_path / "out"
+    run(config(out, optimization={"steps": 3, "evalInterval": 3},
+               parallelism={"procsPerNode": 1}), tmp_path, env={"MENTOR_PROFILE_STEP": "2"})
+    profile = (out / "profile.txt").read_text()
+    assert profile.startswith("step 2, sorted by self_cpu_time_total")
+    rows = [line.split()[0] for line in profile.splitlines()[4:] if "%" in line]
+    assert len(rows) >= 10 and rows[0] in ("aten::mm", "aten::addmm"), \
+        f"the matrix products lead a GPT-2 step:\n{profile}"
+    assert "Optimizer.step#AdamW.step" in rows, profile
+    assert len(losses(out)) == 3, "profiling one step changes nothing else"
+
+
 def test_a_dataset_saved_to_disk(tmp_path: Path) -> None:
     from datasets import Dataset
 

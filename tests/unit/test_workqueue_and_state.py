@@ -144,3 +144,29 @@ def test_a_late_watch_event_never_overwrites_a_newer_pod() -> None:
     assert kept["metadata"]["uid"] == "new" and kept["metadata"]["resourceVersion"] == "20"
     pods._apply(key, "DELETED", pod("new", 21))
     assert pods.of(key) == []
+
+
+def test_the_status_a_reconcile_wrote_is_not_decided_again_but_any_other_version_is() -> None:
+    """The watch event of the reconciler's own status write shows what it has just decided on:
+    it is remembered, not queued. Any other version (an edit, a progress report, a write by
+    another replica) is queued as ever."""
+    from mentor.controller.operator import Operator
+    from mentor.controller.settings import Settings
+
+    operator = Operator(Settings.from_env({}))
+
+    def event(version: str) -> dict[str, Any]:
+        return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob",
+                "metadata": {"namespace": "ns", "name": "j", "uid": "u",
+                             "resourceVersion": version}, "spec": {}}
+
+    operator.training.written[("ns", "j")] = "9"
+    operator.on_training_job("MODIFIED", event("9"))
+    assert len(operator.queue) == 0, "its own write: nothing new to decide"
+    assert operator.training.jobs.get(("ns", "j")) == event("9"), "but remembered"
+    operator.on_training_job("MODIFIED", event("9"))
+    assert len(operator.queue) == 1, "seen once already: queued as any event"
+    operator.training.written[("ns", "j")] = "11"
+    operator.on_training_job("MODIFIED", event("10"))
+    assert len(operator.queue) == 1 and ("ns", "j") in operator.training.written, \
+        "another version: queued (merged with the queued reconcile)"

@@ -44,6 +44,11 @@ from mentor_trainer.reporting import Reporter
 from mentor_trainer.tokenizer import CharTokenizer, Tokenizer, known_tokenizer
 
 log = logging.getLogger("mentor_trainer")
+# MENTOR_PROFILE_STEP=N: step N (counted from 1) runs under torch.profiler, and rank 0 writes
+# the operators that took its time to <output>/profile.txt: where a step's time goes, for the
+# GPU benchmarks (benchmarks/gpu_throughput.py --profile-step) or a slow job.
+PROFILE_STEP = "MENTOR_PROFILE_STEP"
+PROFILE_ROWS = 30
 
 class Stopped(Exception):
     """SIGTERM arrived; a checkpoint was written."""
@@ -221,7 +226,8 @@ class Trainer:
                 if all_reduce_max(self.world, float(self.stop_requested)):
                     self._checkpoint(step, wait=True)
                     raise Stopped(f"stopped by SIGTERM at step {step}; checkpoint written")
-                loss, grad_norm, lr, stats = self._step(step)
+                with self._profiled(step + 1):
+                    loss, grad_norm, lr, stats = self._step(step)
                 step += 1
                 now = time.perf_counter()
                 seconds_per_step, tick = now - tick, now
@@ -251,6 +257,30 @@ class Trainer:
         elapsed = time.perf_counter() - started
         return {"step": step, "loss": loss, "eval_loss": eval_loss,
                 "tokens_per_second": trained_tokens / elapsed if elapsed else 0.0}
+
+    @contextlib.contextmanager
+    def _profiled(self, step: int) -> Any:
+        """Step `step` under torch.profiler when MENTOR_PROFILE_STEP names it; its table (by
+        self time on the device, or on the CPU without one) to <output>/profile.txt."""
+        if os.environ.get(PROFILE_STEP) != str(step):
+            yield
+            return
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU]
+        if self.world.device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        with profile(activities=activities) as profiler:
+            yield
+            if self.world.device.type == "cuda":
+                torch.cuda.synchronize()
+        if self.world.is_main:
+            by = "self_cuda_time_total" if self.world.device.type == "cuda" else \
+                "self_cpu_time_total"
+            self.output.mkdir(parents=True, exist_ok=True)
+            (self.output / "profile.txt").write_text(
+                f"step {step}, sorted by {by}\n"
+                + profiler.key_averages().table(sort_by=by, row_limit=PROFILE_ROWS))
 
     def _evaluate_and_record(self, step: int) -> float:
         """Evaluate, and report the held-out loss with its metrics (a TuningJob's trial also

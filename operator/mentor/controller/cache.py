@@ -60,7 +60,7 @@ def key_of(obj: dict[str, Any]) -> Key:
     return meta["namespace"], meta["name"]
 
 
-def _version(obj: dict[str, Any]) -> int:
+def version_of(obj: dict[str, Any]) -> int:
     """The resourceVersion as a number, to tell the newer of two reads (etcd's revision)."""
     try:
         return int(obj["metadata"].get("resourceVersion") or 0)
@@ -83,7 +83,7 @@ class Jobs:
         with self._lock:
             known = self._jobs.get(key)
             if known is None or known["metadata"].get("uid") != body["metadata"].get("uid") \
-                    or _version(body) >= _version(known):
+                    or version_of(body) >= version_of(known):
                 self._jobs[key] = body
 
     def get(self, key: Key) -> dict[str, Any] | None:
@@ -218,7 +218,7 @@ class Pods:
         known = pods.get(meta["name"])
         if known is not None:
             same = known["metadata"]["uid"] == meta["uid"]
-            if same and _version(known) > _version(pod):
+            if same and version_of(known) > version_of(pod):
                 return  # older than what a relist showed
             if not same and kind == "DELETED":
                 return  # an older pod of that name went; the newer one stays

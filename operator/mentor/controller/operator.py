@@ -63,8 +63,9 @@ class Operator:
     # -- events from Kopf
 
     def on_training_job(self, type_: str, body: dict[str, Any]) -> None:
-        """Every version of every TrainingJob: remembered, and its job queued. A deleted job's
-        series and state go with it (no finalizer is needed to see a deletion)."""
+        """Every version of every TrainingJob: remembered, and its job queued (unless it is the
+        status its last reconcile wrote). A deleted job's series and state go with it (no
+        finalizer is needed to see a deletion)."""
         key = key_of(body)
         parent = tuning.parent_of(body)  # a trial: its TuningJob decides again
         if parent:
@@ -76,7 +77,8 @@ class Operator:
             METRICS.forget(key[0], TRAINING_JOB.kind, key[1])
             return
         self.training.jobs.observe(body)
-        self.queue.add(key)
+        if not self.training.own_write(key, body):
+            self.queue.add(key)
 
     def on_tuning_job(self, type_: str, body: dict[str, Any]) -> None:
         """Every version of every TuningJob: remembered and queued, or forgotten."""
