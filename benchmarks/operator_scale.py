@@ -123,26 +123,35 @@ class ApiServer:
 
 
 class PodClock:
-    """When each pod of a namespace was first seen, from one watch (kubectl get -w)."""
+    """When each pod of a namespace was first seen, from a watch (kubectl get -w), watched
+    again whenever the server ends it (its watches last 30 to 60 minutes): a pod first seen
+    after such a gap is timed when the new watch lists it, a little late, never early."""
 
     def __init__(self, cp: ControlPlane, namespace: str) -> None:
+        self.cp, self.namespace = cp, namespace
         self.seen: dict[str, float] = {}
-        self.proc = subprocess.Popen(
-            [str(cp.bin_dir / "kubectl"), "get", "pods", "-n", namespace, "-w",
-             "--output-watch-events", "-o", "jsonpath={.object.metadata.name}{\"\\n\"}"],
-            env=cp.env(), stdout=subprocess.PIPE, text=True)
+        self.proc: subprocess.Popen[str] | None = None
+        self._stop = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            name = line.strip()
-            if name and name not in self.seen:
-                self.seen[name] = time.monotonic()
+        while not self._stop.is_set():
+            self.proc = subprocess.Popen(
+                [str(self.cp.bin_dir / "kubectl"), "get", "pods", "-n", self.namespace, "-w",
+                 "--output-watch-events", "-o", "jsonpath={.object.metadata.name}{\"\\n\"}"],
+                env=self.cp.env(), stdout=subprocess.PIPE, text=True)
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                name = line.strip()
+                if name and name not in self.seen:
+                    self.seen[name] = time.monotonic()
+            self.proc.wait()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait()
+        self._stop.set()
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
 
 
 class Watched:
@@ -231,7 +240,7 @@ class Race:
         start = time.monotonic()
         if probe:
             prober.start()
-        self.cp.kubectl("apply", "--server-side", "-n", ns, "-f", str(path))
+        self.cp.kubectl("apply", "--server-side", "-n", ns, "-f", str(path), timeout=3600)
         applied = time.monotonic() - start
         want = {p for i in range(count) for p in pods_of(f"j{i}")}
         deadline = start + 2400
@@ -502,7 +511,7 @@ def apply_only(cp: ControlPlane, work: Path, bursts: list[int]) -> None:
                                         "items": [make(f"j{i}") for i in range(count)]}))
             cpu0 = sum(apiserver.cpu_times()[:2])
             start = time.monotonic()
-            cp.kubectl("apply", "--server-side", "-n", ns, "-f", str(path))
+            cp.kubectl("apply", "--server-side", "-n", ns, "-f", str(path), timeout=3600)
             print(json.dumps({"kind": kind, "jobs": count, "no_operator_apply_s":
                               round(time.monotonic() - start, 2), "apiserver_cpu_s":
                               round(sum(apiserver.cpu_times()[:2]) - cpu0, 1)}), flush=True)

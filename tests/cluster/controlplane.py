@@ -192,10 +192,11 @@ class ControlPlane:
             "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 120) -> str:
         result = subprocess.run(
             [str(self.bin_dir / "kubectl"), *args], env=self.env(), input=input,
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )
         if check and result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")

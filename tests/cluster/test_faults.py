@@ -548,6 +548,35 @@ def test_24_jobs_edited_5_times_while_suspended_run_their_latest_spec(
                    for j in jobs.values())
 
 
+def test_time_alone_writes_stay_within_one_budget_however_many_jobs_run(
+        cluster: Cluster, ns: str, tmp_path: Path) -> None:
+    """Every running job's GPU-hours are refreshed each second here (MENTOR_RESYNC_SECONDS=1):
+    for 12 jobs, 12 status writes a second, growing with the jobs. A budget of 3 a second
+    (MENTOR_STATUS_WRITES_PER_SECOND, the chart's operator.statusWritesPerSecond) holds them to
+    3 a second together, and each job still has its turn: its period stretches to 12 / 3 s."""
+    names, rate, window = [f"b{i:02d}" for i in range(12)], 3, 12.0
+    op = cluster.operator(tmp_path / "operator.log", MENTOR_STATUS_WRITES_PER_SECOND=str(rate),
+                          MENTOR_PROGRESS_INTERVAL="1")
+    op.start()
+    try:
+        cluster.create(ns, [gpu_job(n) for n in names])
+        settle_all(cluster, ns)
+        writes = StatusWrites(cluster.cp, ns)
+        time.sleep(1)  # its first list is not a write
+        start = time.monotonic()
+        time.sleep(window)
+        counts = {n: len(writes.since(n, start)) for n in names}
+        writes.stop()
+        print(f"\nstatus writes of 12 running jobs in {window:.0f} s, at most {rate}/s: {counts}")
+        # the rate over the window, plus the bucket's burst (a second's worth) and one in flight
+        assert sum(counts.values()) <= rate * window + rate + 1, counts
+        assert all(counts.values()), f"a job whose GPU-hours were never refreshed: {counts}"
+        assert_gpu_hours_match(cluster, finish_all(cluster, ns))  # and the ledger is exact
+    finally:
+        op.stop()
+    assert not op.errors(), op.log_path.read_text()[-3000:]
+
+
 def test_pods_lost_with_their_container_times_are_charged_from_their_own(
         cluster: Cluster, ns: str, tmp_path: Path) -> None:
     """A kubelet that evicts a pod (or a node shutting down) can report the container as

@@ -170,3 +170,32 @@ def test_the_status_a_reconcile_wrote_is_not_decided_again_but_any_other_version
     operator.on_training_job("MODIFIED", event("10"))
     assert len(operator.queue) == 1 and ("ns", "j") in operator.training.written, \
         "another version: queued (merged with the queued reconcile)"
+
+
+def test_upkeep_waits_while_anything_else_is_ready() -> None:
+    """A GPU-hours refresh (Background) that falls due is run after the events and timers that
+    are ready, however long it has waited; an event for a key waiting as upkeep promotes it."""
+    from mentor.controller.workqueue import Background
+
+    order: list[str] = []
+    gate = threading.Event()
+
+    def process(key: Any) -> None:
+        gate.wait()
+        order.append(key)
+
+    queue = WorkQueue(process, workers=1)
+    for name in ("refresh-a", "refresh-b", "refresh-c"):
+        queue.add(name, after=Background(0.01))
+    time.sleep(0.05)  # all three are due, before any event
+    queue.add("new-job")
+    queue.add("deadline", after=0.01)
+    time.sleep(0.05)
+    queue.add("refresh-c")  # an event for a job waiting as upkeep
+    queue.start()
+    gate.set()
+    wait_until(lambda: len(order) == 5)
+    assert sorted(order[:3]) == ["deadline", "new-job", "refresh-c"], order
+    assert sorted(order[3:]) == ["refresh-a", "refresh-b"], order
+    assert len(queue) == 0
+    queue.stop()

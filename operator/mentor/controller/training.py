@@ -34,6 +34,7 @@ from mentor.controller.guard import guarded
 from mentor.controller.metrics import METRICS
 from mentor.controller.namespaces import NamespaceObjects
 from mentor.controller.settings import Settings
+from mentor.controller.workqueue import Background
 from mentor.decide.ledger import active_seconds, gpu_hours, held_gpus
 from mentor.decide.podview import PodView
 from mentor.decide.times import parse_time
@@ -64,6 +65,9 @@ class Controller:
     accounted: dict[Key, float] = field(default_factory=dict)
     # The jobs whose GPU-hours grow with time: the refresh period is shared among them.
     holding: set[Key] = field(default_factory=set)
+    # The jobs whose refresh found the budget spent: they try again at the next token, not a
+    # period later (which let the same job lose every round).
+    denied: set[Key] = field(default_factory=set)
     # The resourceVersion of each job's last status write by this reconciler, until its watch
     # event comes: that event shows what the reconcile has just decided on, and deciding again
     # would find nothing to do (2 of a job's 7 reconciles in a burst).
@@ -75,6 +79,7 @@ class Controller:
         self.expectations.forget(key)
         self.accounted.pop(key, None)
         self.holding.discard(key)
+        self.denied.discard(key)
         self.written.pop(key, None)
 
     def own_write(self, key: Key, body: dict[str, Any]) -> bool:
@@ -163,8 +168,12 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
         ctl.holding.discard(key)
     else:
         ctl.holding.add(key)
-    return next_due(spec, plan.status, now, ctl.refresh_period(),
-                    held_gpus(plan.status, views, now), gpu_hours(plan.status, views, now))
+    again = next_due(spec, plan.status, now, ctl.refresh_period(),
+                     held_gpus(plan.status, views, now), gpu_hours(plan.status, views, now))
+    if key in ctl.denied:  # its refresh found the budget spent: again at the next token
+        retry = Background(1.0 / ctl.settings.status_writes_per_second)
+        again = retry if again is None or retry < again else again
+    return again
 
 
 def refusal(e: ApiException | ValidationError) -> Refusal | None:
@@ -192,7 +201,7 @@ def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime, period:
              held: float = 0.0, used: float = 0.0) -> float | None:
     """When time alone changes what the job should be: its TTL, its deadline, the moment its
     `held` GPUs use up its maxGPUHours, or (while it holds pods) its GPU-hours and cost,
-    refreshed every `period` (Controller.refresh_period)."""
+    refreshed every `period` (Controller.refresh_period), as upkeep (`Background`)."""
     policy = spec.run_policy
     if status.phase in TERMINAL:
         finished = parse_time(status.completion_time)
@@ -202,12 +211,14 @@ def next_due(spec: TrainingJobSpec, status: JobStatus, now: dt.datetime, period:
         return max((finished - now).total_seconds() + ttl, 0.0)
     if status.phase == Phase.SUSPENDED:
         return None
-    due = [period]
+    due = []
     if policy.active_deadline_seconds and status.ledger.active_since:
         due.append(policy.active_deadline_seconds - active_seconds(status, now))
     if policy.max_gpu_hours and held:
         due.append((policy.max_gpu_hours - used) * 3600 / held)
-    return max(min(due), 0.0)
+    if due and min(due) < period:
+        return max(min(due), 0.0)
+    return Background(period)  # only the GPU-hours' refresh: after whatever else is ready
 
 
 def _create(manifest: dict[str, Any], job: JobRef) -> bool | None:
@@ -284,6 +295,7 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
         written = kube.patch_status(PLURAL, body, old_status, new_status)
         ctl.jobs.observe(written)  # the next reconcile starts from what was just written
         ctl.accounted[key] = time.monotonic()
+        ctl.denied.discard(key)
         ctl.written[key] = written["metadata"]["resourceVersion"]
     # Only now, with their time in the written status, may settled pods go.
     by_name = {p["metadata"]["name"]: p for p in ctl.pods.of(key)}
@@ -311,7 +323,11 @@ def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str
         return True
     if time.monotonic() - ctl.accounted.get(key, 0.0) < ctl.refresh_period():
         return False
-    return ctl.writes.take() == 1  # else its turn comes at its next refresh
+    if ctl.writes.take() == 1:
+        ctl.denied.discard(key)
+        return True
+    ctl.denied.add(key)
+    return False
 
 
 def resync(ctl: Controller, add: Any) -> None:
