@@ -166,6 +166,7 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
                                spec.run_policy.max_gpu_hours)
     if plan.status.phase in TERMINAL or plan.status.phase == Phase.SUSPENDED:
         ctl.holding.discard(key)
+        ctl.denied.discard(key)  # nothing to refresh: no retry at the next token
     else:
         ctl.holding.add(key)
     again = next_due(spec, plan.status, now, ctl.refresh_period(),
