@@ -160,13 +160,13 @@ def test_the_status_a_reconcile_wrote_is_not_decided_again_but_any_other_version
                 "metadata": {"namespace": "ns", "name": "j", "uid": "u",
                              "resourceVersion": version}, "spec": {}}
 
-    operator.training.written[("ns", "j")] = "9"
+    operator.training.written[("ns", "j")] = 9
     operator.on_training_job("MODIFIED", event("9"))
     assert len(operator.queue) == 0, "its own write: nothing new to decide"
     assert operator.training.jobs.get(("ns", "j")) == event("9"), "but remembered"
     operator.on_training_job("MODIFIED", event("9"))
     assert len(operator.queue) == 1, "seen once already: queued as any event"
-    operator.training.written[("ns", "j")] = "11"
+    operator.training.written[("ns", "j")] = 11
     operator.on_training_job("MODIFIED", event("10"))
     assert len(operator.queue) == 1 and ("ns", "j") in operator.training.written, \
         "another version: queued (merged with the queued reconcile)"

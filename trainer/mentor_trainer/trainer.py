@@ -50,6 +50,7 @@ log = logging.getLogger("mentor_trainer")
 PROFILE_STEP = "MENTOR_PROFILE_STEP"
 PROFILE_ROWS = 30
 
+
 class Stopped(Exception):
     """SIGTERM arrived; a checkpoint was written."""
 

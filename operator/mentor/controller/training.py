@@ -71,7 +71,7 @@ class Controller:
     # The resourceVersion of each job's last status write by this reconciler, until its watch
     # event comes: that event shows what the reconcile has just decided on, and deciding again
     # would find nothing to do (2 of a job's 7 reconciles in a burst).
-    written: dict[Key, str] = field(default_factory=dict)
+    written: dict[Key, int] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         """A deleted job leaves nothing behind."""
@@ -85,11 +85,11 @@ class Controller:
     def own_write(self, key: Key, body: dict[str, Any]) -> bool:
         """Whether this version of the job is the one its last reconcile wrote (an older one
         leaves the write's own event to come)."""
-        ours = self.written.get(key)
-        if ours is None or version_of(body) < int(ours):
+        ours, version = self.written.get(key), version_of(body)
+        if ours is None or version < ours:
             return False
         del self.written[key]
-        return version_of(body) == int(ours)
+        return version == ours
 
     def refresh_period(self) -> float:
         return self.writes.period(len(self.holding), self.settings.resync_seconds)
@@ -297,7 +297,7 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
         ctl.jobs.observe(written)  # the next reconcile starts from what was just written
         ctl.accounted[key] = time.monotonic()
         ctl.denied.discard(key)
-        ctl.written[key] = written["metadata"]["resourceVersion"]
+        ctl.written[key] = version_of(written)
     # Only now, with their time in the written status, may settled pods go.
     by_name = {p["metadata"]["name"]: p for p in ctl.pods.of(key)}
     _release([by_name[name] for name in plan.release if name in by_name])
