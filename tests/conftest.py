@@ -79,12 +79,40 @@ def kube(control_plane: ControlPlane, operator: Operator, restricted_namespace: 
     return Kube(control_plane, restricted_namespace)
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """The fuzz set's specs take minutes to draw: start that now, beside the suites before it."""
-    if any(item.path.name == "test_fuzz.py" for item in session.items):
+# `make test` runs three pytest workers (`-n 3 --dist loadgroup`), one per group below. Most
+# of the cluster suites wait on their servers' clocks (graceful deletion, the pod GC's
+# quarantine) while the trainer's suites keep both cores busy: beside each other they take the
+# time of the longest instead of the sum. A group keeps its tests in order on one worker, so
+# the shared control plane starts once.
+SHARED_CLUSTER = "shared-control-plane"
+OWN_CLUSTERS = "own-control-planes"   # the fault and chart suites start control planes of their own
+LOCAL = "local"                       # no cluster: the trainer, `mentor run`, the pure units
+FUZZ_CHECKED = pytest.StashKey[bool]()
+
+
+def test_group(item: pytest.Item) -> str:
+    if "control_plane" in item.fixturenames:  # type: ignore[attr-defined]
+        return SHARED_CLUSTER
+    if item.path.name in ("test_faults.py", "test_chart.py"):
+        return OWN_CLUSTERS
+    return LOCAL
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(test_group(item)))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The fuzz set's specs take minutes to draw: start that with the first test of the fuzz
+    test's group, in the worker that will run it, beside the suites before it."""
+    if item.config.stash.get(FUZZ_CHECKED, False) or test_group(item) != SHARED_CLUSTER:
+        return
+    item.config.stash[FUZZ_CHECKED] = True
+    if any(other.path.name == "test_fuzz.py" for other in item.session.items):
         from fuzz_specs import start_drawing  # hypothesis is slow to import: only if needed
 
-        start_drawing(session.config)
+        start_drawing(item.config)
 
 
 @pytest.fixture(scope="session")
