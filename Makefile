@@ -33,11 +33,11 @@ run: install
 	$(BIN)/mentor run
 
 # pip, the Go builds, apt and MLflow's pip at once: the first waits on the network, the second on the CPU.
-# Three pytest workers, one per group in tests/conftest.py: the suites that wait on a control
+# Three pytest processes, one per group of tests/conftest.py: the suites that wait on a control
 # plane's clock run beside the ones that keep the cores busy.
 test:
 	$(MAKE) --no-print-directory -j4 install control-plane prometheus mlflow
-	$(BIN)/pytest -n 3 --dist loadgroup
+	tests/run_groups.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -79,40 +79,47 @@ def kube(control_plane: ControlPlane, operator: Operator, restricted_namespace: 
     return Kube(control_plane, restricted_namespace)
 
 
-# `make test` runs three pytest workers (`-n 3 --dist loadgroup`), one per group below. Most
-# of the cluster suites wait on their servers' clocks (graceful deletion, the pod GC's
-# quarantine) while the trainer's suites keep both cores busy: beside each other they take the
-# time of the longest instead of the sum. A group keeps its tests in order on one worker, so
-# the shared control plane starts once.
-SHARED_CLUSTER = "shared-control-plane"
-OWN_CLUSTERS = "own-control-planes"   # the fault and chart suites start control planes of their own
-LOCAL = "local"                       # no cluster: the trainer, `mentor run`, the pure units
-FUZZ_CHECKED = pytest.StashKey[bool]()
+# `make test` runs the suites as three pytest processes side by side (tests/run_groups.sh), one
+# per group below: most of the cluster suites wait on their servers' clocks (graceful
+# deletion, the pod GC's quarantine) while the trainer's keep both cores busy, so together they
+# take about the time of the longest group rather than the sum. Each group keeps its order, and
+# the shared control plane starts once. `pytest` without --group runs them all, one by one.
+GROUPS = {
+    "shared-control-plane": "the suites on the session's control plane and operator",
+    "own-control-planes": "the fault and chart suites, each on a control plane of its own",
+    "local": "no cluster: the trainer, `mentor run`, the pure units",
+}
 
 
 def test_group(item: pytest.Item) -> str:
     if "control_plane" in item.fixturenames:  # type: ignore[attr-defined]
-        return SHARED_CLUSTER
+        return "shared-control-plane"
     if item.path.name in ("test_faults.py", "test_chart.py"):
-        return OWN_CLUSTERS
-    return LOCAL
+        return "own-control-planes"
+    return "local"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(test_group(item)))
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--group", choices=sorted(GROUPS), default=None,
+                     help="run only this group of tests: " + "; ".join(
+                         f"{name}: {what}" for name, what in GROUPS.items()))
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """The fuzz set's specs take minutes to draw: start that with the first test of the fuzz
-    test's group, in the worker that will run it, beside the suites before it."""
-    if item.config.stash.get(FUZZ_CHECKED, False) or test_group(item) != SHARED_CLUSTER:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    group = config.getoption("--group")
+    if group is None:
         return
-    item.config.stash[FUZZ_CHECKED] = True
-    if any(other.path.name == "test_fuzz.py" for other in item.session.items):
+    kept = [item for item in items if test_group(item) == group]
+    config.hook.pytest_deselected(items=[item for item in items if test_group(item) != group])
+    items[:] = kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The fuzz set's specs take minutes to draw: start that now, beside the suites before it."""
+    if any(item.path.name == "test_fuzz.py" for item in session.items):
         from fuzz_specs import start_drawing  # hypothesis is slow to import: only if needed
 
-        start_drawing(item.config)
+        start_drawing(session.config)
 
 
 @pytest.fixture(scope="session")

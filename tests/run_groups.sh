@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make test`'s pytest: the three groups of tests/conftest.py as three pytest processes side by
+# side, each with a temporary directory of its own; each group's output is printed whole once it
+# ends. Fails if any group does. Arguments go to each pytest (e.g. -x, --durations=0).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+groups=(local own-control-planes shared-control-plane)  # the order their outputs are printed in
+work=$(mktemp -d "${TMPDIR:-/tmp}/mentor-tests.XXXXXX")
+pids=()
+for group in "${groups[@]}"; do
+  .venv/bin/pytest --group "$group" --basetemp "$work/$group" "$@" > "$work/$group.log" 2>&1 &
+  pids+=($!)
+done
+echo "== $(date -u +%TZ) pytest: ${groups[*]}, side by side (logs in $work)"
+failed=()
+for i in "${!groups[@]}"; do
+  wait "${pids[$i]}"; rc=$?
+  echo "== $(date -u +%TZ) pytest --group ${groups[$i]}: exit $rc"
+  cat "$work/${groups[$i]}.log"
+  [ "$rc" -eq 0 ] || failed+=("${groups[$i]}")
+done
+[ ${#failed[@]} -eq 0 ] || { echo "== failed: ${failed[*]}"; exit 1; }
