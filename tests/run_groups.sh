@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`'s pytest: the three groups of tests/conftest.py as three pytest processes side by
-# side, each with a temporary directory of its own; each group's output is printed whole once it
-# ends. Fails if any group does. Arguments go to each pytest (e.g. -x, --durations=0).
+# side, each with a temporary directory of its own (removed if every group passes); each group's
+# output is printed whole once it ends. Fails if any group does. Arguments go to each pytest (e.g. -x, --durations=0).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 groups=(local own-control-planes shared-control-plane)  # the order their outputs are printed in
@@ -19,4 +19,5 @@ for i in "${!groups[@]}"; do
   cat "$work/${groups[$i]}.log"
   [ "$rc" -eq 0 ] || failed+=("${groups[$i]}")
 done
-[ ${#failed[@]} -eq 0 ] || { echo "== failed: ${failed[*]}"; exit 1; }
+[ ${#failed[@]} -eq 0 ] || { echo "== failed: ${failed[*]} (their files are kept in $work)"; exit 1; }
+rm -rf "$work"  # a gigabyte of models, checkpoints and etcd data
