@@ -9,6 +9,7 @@ from mentor.api.training import TrainerConfig, TrainingJobSpec
 from mentor.builders.names import JobRef
 from mentor.builders.pods import (
     build_pod,
+    build_pods,
     build_report_secret,
     build_service,
     build_trainer_config,
@@ -323,6 +324,30 @@ def test_a_custom_trainer_runs_its_command_under_the_launcher_where_its_code_is(
                                  "items": [{"key": "train.py", "path": "train.py"}]}
     config = json.loads(pod["metadata"]["annotations"]["mentor.dev/config"])
     assert config["output"]["uri"] == "/mnt/pvc/models/llm" and "model" not in config
+
+
+def test_every_rank_is_the_pod_torchx_would_build() -> None:
+    """build_pods copies the first rank's pod for the others: each copy equals the pod built
+    for its rank through TorchX, also where a replica's macro reaches the author's command
+    and variables."""
+    settings = Settings.from_env({"MENTOR_REPORT_URL": "http://mentor:8080"})
+    macro = "${replica_id}"  # TorchX's: substituted per replica, wherever it is
+    cases = [
+        spec(parallelism={"nodes": 4, "gpusPerNode": 8},
+             template={"env": [{"name": "SHARD", "value": f"part-{macro}"},
+                               {"name": "TOKEN", "valueFrom": {"secretKeyRef": {
+                                   "name": "hub", "key": "token"}}}]}),
+        spec(model=None, data=None, optimization=None,
+             parallelism={"nodes": 3, "gpusPerNode": 1}, trainer={
+                 "type": "custom", "command": ["train.py"], "args": ["--node", macro],
+                 "env": [{"name": "WANDB_MODE", "value": "offline"}]}),
+    ]
+    for s in cases:
+        ranks = list(range(s.parallelism.nodes))
+        built = build_pods(JOB, s, ranks, 2, settings)
+        assert built == [build_pod(JOB, s, rank, 2, settings) for rank in ranks]
+        assert built[1] != built[2], "each rank its own pod"
+    assert build_pods(JOB, cases[0], [], 2, settings) == []
 
     on_claim = spec(model=None, data=None, optimization=None, trainer={
         "type": "custom", "command": ["-m", "proj.train"], "code": {"path": "pvc://code/proj"}})

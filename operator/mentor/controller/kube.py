@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import orjson
+import urllib3
 from kubernetes import client
 from kubernetes import config as kube_config
+from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 
 from mentor.api.kinds import GROUP, VERSION
@@ -58,16 +60,22 @@ def request(method: str, path: str, body: Any = None,
     """One call with wire JSON in and out, through the shared pool; `answer=False` reads the
     answer but does not decode it (a created pod comes back whole, and is seen on the watch).
 
-    The generated client validates every body into its pydantic models and decodes every answer
-    into them: for the operator's hot path (pods, Services, Events and status writes) that was
-    most of its CPU per job, for objects it builds as JSON and reads from watches as JSON. An
-    error is the client's own ApiException (status, body), so callers handle both alike."""
+    The generated client validates every body into its models, walks it again to serialize
+    it, and decodes every answer into its models: for the operator's hot path (pods,
+    Services, Events and status writes) that was most of its CPU per job, for objects it builds
+    as JSON and reads from watches as JSON. Here the body goes out as orjson writes it, on the
+    client's own pool (its TLS and proxy settings). An error is the client's own ApiException
+    (status, body), so callers handle both alike."""
     client_ = api_client()
-    serialized = client_.param_serialize(
-        method=method, resource_path=path, body=body,
-        header_params={"Content-Type": content_type, "Accept": "application/json",
-                       **_credentials(client_)})
-    response = client_.call_api(*serialized)
+    headers = {**client_.default_headers, "Content-Type": content_type,
+               "Accept": "application/json", **_credentials(client_)}
+    try:
+        raw = client_.rest_client.pool_manager.request(
+            method, client_.configuration.host + path, headers=headers, preload_content=False,
+            body=None if body is None else orjson.dumps(body))
+    except urllib3.exceptions.SSLError as e:  # as the generated client says it
+        raise ApiException(status=0, reason=f"{type(e).__name__}\n{e}") from e
+    response = rest.RESTResponse(raw)
     data = response.read()  # type: ignore[no-untyped-call]  # the connection goes back
     if not 200 <= response.status <= 299:
         ApiException.from_response(http_resp=response, body=None, data=None)

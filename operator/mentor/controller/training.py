@@ -25,7 +25,7 @@ from mentor.api.labels import GPU_FINALIZER
 from mentor.api.status import JobStatus, Phase
 from mentor.api.training import TrainingJobSpec
 from mentor.builders.names import JobRef
-from mentor.builders.pods import build_pod, build_service
+from mentor.builders.pods import build_pods, build_service
 from mentor.controller import kube
 from mentor.controller.budget import WriteBudget
 from mentor.controller.cache import Expectations, Jobs, Key, Pods, version_of
@@ -269,9 +269,8 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
     ctl.expectations.expect(key, [job.pod(rank) for rank in plan.create_ranks],
                             plan.delete_pods)
     try:
-        for rank in plan.create_ranks:
-            if _create(build_pod(job, spec, rank, plan.attempt, ctl.settings),
-                       job) is False:  # taken since the cache saw: the next reconcile says so
+        for pod in build_pods(job, spec, plan.create_ranks, plan.attempt, ctl.settings):
+            if _create(pod, job) is False:  # taken since the cache saw: the next reconcile says so
                 ctl.expectations.forget(key)
         for name in plan.delete_pods:
             uid = plan.delete_uids.get(name)

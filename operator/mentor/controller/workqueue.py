@@ -57,22 +57,28 @@ class WorkQueue:
                     return
                 self._due[key] = due
                 self._seq += 1
-                heapq.heappush(self._later, (due, self._seq, key,
-                                             isinstance(after, Background)))
+                entry = (due, self._seq, key, isinstance(after, Background))
+                heapq.heappush(self._later, entry)
+                wake = self._later[0] is entry  # sooner than what the workers wait for
             else:
-                self._enqueue(key)
-            self._lock.notify()
+                wake = self._enqueue(key)
+            if wake:  # a key merged into queued or running work wakes no one: no new work
+                self._lock.notify()
 
-    def _enqueue(self, key: Hashable, upkeep: bool = False) -> None:
-        """Queue a key now (the lock held): after its running reconcile, if it has one."""
+    def _enqueue(self, key: Hashable, upkeep: bool = False) -> bool:
+        """Queue a key now (the lock held): after its running reconcile, if it has one.
+        Whether a worker has something new to take."""
         if key in self._busy:
             self._again.add(key)
         elif key not in self._queued:
             self._queued[key] = not upkeep
             (self._upkeep if upkeep else self._ready).append(key)
+            return True
         elif not upkeep and not self._queued[key]:  # waiting as upkeep, now it matters
             self._queued[key] = True
             self._ready.append(key)
+            return True
+        return False
 
     def forget(self, key: Hashable) -> None:
         """Drop a job's delayed work (it was deleted): nothing is kept per job after it."""
