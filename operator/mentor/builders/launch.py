@@ -20,6 +20,7 @@ resource and the c10d port. Three things of that component do not fit Mentor, an
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Callable
 
 from torchx import specs
@@ -76,11 +77,26 @@ def trainer_app(name: str, *, image: str, config_path: str, nnodes: int, nproc: 
     return app
 
 
+def _macros(app: specs.AppDef, node_rank: int) -> specs.macros.Values:
+    return specs.macros.Values(img_root="", app_id=app.name, replica_id=str(node_rank),
+                               rank0_env="PET_MASTER_ADDR")
+
+
 def replica(app: specs.AppDef, node_rank: int) -> specs.Role:
     """The role of one node, with TorchX's macros substituted as a scheduler would."""
-    values = specs.macros.Values(img_root="", app_id=app.name, replica_id=str(node_rank),
-                                 rank0_env="PET_MASTER_ADDR")
-    return values.apply(app.roles[0])
+    return _macros(app, node_rank).apply(app.roles[0])
+
+
+def replica_command_and_env(app: specs.AppDef,
+                            node_rank: int) -> tuple[list[str], dict[str, str]]:
+    """What the macros make of one node's command and environment, the only parts of a role
+    they change that a pod carries: `replica` without its deep copy of the whole role, and
+    with the macros' values taken once rather than once a string."""
+    role, values = app.roles[0], _macros(app, node_rank).to_dict()
+    args = [string.Template(arg).safe_substitute(values) for arg in role.args]
+    env = {key: string.Template(value).safe_substitute(values)
+           for key, value in role.env.items()}
+    return [role.entrypoint, *args], env
 
 
 def command(role: specs.Role) -> list[str]:

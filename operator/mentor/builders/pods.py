@@ -40,6 +40,7 @@ from mentor.builders.launch import (
     code_dir,
     program,
     replica,
+    replica_command_and_env,
     trainer_app,
     user_env,
 )
@@ -202,19 +203,19 @@ def build_pods(job: JobRef, spec: TrainingJobSpec, ranks: list[int], attempt: in
         return []
     app = build_app(job, spec, attempt, settings)
     first = _build_pod(job, spec, ranks[0], attempt, settings, app)
-    return [first, *(_as_rank(first, replica(app, rank), job, rank) for rank in ranks[1:])]
+    return [first, *(_as_rank(first, app, job, rank) for rank in ranks[1:])]
 
 
-def _as_rank(pod: dict[str, Any], role: specs.Role, job: JobRef, rank: int) -> dict[str, Any]:
+def _as_rank(pod: dict[str, Any], app: specs.AppDef, job: JobRef, rank: int) -> dict[str, Any]:
     pod = copy.deepcopy(pod)
     name = job.pod(rank)
     pod["metadata"]["name"] = pod["spec"]["hostname"] = name
     pod["metadata"]["labels"][NODE_RANK] = str(rank)
     container = pod["spec"]["containers"][0]
-    container["command"] = [role.entrypoint, *role.args]
+    container["command"], env = replica_command_and_env(app, rank)
     for var in container["env"]:
-        if "value" in var and var["name"] in role.env:
-            var["value"] = role.env[var["name"]]
+        if "value" in var and var["name"] in env:
+            var["value"] = env[var["name"]]
     return pod
 
 
