@@ -91,7 +91,7 @@ GROUPS = {
 }
 
 
-def test_group(item: pytest.Item) -> str:
+def group_of(item: pytest.Item) -> str:
     if "control_plane" in item.fixturenames:  # type: ignore[attr-defined]
         return "shared-control-plane"
     if item.path.name in ("test_faults.py", "test_chart.py"):
@@ -109,8 +109,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     group = config.getoption("--group")
     if group is None:
         return
-    kept = [item for item in items if test_group(item) == group]
-    config.hook.pytest_deselected(items=[item for item in items if test_group(item) != group])
+    kept = [item for item in items if group_of(item) == group]
+    config.hook.pytest_deselected(items=[item for item in items if group_of(item) != group])
     items[:] = kept
 
 

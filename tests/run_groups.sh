@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`'s pytest: the three groups of tests/conftest.py as three pytest processes side by
-# side, each with a temporary directory of its own (removed if every group passes); each group's
-# output is printed whole once it ends. Fails if any group does. Arguments go to each pytest (e.g. -x, --durations=0).
+# side, each with a temporary directory of its own (removed if every group passes). Each group's
+# output is printed whole once it ends; the script fails if any group does. Its arguments go to
+# each pytest (-x, --durations=0, a path).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 groups=(local own-control-planes shared-control-plane)  # the order their outputs are printed in
@@ -17,7 +18,7 @@ for i in "${!groups[@]}"; do
   wait "${pids[$i]}"; rc=$?
   echo "== $(date -u +%TZ) pytest --group ${groups[$i]}: exit $rc"
   cat "$work/${groups[$i]}.log"
-  [ "$rc" -eq 0 ] || failed+=("${groups[$i]}")
+  [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ] || failed+=("${groups[$i]}")  # 5: none of its tests chosen
 done
 [ ${#failed[@]} -eq 0 ] || { echo "== failed: ${failed[*]} (their files are kept in $work)"; exit 1; }
 rm -rf "$work"  # a gigabyte of models, checkpoints and etcd data
