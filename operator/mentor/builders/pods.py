@@ -195,9 +195,9 @@ def _secret_env(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> list[
 def build_pods(job: JobRef, spec: TrainingJobSpec, ranks: list[int], attempt: int,
                settings: Settings) -> list[dict[str, Any]]:
     """The pods of these ranks of one attempt. TorchX builds the first; each other one is a
-    copy of it with what a replica's macros change (its command and environment, from its own
-    TorchX role) and its names put in. They differ in nothing else, and building every pod
-    through TorchX's model objects was a sixth of the operator's CPU in a burst of jobs.
+    copy of it with its names and what TorchX's macros make of its rank (its command and
+    environment: `replica_command_and_env`) put in. They differ in nothing else, and building
+    every pod through TorchX's model objects was a sixth of the operator's CPU in a burst.
     `test_every_rank_is_the_pod_torchx_would_build` holds the copies to the full build."""
     if not ranks:
         return []
