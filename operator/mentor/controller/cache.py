@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
 from mentor.api.labels import CONFIG, JOB_KIND, JOB_NAME
@@ -35,8 +35,7 @@ EXPECTATION_TTL = 60.0  # seconds: a watch event that never came must not block 
 # the client gives up on a silent connection (an API server that died without a reset) a little
 # later, so no failure of the network can leave the operator blind.
 WATCH_SECONDS = 60
-LIST_TIMEOUT = (10, 60)  # connect, read
-WATCH_TIMEOUT = (10, WATCH_SECONDS + 30)
+WATCH_READ_TIMEOUT = WATCH_SECONDS + 30
 
 
 def slim(pod: dict[str, Any]) -> dict[str, Any]:
@@ -162,25 +161,21 @@ class Pods:
                 log.exception("pod watch (%s) failed; listing again", namespace or "cluster")
                 self._stop.wait(1.0)
 
-    def _call(self, namespace: str | None, **kwargs: Any) -> Any:
-        core = kube.core()
-        if namespace:
-            return core.list_namespaced_pod(namespace, label_selector=self.selector,
-                                            _preload_content=False, **kwargs)
-        return core.list_pod_for_all_namespaces(label_selector=self.selector,
-                                                _preload_content=False, **kwargs)
+    def _path(self, namespace: str | None, **query: str | int) -> str:
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        return f"/api/v1{scope}/pods?{urlencode({'labelSelector': self.selector, **query})}"
 
     def _list(self, namespace: str | None) -> str:
         """Replace what is known of this scope with a fresh list, page by page."""
         seen: dict[Key, dict[str, dict[str, Any]]] = {}
-        token, version = None, ""
+        token, version = "", ""
         while True:
-            page = orjson.loads(self._call(namespace, limit=PAGE, _continue=token,
-                                           _request_timeout=LIST_TIMEOUT).data)
+            query: dict[str, str | int] = {"limit": PAGE, **({"continue": token} if token else {})}
+            page = kube.request("GET", self._path(namespace, **query))
             for pod in page["items"]:
                 seen.setdefault(self._job(pod), {})[pod["metadata"]["name"]] = slim(pod)
             version = str(page["metadata"]["resourceVersion"])
-            token = page["metadata"].get("continue")
+            token = page["metadata"].get("continue") or ""
             if not token:
                 break
         with self._lock:
@@ -194,11 +189,13 @@ class Pods:
 
     def _watch(self, namespace: str | None, version: str) -> str | None:
         """Apply the watch's events; the resourceVersion to resume from, or None to list."""
-        response = self._call(namespace, watch=True, resource_version=version,
-                              allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
-                              _request_timeout=WATCH_TIMEOUT)
+        lines = kube.stream(self._path(namespace, watch="true", resourceVersion=version,
+                                       allowWatchBookmarks="true",
+                                       timeoutSeconds=WATCH_SECONDS), WATCH_READ_TIMEOUT)
         try:
-            for line in self._lines(response):
+            for line in lines:
+                if self._stop.is_set():
+                    return None
                 event = orjson.loads(line)
                 kind, pod = event["type"], event["object"]
                 if kind == "ERROR":
@@ -212,7 +209,9 @@ class Pods:
                     self._apply(key, kind, pod)
                 self.on_change(key)
         finally:
-            response.release_conn()
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()  # a stream left early gives up its connection now
         return version
 
     def _apply(self, key: Key, kind: str, pod: dict[str, Any]) -> None:
@@ -239,13 +238,6 @@ class Pods:
         view at least as new as the moment it took over (its watch may lag its job watch)."""
         for namespace in self.namespaces or (None,):
             self._list(namespace)
-
-    def _lines(self, response: Any) -> Iterator[str]:
-        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-            if self._stop.is_set():
-                return
-            if line:
-                yield line
 
     @staticmethod
     def _job(pod: dict[str, Any]) -> Key:

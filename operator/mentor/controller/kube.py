@@ -22,6 +22,7 @@ from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 
 from mentor.api.kinds import GROUP, VERSION
+from mentor.controller.transport import Transport
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # Connections kept open to the API server: the reconcile workers, the progress flusher and the
@@ -57,29 +58,82 @@ def custom() -> Any:
 
 def request(method: str, path: str, body: Any = None,
             content_type: str = "application/json", answer: bool = True) -> dict[str, Any]:
-    """One call with wire JSON in and out, through the shared pool; `answer=False` reads the
-    answer but does not decode it (a created pod comes back whole, and is seen on the watch).
+    """One call with wire JSON in and out, through the shared connections; `answer=False` reads
+    the answer but does not decode it (a created pod comes back whole, and is seen on the watch).
 
-    The generated client validates every body into its models, walks it again to serialize
-    it, and decodes every answer into its models: for the operator's hot path (pods,
-    Services, Events and status writes) that was most of its CPU per job, for objects it builds
-    as JSON and reads from watches as JSON. Here the body goes out as orjson writes it, on the
-    client's own pool (its TLS and proxy settings). An error is the client's own ApiException
-    (status, body), so callers handle both alike."""
+    The generated client validates every body into its models, walks it again to serialize it,
+    and decodes every answer into its models: for the operator's hot path (pods, Services,
+    Events and status writes) that was most of its CPU per job, for objects it builds as JSON
+    and reads from watches as JSON. Here the body goes out as orjson writes it, on the
+    connections of `mentor.controller.transport` (or, behind a proxy, on the client's own
+    urllib3 pool). An error is the client's own ApiException (status, body), so callers handle
+    both alike."""
     client_ = api_client()
     headers = {**client_.default_headers, "Content-Type": content_type,
                "Accept": "application/json", **_credentials(client_)}
-    try:
-        raw = client_.rest_client.pool_manager.request(
-            method, client_.configuration.host + path, headers=headers, preload_content=False,
-            body=None if body is None else orjson.dumps(body))
-    except urllib3.exceptions.SSLError as e:  # as the generated client says it
-        raise ApiException(status=0, reason=f"{type(e).__name__}\n{e}") from e
-    response = rest.RESTResponse(raw)
-    data = response.read()  # type: ignore[no-untyped-call]  # the connection goes back
+    data = None if body is None else orjson.dumps(body)
+    wire = _transport(client_)
+    if wire is not None:
+        response: Any = wire.request(method, path, headers, data)
+    else:
+        try:
+            raw = client_.rest_client.pool_manager.request(
+                method, client_.configuration.host + path, headers=headers, body=data,
+                preload_content=False)
+        except urllib3.exceptions.HTTPError as e:  # as the generated client says a TLS error
+            raise ApiException(status=0, reason=f"{type(e).__name__}\n{e}") from e
+        response = rest.RESTResponse(raw)
+        response.read()  # the connection goes back
     if not 200 <= response.status <= 299:
         ApiException.from_response(http_resp=response, body=None, data=None)
-    return cast(dict[str, Any], orjson.loads(data)) if data and answer else {}
+    return cast(dict[str, Any], orjson.loads(response.data)) \
+        if response.data and answer else {}
+
+
+def stream(path: str, timeout: float) -> Iterator[bytes]:
+    """The lines of a watch (a streamed GET of `path`, its query included) as they come, with
+    `timeout` seconds of silence allowed; on the same connections as `request`."""
+    client_ = api_client()
+    headers = {**client_.default_headers, "Accept": "application/json",
+               **_credentials(client_)}
+    wire = _transport(client_)
+    if wire is not None:
+        return wire.stream(path, headers, timeout)
+    return _stream_urllib3(client_, path, headers, timeout)
+
+
+def _stream_urllib3(client_: client.ApiClient, path: str, headers: dict[str, str],
+                    timeout: float) -> Iterator[bytes]:
+    """`stream` behind a proxy, on the generated client's pool."""
+    raw = client_.rest_client.pool_manager.request(
+        "GET", client_.configuration.host + path, headers=headers, preload_content=False,
+        timeout=urllib3.Timeout(connect=10, read=timeout))
+    try:
+        if raw.status != 200:
+            response = rest.RESTResponse(raw)
+            response.read()  # type: ignore[no-untyped-call]
+            ApiException.from_response(http_resp=response, body=None, data=None)
+        pending = b""
+        for chunk in raw.stream(amt=None, decode_content=False):
+            *lines, pending = (pending + chunk).split(b"\n")
+            yield from (line for line in lines if line)
+        if pending:
+            yield pending
+    finally:
+        raw.release_conn()
+
+
+def _transport(client_: client.ApiClient) -> Transport | None:
+    """The client's lean connections to its API server (made once, kept on the client), or
+    None where a proxy (HTTP or SOCKS) stands between: that path stays urllib3's."""
+    wire: Transport | None = getattr(client_, "mentor_transport", None)
+    manager = client_.rest_client.pool_manager
+    if wire is None and type(manager) is urllib3.PoolManager:
+        host = client_.configuration.host
+        wire = Transport(manager.connection_from_url(host),
+                         urllib3.util.parse_url(host).netloc or "", POOL_SIZE)
+        client_.mentor_transport = wire  # type: ignore[attr-defined]
+    return wire
 
 
 def _credentials(client_: client.ApiClient) -> dict[str, str]:
