@@ -141,3 +141,9 @@ def test_jobs_by_phase_follow_each_job_as_it_moves_and_goes() -> None:
     metrics.forget("a", "TrainingJob", "j3")
     assert count("Pending") is None, "a phase no job is in leaves no series"
     assert count("Running") == 1
+    # An unchanged status sets nothing again, but a job forgotten and seen again (the same
+    # status) is counted again.
+    metrics.forget("a", "TrainingJob", "j1")
+    assert count("Running") is None
+    metrics.observe_status("a", "TrainingJob", "j1", JobStatus(phase=Phase.RUNNING))
+    assert count("Running") == 1

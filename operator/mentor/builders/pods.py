@@ -7,11 +7,11 @@ hostname, owner references, volumes, secrets, the security context) is added her
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 from typing import Any, Protocol
 
+import orjson
 from kubernetes.client import ApiClient
 from kubernetes.utils.quantity import parse_quantity
 from torchx import specs
@@ -194,20 +194,22 @@ def _secret_env(job: JobRef, spec: TrainingJobSpec, settings: Settings) -> list[
 
 def build_pods(job: JobRef, spec: TrainingJobSpec, ranks: list[int], attempt: int,
                settings: Settings) -> list[dict[str, Any]]:
-    """The pods of these ranks of one attempt. TorchX builds the first; each other one is a
-    copy of it with its names and what TorchX's macros make of its rank (its command and
-    environment: `replica_command_and_env`) put in. They differ in nothing else, and building
-    every pod through TorchX's model objects was a sixth of the operator's CPU in a burst.
-    `test_every_rank_is_the_pod_torchx_would_build` holds the copies to the full build."""
+    """The pods of these ranks of one attempt. TorchX builds one pod from the job's role with
+    its macros still in; each rank is a copy of it with its names and what the macros make of
+    its rank (its command and environment: `replica_command_and_env`) put in. They differ in
+    nothing else, and building every pod through TorchX's model objects was a sixth of the
+    operator's CPU in a burst. `test_every_rank_is_the_pod_torchx_would_build` holds each to
+    the pod TorchX builds for its rank (`build_pod`)."""
     if not ranks:
         return []
     app = build_app(job, spec, attempt, settings)
-    first = _build_pod(job, spec, ranks[0], attempt, settings, app)
-    return [first, *(_as_rank(first, app, job, rank) for rank in ranks[1:])]
+    template = _build_pod(job, spec, ranks[0], attempt, settings, app.roles[0])
+    copies = [template, *(orjson.loads(orjson.dumps(template)) for _ in ranks[1:])]
+    return [_as_rank(pod, app, job, rank) for pod, rank in zip(copies, ranks, strict=True)]
 
 
 def _as_rank(pod: dict[str, Any], app: specs.AppDef, job: JobRef, rank: int) -> dict[str, Any]:
-    pod = copy.deepcopy(pod)
+    """The pod (changed in place) as the one of `rank`."""
     name = job.pod(rank)
     pod["metadata"]["name"] = pod["spec"]["hostname"] = name
     pod["metadata"]["labels"][NODE_RANK] = str(rank)
@@ -221,18 +223,19 @@ def _as_rank(pod: dict[str, Any], app: specs.AppDef, job: JobRef, rank: int) -> 
 
 def build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
               settings: Settings) -> dict[str, Any]:
-    """One torchrun node. Its name is deterministic per rank; the attempt is an annotation."""
-    return _build_pod(job, spec, rank, attempt, settings, build_app(job, spec, attempt, settings))
+    """One torchrun node, all through TorchX (its macros substituted as a scheduler would).
+    Its name is deterministic per rank; the attempt is an annotation."""
+    app = build_app(job, spec, attempt, settings)
+    return _build_pod(job, spec, rank, attempt, settings, replica(app, rank))
 
 
 def _build_pod(job: JobRef, spec: TrainingJobSpec, rank: int, attempt: int,
-               settings: Settings, app: specs.AppDef) -> dict[str, Any]:
+               settings: Settings, role: specs.Role) -> dict[str, Any]:
     _, mounts = localize(spec.trainer_config())
     code = spec.trainer.code
     if code is not None and code.path:
         resolve_pvc(code.path, mounts.add_claim)  # its claim mounted like the data's
     template, scheduling = spec.template, spec.scheduling
-    role = replica(app, rank)
     pod: dict[str, Any] = _serializer().sanitize_for_serialization(  # type: ignore[no-untyped-call]
         role_to_pod(TRAINER_CONTAINER, role, template.service_account_name,
                     reserved_millicpu=0, reserved_memmb=0))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from importlib import metadata
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -129,12 +130,22 @@ class Metrics:
         self._phases: dict[tuple[str, str, str], str] = {}
         self._counts: dict[tuple[str, str, str], int] = {}  # (namespace, kind, phase): jobs
         self._pending: dict[tuple[str, str, str], str] = {}
+        # What observe_status last read of each job's status: a reconcile that changed none of
+        # it (most of a job's reconciles in a burst) sets no series again.
+        self._observed: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def observe_status(self, namespace: str, kind: str, job: str, status: JobStatus,
                        max_gpu_hours: float | None = None) -> None:
         key = (namespace, kind, job)
         seconds = status.gpu_hours * 3600
+        read = (status.gpu_hours, status.cost_estimate, status.restarts, status.phase,
+                status.completion_time, status.progress.last_update_time if status.progress
+                else None, max_gpu_hours, *((c.type, c.status, c.reason, c.last_transition_time)
+                                            for c in status.conditions))
         with self._lock:
+            if self._observed.get(key) == read:
+                return
+            self._observed[key] = read
             # A job first seen after an operator restart sets a baseline and adds nothing, so
             # increase() never counts its earlier GPU time (or cost) twice.
             self._grow(self.gpu_seconds, self._gpu_seen, key, seconds)
@@ -234,7 +245,7 @@ class Metrics:
         """Remove every series of a deleted job."""
         key = (namespace, kind, job)
         with self._lock:
-            for seen in (self._gpu_seen, self._cost_seen, self._restarts_seen):
+            for seen in (self._gpu_seen, self._cost_seen, self._restarts_seen, self._observed):
                 seen.pop(key, None)
             self._set_phase(key, None)
             reason = self._pending.pop(key, None)
