@@ -146,30 +146,60 @@ def test_a_late_watch_event_never_overwrites_a_newer_pod() -> None:
     assert pods.of(key) == []
 
 
-def test_the_status_a_reconcile_wrote_is_not_decided_again_but_any_other_version_is() -> None:
-    """The watch event of the reconciler's own status write shows what it has just decided on:
-    it is remembered, not queued. Any other version (an edit, a progress report, a write by
-    another replica) is queued as ever."""
+def test_a_version_already_held_is_not_decided_again_but_any_newer_one_is() -> None:
+    """The watch event of the reconciler's own status write shows what it has just decided on,
+    and a watch that lists again shows what it had: a version already held is not queued. Any
+    newer version (an edit, a progress report, a write by another replica) is queued as ever;
+    an older one changes nothing."""
     from mentor.controller.operator import Operator
     from mentor.controller.settings import Settings
 
     operator = Operator(Settings.from_env({}))
+    key = ("ns", "j")
 
     def event(version: str) -> dict[str, Any]:
         return {"apiVersion": "mentor.dev/v1alpha1", "kind": "TrainingJob",
                 "metadata": {"namespace": "ns", "name": "j", "uid": "u",
                              "resourceVersion": version}, "spec": {}}
 
-    operator.training.written[("ns", "j")] = 9
+    operator.training.jobs.observe(event("9"))  # the answer to its own status write
     operator.on_training_job("MODIFIED", event("9"))
     assert len(operator.queue) == 0, "its own write: nothing new to decide"
-    assert operator.training.jobs.get(("ns", "j")) == event("9"), "but remembered"
-    operator.on_training_job("MODIFIED", event("9"))
-    assert len(operator.queue) == 1, "seen once already: queued as any event"
-    operator.training.written[("ns", "j")] = 11
+    operator.on_training_job(None, event("9"))  # type: ignore[arg-type]  # Kopf's listing
+    assert len(operator.queue) == 0, "listed again: nothing new to decide"
+    operator.on_training_job("MODIFIED", event("8"))
+    assert len(operator.queue) == 0 and operator.training.jobs.get(key) == event("9")
     operator.on_training_job("MODIFIED", event("10"))
-    assert len(operator.queue) == 1 and ("ns", "j") in operator.training.written, \
-        "another version: queued (merged with the queued reconcile)"
+    assert len(operator.queue) == 1 and operator.training.jobs.get(key) == event("10")
+    operator.on_training_job("ADDED", {**event("3"), "metadata": {
+        **event("3")["metadata"], "uid": "v"}})  # deleted and made again: a new job
+    assert operator.training.jobs.get(key)["metadata"]["uid"] == "v"  # type: ignore[index]
+
+
+def test_the_safety_resync_queues_a_missed_version_now_and_a_known_one_only_as_upkeep() -> None:
+    """A job the safety resync lists at a version the operator had not seen was missed: it is
+    queued as any event. A known version is queued as upkeep, and only if nothing is planned
+    for its job already: 5,000 running jobs (each with its refresh due) queue nothing."""
+    from mentor.controller.workqueue import Background
+
+    order: list[str] = []
+    gate = threading.Event()
+
+    def process(key: Any) -> None:
+        gate.wait()
+        order.append(key)
+
+    queue = WorkQueue(process, workers=1)
+    queue.add("planned", after=Background(60))
+    for key in ("planned", "idle"):
+        queue.upkeep(key)
+    queue.add("missed")
+    queue.start()
+    gate.set()
+    wait_until(lambda: len(order) == 2)
+    assert order == ["missed", "idle"], "news first, then the upkeep"
+    assert len(queue) == 1, "the planned job's timer stands, and nothing else was queued"
+    queue.stop()
 
 
 def test_upkeep_waits_while_anything_else_is_ready() -> None:

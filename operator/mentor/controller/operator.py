@@ -63,11 +63,14 @@ class Operator:
     # -- events from Kopf
 
     def on_training_job(self, type_: str, body: dict[str, Any]) -> None:
-        """Every version of every TrainingJob: remembered, and its job queued (unless it is the
-        status its last reconcile wrote). A deleted job's series and state go with it (no
-        finalizer is needed to see a deletion)."""
+        """Every version of every TrainingJob: remembered, and its job queued, unless it is a
+        version already held (the status its last reconcile wrote, a listing again after the
+        watch was reset): it has nothing new to decide. A deleted job's series and state go
+        with it (no finalizer is needed to see a deletion)."""
         key = key_of(body)
-        parent = tuning.parent_of(body)  # a trial: its TuningJob decides again
+        # A trial: its TuningJob decides again, also on the echo of the trial's own status
+        # write (which the TuningJob has not seen).
+        parent = tuning.parent_of(body)
         if parent:
             self.tuning_queue.add(parent)
         if type_ == "DELETED":
@@ -76,8 +79,7 @@ class Operator:
             self.book.jobs.pop(key, None)
             METRICS.forget(key[0], TRAINING_JOB.kind, key[1])
             return
-        self.training.jobs.observe(body)
-        if not self.training.own_write(key, body):
+        if self.training.jobs.observe(body):
             self.queue.add(key)
 
     def on_tuning_job(self, type_: str, body: dict[str, Any]) -> None:
@@ -164,7 +166,7 @@ class Operator:
         while True:
             await asyncio.sleep(self.settings.safety_resync_seconds)
             try:
-                await loop.run_in_executor(None, training.resync, self.training, self.queue.add)
+                await loop.run_in_executor(None, training.resync, self.training, self.queue)
                 await loop.run_in_executor(None, tuning.resync, self.tuning,
                                            self.tuning_queue.add)
             except Exception as e:  # the API server restarting, RBAC being changed: retry

@@ -28,13 +28,13 @@ from mentor.builders.names import JobRef
 from mentor.builders.pods import build_pods, build_service
 from mentor.controller import kube
 from mentor.controller.budget import WriteBudget
-from mentor.controller.cache import Expectations, Jobs, Key, Pods, version_of
+from mentor.controller.cache import Expectations, Jobs, Key, Pods
 from mentor.controller.events import post_events
 from mentor.controller.guard import guarded
 from mentor.controller.metrics import METRICS
 from mentor.controller.namespaces import NamespaceObjects
 from mentor.controller.settings import Settings
-from mentor.controller.workqueue import Background
+from mentor.controller.workqueue import Background, WorkQueue
 from mentor.decide.ledger import active_seconds, gpu_hours, held_gpus
 from mentor.decide.podview import PodView
 from mentor.decide.times import parse_time
@@ -68,10 +68,6 @@ class Controller:
     # The jobs whose refresh found the budget spent: they try again at the next token, not a
     # period later (which let the same job lose every round).
     denied: set[Key] = field(default_factory=set)
-    # The resourceVersion of each job's last status write by this reconciler, until its watch
-    # event comes: that event shows what the reconcile has just decided on, and deciding again
-    # would find nothing to do (2 of a job's 7 reconciles in a burst).
-    written: dict[Key, int] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         """A deleted job leaves nothing behind."""
@@ -80,16 +76,6 @@ class Controller:
         self.accounted.pop(key, None)
         self.holding.discard(key)
         self.denied.discard(key)
-        self.written.pop(key, None)
-
-    def own_write(self, key: Key, body: dict[str, Any]) -> bool:
-        """Whether this version of the job is the one its last reconcile wrote (an older one
-        leaves the write's own event to come)."""
-        ours, version = self.written.get(key), version_of(body)
-        if ours is None or version < ours:
-            return False
-        del self.written[key]
-        return version == ours
 
     def refresh_period(self) -> float:
         return self.writes.period(len(self.holding), self.settings.resync_seconds)
@@ -292,11 +278,12 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
     old_status = {k: v for k, v in (body.get("status") or {}).items()
                   if k not in ("progress", "checkpoint")}
     if new_status != old_status and _worth_writing(ctl, key, new_status, old_status):
-        written = kube.patch_status(PLURAL, body, old_status, new_status)
-        ctl.jobs.observe(written)  # the next reconcile starts from what was just written
+        # The next reconcile starts from what was just written, and the write's own watch
+        # event, a version already held, is not decided again (2 of a job's 7 reconciles in a
+        # burst).
+        ctl.jobs.observe(kube.patch_status(PLURAL, body, old_status, new_status))
         ctl.accounted[key] = time.monotonic()
         ctl.denied.discard(key)
-        ctl.written[key] = version_of(written)
     # Only now, with their time in the written status, may settled pods go.
     by_name = {p["metadata"]["name"]: p for p in ctl.pods.of(key)}
     _release([by_name[name] for name in plan.release if name in by_name])
@@ -330,10 +317,17 @@ def _worth_writing(ctl: Controller, key: Key, new: dict[str, Any], old: dict[str
     return False
 
 
-def resync(ctl: Controller, add: Any) -> None:
-    """The slow safety net: list every job (page by page) and queue each, in case an event was
-    ever missed. Everything time-driven is queued for its moment instead (`next_due`)."""
+def resync(ctl: Controller, queue: WorkQueue) -> None:
+    """The slow safety net: list every job (page by page), in case an event was ever missed. A
+    job whose listed version is news was missed, and is queued as any event; any other is
+    queued as upkeep only if nothing is planned for it already (`WorkQueue.upkeep`): at 5,000
+    jobs, 5,000 reconciles with nothing to decide, queued at once ahead of new jobs, made a new
+    job wait half a minute for its pods. Everything time-driven is queued for its moment
+    instead (`next_due`)."""
     ctl.namespaces.forget()  # a namespace's Secret or policy deleted since is made again
     for body in kube.list_all(GROUP, VERSION, PLURAL, ctl.settings.namespaces):
-        ctl.jobs.observe(body)
-        add((body["metadata"]["namespace"], body["metadata"]["name"]))
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if ctl.jobs.observe(body):
+            queue.add(key)
+        else:
+            queue.upkeep(key)

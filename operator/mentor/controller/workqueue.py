@@ -65,6 +65,15 @@ class WorkQueue:
             if wake:  # a key merged into queued or running work wakes no one: no new work
                 self._lock.notify()
 
+    def upkeep(self, key: Hashable) -> None:
+        """Queue `key` as upkeep (after whatever else is ready), unless it is queued, being
+        reconciled or due already: insurance that replaces no reconcile already planned."""
+        with self._lock:
+            if key in self._queued or key in self._busy or key in self._due:
+                return
+            if self._enqueue(key, upkeep=True):
+                self._lock.notify()
+
     def _enqueue(self, key: Hashable, upkeep: bool = False) -> bool:
         """Queue a key now (the lock held): after its running reconcile, if it has one.
         Whether a worker has something new to take."""
