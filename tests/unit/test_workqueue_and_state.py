@@ -176,12 +176,8 @@ def test_a_version_already_held_is_not_decided_again_but_any_newer_one_is() -> N
     assert operator.training.jobs.get(key)["metadata"]["uid"] == "v"  # type: ignore[index]
 
 
-def test_the_safety_resync_queues_a_missed_version_now_and_a_known_one_only_as_upkeep() -> None:
-    """A job the safety resync lists at a version the operator had not seen was missed: it is
-    queued as any event. A known version is queued as upkeep, and only if nothing is planned
-    for its job already: 5,000 running jobs (each with its refresh due) queue nothing."""
-    from mentor.controller.workqueue import Background
-
+def gated_queue() -> tuple[WorkQueue, list[str], threading.Event]:
+    """A one-worker queue that records the order of its keys, each once the gate is open."""
     order: list[str] = []
     gate = threading.Event()
 
@@ -189,7 +185,16 @@ def test_the_safety_resync_queues_a_missed_version_now_and_a_known_one_only_as_u
         gate.wait()
         order.append(key)
 
-    queue = WorkQueue(process, workers=1)
+    return WorkQueue(process, workers=1), order, gate
+
+
+def test_the_safety_resync_queues_a_missed_version_now_and_a_known_one_only_as_upkeep() -> None:
+    """A job the safety resync lists at a version the operator had not seen was missed: it is
+    queued as any event. A known version is queued as upkeep, and only if nothing is planned
+    for its job already: 5,000 running jobs (each with its refresh due) queue nothing."""
+    from mentor.controller.workqueue import Background
+
+    queue, order, gate = gated_queue()
     queue.add("planned", after=Background(60))
     for key in ("planned", "idle"):
         queue.upkeep(key)
@@ -207,14 +212,7 @@ def test_upkeep_waits_while_anything_else_is_ready() -> None:
     are ready, however long it has waited; an event for a key waiting as upkeep promotes it."""
     from mentor.controller.workqueue import Background
 
-    order: list[str] = []
-    gate = threading.Event()
-
-    def process(key: Any) -> None:
-        gate.wait()
-        order.append(key)
-
-    queue = WorkQueue(process, workers=1)
+    queue, order, gate = gated_queue()
     for name in ("refresh-a", "refresh-b", "refresh-c"):
         queue.add(name, after=Background(0.01))
     time.sleep(0.05)  # all three are due, before any event
