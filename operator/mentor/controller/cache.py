@@ -80,21 +80,15 @@ class Jobs:
         self._jobs: dict[Key, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def observe(self, body: dict[str, Any]) -> bool:
-        """Remember this version of a job unless a newer one is known; whether it is news (a
-        job, or a version of it, not seen before). A version already held is no news: the
-        echo of the operator's own status write (remembered from the write's answer), or a
-        watch's listing again of what it had shown."""
+    def observe(self, body: dict[str, Any]) -> None:
         key = key_of(body)
         if "managedFields" in body["metadata"]:
             body = {**body, "metadata": without_managed_fields(body["metadata"])}
         with self._lock:
             known = self._jobs.get(key)
             if known is None or known["metadata"].get("uid") != body["metadata"].get("uid") \
-                    or version_of(body) > version_of(known):
+                    or version_of(body) >= version_of(known):
                 self._jobs[key] = body
-                return True
-            return False
 
     def get(self, key: Key) -> dict[str, Any] | None:
         with self._lock:

@@ -63,9 +63,9 @@ class Operator:
     # -- events from Kopf
 
     def on_training_job(self, type_: str, body: dict[str, Any]) -> None:
-        """Every version of every TrainingJob: remembered, and its job queued, unless it is a
-        version already held (the status its last reconcile wrote, a listing again after the
-        watch was reset): it has nothing new to decide. A deleted job's series and state go
+        """Every version of every TrainingJob: remembered, and its job queued unless its
+        reconciles have decided on that version already (the status its last reconcile wrote, a
+        listing again after the watch was reset). A deleted job's series and state go
         with it (no finalizer is needed to see a deletion)."""
         key = key_of(body)
         # A trial: its TuningJob decides again, also on the echo of the trial's own status
@@ -79,7 +79,8 @@ class Operator:
             self.book.jobs.pop(key, None)
             METRICS.forget(key[0], TRAINING_JOB.kind, key[1])
             return
-        if self.training.jobs.observe(body):
+        self.training.jobs.observe(body)
+        if self.training.news(key, body):
             self.queue.add(key)
 
     def on_tuning_job(self, type_: str, body: dict[str, Any]) -> None:

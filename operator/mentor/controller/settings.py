@@ -76,8 +76,9 @@ class Settings(BaseModel):
     # Deadlines, budgets and TTLs are not waited for this way: a job is queued for the moment
     # they fall due.
     resync_seconds: float = Field(30.0, gt=0)
-    # MENTOR_SAFETY_RESYNC_SECONDS: how often every job is listed (page by page) and queued, in
-    # case a watch event was ever missed.
+    # MENTOR_SAFETY_RESYNC_SECONDS: how often every job is listed (page by page), in case a
+    # watch event was ever missed: a job at a version never seen is queued at once, any other
+    # as upkeep if nothing is planned for it.
     safety_resync_seconds: float = Field(300.0, gt=0)
     # MENTOR_WORKERS: reconciles run at once (each job is only ever in one of them).
     workers: int = Field(8, ge=1, le=256)

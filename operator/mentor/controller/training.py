@@ -28,7 +28,7 @@ from mentor.builders.names import JobRef
 from mentor.builders.pods import build_pods, build_service
 from mentor.controller import kube
 from mentor.controller.budget import WriteBudget
-from mentor.controller.cache import Expectations, Jobs, Key, Pods
+from mentor.controller.cache import Expectations, Jobs, Key, Pods, version_of
 from mentor.controller.events import post_events
 from mentor.controller.guard import guarded
 from mentor.controller.metrics import METRICS
@@ -68,6 +68,11 @@ class Controller:
     # The jobs whose refresh found the budget spent: they try again at the next token, not a
     # period later (which let the same job lose every round).
     denied: set[Key] = field(default_factory=set)
+    # The resourceVersion each job's last reconcile decided from, or wrote: a watch event of
+    # that version or an older one (the echo of its own status write, a watch's listing again)
+    # has nothing new to decide (2 of a job's 7 reconciles in a burst). A version written by
+    # anyone else, the operator's TuningJob reconciles included, is newer.
+    decided: dict[Key, int] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         """A deleted job leaves nothing behind."""
@@ -76,6 +81,11 @@ class Controller:
         self.accounted.pop(key, None)
         self.holding.discard(key)
         self.denied.discard(key)
+        self.decided.pop(key, None)
+
+    def news(self, key: Key, body: dict[str, Any]) -> bool:
+        """Whether this version of a job is newer than what its reconciles decided on."""
+        return version_of(body) > self.decided.get(key, -1)
 
     def refresh_period(self) -> float:
         return self.writes.period(len(self.holding), self.settings.resync_seconds)
@@ -104,6 +114,7 @@ def _reconcile(ctl: Controller, key: Key) -> float | None:
         ctl.expectations.forget(key)
         _release([p for p in ctl.pods.of(key) if p["metadata"].get("deletionTimestamp")])
         return None
+    ctl.decided[key] = version_of(body)
     job = job_ref(body)
     pods: list[dict[str, Any]] = []
     foreign: list[dict[str, Any]] = []
@@ -278,10 +289,9 @@ def _apply(ctl: Controller, body: dict[str, Any], job: JobRef, spec: TrainingJob
     old_status = {k: v for k, v in (body.get("status") or {}).items()
                   if k not in ("progress", "checkpoint")}
     if new_status != old_status and _worth_writing(ctl, key, new_status, old_status):
-        # The next reconcile starts from what was just written, and the write's own watch
-        # event, a version already held, is not decided again (2 of a job's 7 reconciles in a
-        # burst).
-        ctl.jobs.observe(kube.patch_status(PLURAL, body, old_status, new_status))
+        written = kube.patch_status(PLURAL, body, old_status, new_status)
+        ctl.jobs.observe(written)  # the next reconcile starts from what was just written
+        ctl.decided[key] = version_of(written)  # and its watch event is not decided again
         ctl.accounted[key] = time.monotonic()
         ctl.denied.discard(key)
     # Only now, with their time in the written status, may settled pods go.
@@ -327,7 +337,8 @@ def resync(ctl: Controller, queue: WorkQueue) -> None:
     ctl.namespaces.forget()  # a namespace's Secret or policy deleted since is made again
     for body in kube.list_all(GROUP, VERSION, PLURAL, ctl.settings.namespaces):
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        if ctl.jobs.observe(body):
+        ctl.jobs.observe(body)
+        if ctl.news(key, body):
             queue.add(key)
         else:
             queue.upkeep(key)
