@@ -209,9 +209,7 @@ class Pods:
                     self._apply(key, kind, pod)
                 self.on_change(key)
         finally:
-            close = getattr(lines, "close", None)
-            if close is not None:
-                close()  # a stream left early gives up its connection now
+            lines.close()  # a stream left early gives up its connection now
         return version
 
     def _apply(self, key: Key, kind: str, pod: dict[str, Any]) -> None:

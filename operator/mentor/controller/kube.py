@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, cast
 
 import orjson
@@ -90,7 +90,7 @@ def request(method: str, path: str, body: Any = None,
         if response.data and answer else {}
 
 
-def stream(path: str, timeout: float) -> Iterator[bytes]:
+def stream(path: str, timeout: float) -> Generator[bytes, None, None]:
     """The lines of a watch (a streamed GET of `path`, its query included) as they come, with
     `timeout` seconds of silence allowed; on the same connections as `request`."""
     client_ = api_client()
@@ -103,7 +103,7 @@ def stream(path: str, timeout: float) -> Iterator[bytes]:
 
 
 def _stream_urllib3(client_: client.ApiClient, path: str, headers: dict[str, str],
-                    timeout: float) -> Iterator[bytes]:
+                    timeout: float) -> Generator[bytes, None, None]:
     """`stream` behind a proxy, on the generated client's pool."""
     raw = client_.rest_client.pool_manager.request(
         "GET", client_.configuration.host + path, headers=headers, preload_content=False,

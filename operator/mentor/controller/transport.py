@@ -18,7 +18,7 @@ entirely (`kube.request`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,8 @@ class Transport:
         except (OSError, HTTPError, ValueError) as e:
             raise _unreachable(e) from e
 
-    def stream(self, path: str, headers: dict[str, str], timeout: float) -> Iterator[bytes]:
+    def stream(self, path: str, headers: dict[str, str],
+               timeout: float) -> Generator[bytes, None, None]:
         """The lines of a streamed GET (a watch), each as it comes, with `timeout` seconds of
         silence allowed. An answer other than 200 is raised as the client's ApiException; a
         stream read to its end gives its connection back, one left early closes it."""
