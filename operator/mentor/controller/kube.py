@@ -22,6 +22,7 @@ from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 
 from mentor.api.kinds import GROUP, VERSION
+from mentor.controller import transport
 from mentor.controller.transport import Transport
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -113,12 +114,7 @@ def _stream_urllib3(client_: client.ApiClient, path: str, headers: dict[str, str
             response = rest.RESTResponse(raw)
             response.read()  # type: ignore[no-untyped-call]
             ApiException.from_response(http_resp=response, body=None, data=None)
-        pending = b""
-        for chunk in raw.stream(amt=None, decode_content=False):
-            *lines, pending = (pending + chunk).split(b"\n")
-            yield from (line for line in lines if line)
-        if pending:
-            yield pending
+        yield from transport.lines(raw.stream(amt=None, decode_content=False))
     finally:
         raw.release_conn()
 

@@ -7,7 +7,7 @@ writes and two Events a job. Through the generated client's urllib3 pool a small
 operator's CPU), spent on what a JSON API does not need: the URL parsed again for every call,
 header containers, retry bookkeeping, and http.client's e-mail parser for the answer's headers.
 Here a request is one write of its line, headers and body, and its answer is read with readline
-and read: 0.07 ms (`benchmarks/README.md`, session 36).
+and read: about 0.1 ms (`benchmarks/README.md`, session 36).
 
 The connections themselves are still made by urllib3, from the client's configuration (its CA,
 client certificate, server name and socket options), so what changes is how the bytes are
@@ -18,7 +18,7 @@ entirely (`kube.request`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,19 +98,10 @@ class Transport:
                 if status != 200:
                     ApiException.from_response(http_resp=Response(status, reason, head, data),
                                                body=None, data=None)
-                yield from (x for x in data.split(b"\n") if x)
+                yield from lines([data])
                 return
             conn.sock.settimeout(timeout)
-            pending = b""
-            while size := int(conn.reader.readline(MAX_LINE).split(b";")[0], 16):
-                chunk = conn.reader.read(size + 2)
-                if len(chunk) != size + 2:
-                    raise ConnectionError("the stream ended inside a chunk")
-                *lines, pending = (pending + chunk[:size]).split(b"\n")
-                yield from (x for x in lines if x)
-            _headers(conn.reader)
-            if pending:
-                yield pending
+            yield from lines(_chunked(conn.reader))
             done = _keep(version, head)
         except (OSError, ValueError) as e:
             raise _unreachable(e) from e
@@ -120,12 +111,6 @@ class Transport:
                 self._give(conn)
             else:
                 conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
 
     def _take(self) -> _Connection:
         with self._lock:
@@ -250,13 +235,25 @@ def _headers(reader: Any) -> dict[str, str]:
 
 
 def _chunks(reader: Any) -> bytes:
-    data = bytearray()
-    while True:
-        size = int(reader.readline(MAX_LINE).split(b";")[0], 16)
-        if size == 0:
-            _headers(reader)  # trailers, if any, and the final empty line
-            return bytes(data)
+    return b"".join(_chunked(reader))
+
+
+def _chunked(reader: Any) -> Iterator[bytes]:
+    """The chunks of a chunked body as they come, to its end (trailers read and dropped)."""
+    while size := int(reader.readline(MAX_LINE).split(b";")[0], 16):
         chunk = reader.read(size + 2)  # the chunk and its CRLF
         if len(chunk) != size + 2:
             raise ConnectionError("the answer ended inside a chunk")
-        data += chunk[:size]
+        yield chunk[:size]
+    _headers(reader)  # trailers, if any, and the final empty line
+
+
+def lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The non-empty lines of a stream of chunks (a watch: one JSON event a line), each as soon
+    as it is whole."""
+    pending = b""
+    for chunk in chunks:
+        *whole, pending = (pending + chunk).split(b"\n")
+        yield from (line for line in whole if line)
+    if pending:
+        yield pending
